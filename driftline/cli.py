@@ -1,0 +1,133 @@
+"""``driftline``: one console script, with a sub-command per job.
+
+Each package adds its own sub-commands through a ``register(subparsers)``
+function in its ``cli`` module (``streams.cli``, ``retrain.cli``,
+``registry.cli``); this module owns the shared ones (``broker``, ``topics``)
+and the error handling: a user error prints one line and exits 1, never a
+traceback (set ``DRIFTLINE_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Callable, Sequence
+
+from .errors import DriftlineError
+
+__all__ = ["main", "build_parser"]
+
+# Packages that contribute sub-commands, in help order.
+_PLUGINS = ("streams.cli", "retrain.cli", "registry.cli", "driftline.usercli")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftline",
+        description="Keep machine-learning models healthy in production: monitor, alert, retrain.",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("DRIFTLINE_LOG_LEVEL", "INFO"),
+                        help="logging level (default INFO, or $DRIFTLINE_LOG_LEVEL)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (tansu)")
+    broker.add_argument("--port", type=int, default=9092, help="TCP port on 127.0.0.1 (default 9092)")
+    broker.add_argument("--topics", action="store_true", help="also create the Driftline topics")
+    broker.add_argument("--partitions", type=int, default=4, help="partitions per topic with --topics")
+    broker.set_defaults(handler=_run_broker)
+
+    topics = sub.add_parser("topics", help="manage Driftline's Kafka topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    create = topics_sub.add_parser("create", help="create all Driftline topics (idempotent)")
+    create.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
+    create.add_argument("--replication-factor", type=int, default=1)
+    create.set_defaults(handler=_create_topics)
+
+    for module_name in _PLUGINS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name:  # a real import error inside the plug-in
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    handler: Callable[[argparse.Namespace], int | None] = args.handler
+    try:
+        return int(handler(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except DriftlineError as error:
+        print(f"driftline: error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # never a traceback for users
+        if os.environ.get("DRIFTLINE_DEBUG"):
+            raise
+        print(f"driftline: error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+
+
+def wait_for_stop_signal() -> int:
+    """Block until SIGINT or SIGTERM; return the signal number."""
+    received: list[int] = []
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return received[0]
+
+
+def _run_broker(args: argparse.Namespace) -> int:
+    from .broker import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port)
+    broker.start()
+    try:
+        if args.topics:
+            from .config import load_settings
+            from .topics import create_topics
+
+            create_topics(load_settings(bootstrap_servers=broker.bootstrap_servers), partitions=args.partitions)
+        print(broker.bootstrap_servers, flush=True)
+        wait_for_stop_signal()
+    finally:
+        broker.stop()
+    return 0
+
+
+def _create_topics(args: argparse.Namespace) -> int:
+    from .config import load_settings
+    from .topics import create_topics
+
+    result = create_topics(load_settings(), partitions=args.partitions, replication_factor=args.replication_factor)
+    for name, state in sorted(result.items()):
+        print(f"{name}\t{state}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

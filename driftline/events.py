@@ -1,0 +1,762 @@
+"""The event contract: every record that travels over a Driftline topic.
+
+This module is the only place that knows the shape of an event. Producers
+build records and call :func:`encode`; consumers call :func:`decode_batch`
+(lenient: good events and per-event errors, for daemons) or :func:`decode`
+(strict: the first problem raises). A bad record raises
+:class:`ValidationError`, which names the field, the value and the reason —
+never another exception type.
+
+A message holds one event (a JSON object) or several (a JSON array, "bulk").
+
+Examples
+--------
+>>> from driftline.events import Prediction, decode, encode
+>>> p = Prediction(event_id="e-1", model="churn", model_version=1, timestamp=0.0,
+...                features={"age": 42, "plan": "pro"}, prediction="yes")
+>>> decode(Prediction, encode(p)) == [p]
+True
+>>> decode(Prediction, b'{"event_id": "e-2"}')
+Traceback (most recent call last):
+...
+driftline.events.ValidationError: model: missing required field (got <missing>)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import time
+import uuid
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Iterable, Sequence, TypeVar, Union
+
+from .errors import DriftlineError
+
+__all__ = [
+    "ValidationError",
+    "Prediction",
+    "Label",
+    "LabeledRecord",
+    "Alert",
+    "RetrainRequest",
+    "ModelEvent",
+    "MetricsSnapshot",
+    "DeadLetter",
+    "DecodedBatch",
+    "decode",
+    "decode_batch",
+    "encode",
+    "encode_many",
+    "validate_name",
+    "new_id",
+    "now",
+    "MAX_MESSAGE_BYTES",
+    "MAX_BATCH_EVENTS",
+]
+
+#: Largest message a consumer accepts (bytes). Kafka's own default is 1 MiB.
+MAX_MESSAGE_BYTES = 1_048_576
+#: Most events in one bulk message.
+MAX_BATCH_EVENTS = 10_000
+MAX_FEATURES = 1_000
+MAX_STRING = 1_024
+MAX_ID = 256
+
+# Model, feature-set and alias names: no path separators, no traversal, no
+# whitespace, so a name is safe as a file name, a URL part and a metric label.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+_MISSING = object()
+
+
+class _MissingRepr:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+MISSING_VALUE = _MissingRepr()
+
+
+class ValidationError(DriftlineError, ValueError):
+    """A record broke the contract.
+
+    Parameters
+    ----------
+    field
+        Dotted path of the offending field (``features.age``, ``[3].model``);
+        ``<payload>`` for the message as a whole.
+    value
+        The offending value (shortened in the message).
+    reason
+        Why it was refused.
+    index
+        Position in a bulk message, or ``None`` for a single event.
+    """
+
+    def __init__(self, field: str, value: Any, reason: str, index: int | None = None):
+        self.field = field
+        self.value = value
+        self.reason = reason
+        self.index = index
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        where = f"[{index}]." if index is not None else ""
+        super().__init__(f"{where}{field}: {reason} (got {shown})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "reason": self.reason, "index": self.index, "message": str(self)}
+
+
+def new_id() -> str:
+    """A fresh random identifier for alerts, requests and dead letters."""
+    return uuid.uuid4().hex
+
+
+def now() -> float:
+    """Current time as epoch seconds (the contract's timestamp unit)."""
+    return time.time()
+
+
+def validate_name(value: Any, field_name: str = "model") -> str:
+    """Check a model or alias name: 1–128 of ``[A-Za-z0-9_.-]``, starting
+    with a letter or digit (so ``..`` and ``/`` can never appear as a path)."""
+    if not isinstance(value, str):
+        raise ValidationError(field_name, value, "must be a string")
+    if not _NAME.match(value) or ".." in value:
+        raise ValidationError(
+            field_name,
+            value,
+            "must be 1-128 characters of letters, digits, '_', '.', '-', start with a "
+            "letter or digit and contain no '..'",
+        )
+    return value
+
+
+# -- field checks -------------------------------------------------------------
+# Each takes (value, field path) and returns the normalised value or raises.
+
+
+def _is_number(value: Any) -> bool:
+    return (type(value) is int or type(value) is float) and value == value and value not in (math.inf, -math.inf)
+
+
+def _string(value: Any, path: str, limit: int = MAX_ID) -> str:
+    if type(value) is not str:
+        raise ValidationError(path, value, "must be a string")
+    if not value or len(value) > limit:
+        raise ValidationError(path, value, f"must be 1-{limit} characters")
+    return value
+
+
+def _optional_string(value: Any, path: str) -> str | None:
+    return None if value is None else _string(value, path, MAX_STRING)
+
+
+def _int(value: Any, path: str, minimum: int = 0) -> int:
+    if type(value) is not int:
+        # 2.0 is accepted as 2: JSON writers in other languages emit it.
+        if type(value) is float and value.is_integer() and value == value:
+            value = int(value)
+        else:
+            raise ValidationError(path, value, "must be an integer")
+    if value < minimum or value > 2**53:
+        raise ValidationError(path, value, f"must be between {minimum} and 2**53")
+    return value
+
+
+def _optional_int(value: Any, path: str) -> int | None:
+    return None if value is None else _int(value, path)
+
+
+def _number(value: Any, path: str) -> float:
+    if not _is_number(value):
+        raise ValidationError(path, value, "must be a finite number")
+    return float(value)
+
+
+def _optional_number(value: Any, path: str) -> float | None:
+    return None if value is None else _number(value, path)
+
+
+def _timestamp(value: Any, path: str) -> float:
+    """ISO-8601 (naive means UTC) or epoch seconds -> epoch seconds."""
+    if type(value) is float or type(value) is int:
+        if not _is_number(value) or not 0 <= value < 1e11:
+            raise ValidationError(path, value, "must be epoch seconds between 0 and 1e11")
+        return float(value)
+    if type(value) is str and 0 < len(value) <= 64:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(path, value, "is not an ISO-8601 time or epoch seconds") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        return parsed.timestamp()
+    raise ValidationError(path, value, "must be ISO-8601 text or epoch seconds")
+
+
+def _target(value: Any, path: str) -> Any:
+    """A class label or a number: str, bool, int or finite float."""
+    kind = type(value)
+    if kind is str:
+        if not value or len(value) > MAX_STRING:
+            raise ValidationError(path, value, f"must be 1-{MAX_STRING} characters")
+        return value
+    if kind is bool or kind is int:
+        return value
+    if kind is float:
+        if value != value or value in (math.inf, -math.inf):
+            raise ValidationError(path, value, "must be finite")
+        return value
+    raise ValidationError(path, value, "must be a class label (string, integer, bool) or a number")
+
+
+def _features(value: Any, path: str) -> dict[str, Any]:
+    if type(value) is not dict:
+        raise ValidationError(path, value, "must be an object of name -> number, string, bool or null")
+    if not value:
+        raise ValidationError(path, value, "must not be empty")
+    if len(value) > MAX_FEATURES:
+        raise ValidationError(path, len(value), f"has more than {MAX_FEATURES} features")
+    for name, item in value.items():
+        kind = type(item)
+        if kind is float:
+            if item != item or item in (math.inf, -math.inf):
+                raise ValidationError(f"{path}.{name}", item, "must be finite (use null for missing)")
+        elif kind is int or kind is bool or item is None:
+            pass
+        elif kind is str:
+            if len(item) > MAX_STRING:
+                raise ValidationError(f"{path}.{name}", item, f"is longer than {MAX_STRING} characters")
+        else:
+            raise ValidationError(f"{path}.{name}", item, "must be a number, string, bool or null")
+        if len(name) > MAX_ID or not name:
+            raise ValidationError(path, name, f"feature names must be 1-{MAX_ID} characters")
+    return value
+
+
+def _probabilities(value: Any, path: str) -> dict[str, float] | None:
+    if value is None:
+        return None
+    if type(value) is not dict or not value:
+        raise ValidationError(path, value, "must be a non-empty object of class -> probability")
+    if len(value) > MAX_FEATURES:
+        raise ValidationError(path, len(value), f"has more than {MAX_FEATURES} classes")
+    for name, item in value.items():
+        if not _is_number(item) or not 0.0 <= item <= 1.0:
+            raise ValidationError(f"{path}.{name}", item, "must be a probability between 0 and 1")
+    return value
+
+
+def _number_map(value: Any, path: str) -> dict[str, float | None]:
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise ValidationError(path, value, "must be an object of name -> number or null")
+    for name, item in value.items():
+        if item is not None and (type(item) is bool or not _is_number(item)):
+            raise ValidationError(f"{path}.{name}", item, "must be a finite number or null")
+    return value
+
+
+def _json_object(value: Any, path: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise ValidationError(path, value, "must be an object")
+    return value
+
+
+def _string_list(value: Any, path: str) -> list[str]:
+    if value is None:
+        return []
+    if type(value) is not list or len(value) > MAX_BATCH_EVENTS:
+        raise ValidationError(path, value, "must be a list of strings")
+    for i, item in enumerate(value):
+        _string(item, f"{path}[{i}]")
+    return value
+
+
+def _name(value: Any, path: str) -> str:
+    return validate_name(value, path)
+
+
+def _optional_name(value: Any, path: str) -> str | None:
+    return None if value is None else validate_name(value, path)
+
+
+def _kind(value: Any, path: str) -> str:
+    if type(value) is not str or not _KIND.match(value):
+        raise ValidationError(path, value, "must be a lower-case identifier such as 'data_drift'")
+    return value
+
+
+def _one_of(*choices: str):
+    def check(value: Any, path: str) -> str:
+        if value not in choices:
+            raise ValidationError(path, value, f"must be one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+# -- records --------------------------------------------------------------------
+
+
+class _Record:
+    """Shared behaviour: a table of field checks drives decoding."""
+
+    # name -> (check, required). Filled in by each subclass.
+    _checks: ClassVar[dict[str, tuple[Any, bool]]]
+    topic: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, obj: Any, index: int | None = None):
+        if type(obj) is not dict:
+            raise ValidationError("<event>", obj, "must be a JSON object", index)
+        values = {}
+        try:
+            for name, (check, required) in cls._checks.items():
+                raw = obj.get(name, _MISSING)
+                if raw is _MISSING:
+                    if required:
+                        raise ValidationError(name, MISSING_VALUE, "missing required field")
+                    raw = None
+                values[name] = check(raw, name)
+        except ValidationError as error:
+            if index is not None and error.index is None:
+                raise ValidationError(error.field, error.value, error.reason, index) from None
+            raise
+        return cls(**values)
+
+
+@dataclass(slots=True)
+class Prediction(_Record):
+    """What a model predicted for one input (topic ``predictions``)."""
+
+    event_id: str
+    model: str
+    model_version: int
+    timestamp: float
+    features: dict[str, Any]
+    prediction: Any
+    probabilities: dict[str, float] | None = None
+    latency_ms: float | None = None
+
+    topic: ClassVar[str] = "predictions"
+
+    @classmethod
+    def from_dict(cls, obj: Any, index: int | None = None) -> "Prediction":
+        # Hand-unrolled: this is the hot path of the monitor.
+        if type(obj) is not dict:
+            raise ValidationError("<event>", obj, "must be a JSON object", index)
+        try:
+            get = obj.get
+            event_id = get("event_id", _MISSING)
+            if type(event_id) is not str or not 0 < len(event_id) <= MAX_ID:
+                _require(event_id, "event_id")
+                _string(event_id, "event_id")
+            model = get("model", _MISSING)
+            if type(model) is not str or not _NAME.match(model) or ".." in model:
+                _require(model, "model")
+                validate_name(model, "model")
+            version = get("model_version", _MISSING)
+            if type(version) is not int or not 0 <= version <= 2**53:
+                _require(version, "model_version")
+                version = _int(version, "model_version")
+            timestamp = get("timestamp", _MISSING)
+            if type(timestamp) is not float or not 0.0 <= timestamp < 1e11:
+                _require(timestamp, "timestamp")
+                timestamp = _timestamp(timestamp, "timestamp")
+            features = get("features", _MISSING)
+            _require(features, "features")
+            _features(features, "features")
+            prediction = get("prediction", _MISSING)
+            _require(prediction, "prediction")
+            _target(prediction, "prediction")
+            probabilities = get("probabilities")
+            if probabilities is not None:
+                _probabilities(probabilities, "probabilities")
+            latency = get("latency_ms")
+            if latency is not None:
+                latency = _number(latency, "latency_ms")
+                if latency < 0:
+                    raise ValidationError("latency_ms", latency, "must not be negative")
+        except ValidationError as error:
+            if index is not None:
+                raise ValidationError(error.field, error.value, error.reason, index) from None
+            raise
+        return cls(event_id, model, version, timestamp, features, prediction, probabilities, latency)
+
+
+def _require(value: Any, name: str) -> None:
+    if value is _MISSING:
+        raise ValidationError(name, MISSING_VALUE, "missing required field")
+
+
+Prediction._checks = {}  # decoded by the hand-written from_dict above
+
+
+@dataclass(slots=True)
+class Label(_Record):
+    """Ground truth for an earlier prediction (topic ``labels``)."""
+
+    event_id: str
+    model: str
+    label: Any
+    timestamp: float
+
+    topic: ClassVar[str] = "labels"
+
+
+Label._checks = {
+    "event_id": (_string, True),
+    "model": (_name, True),
+    "label": (_target, True),
+    "timestamp": (_timestamp, True),
+}
+
+
+@dataclass(slots=True)
+class LabeledRecord(_Record):
+    """A prediction joined with its label (topic ``labeled``): training data."""
+
+    event_id: str
+    model: str
+    model_version: int
+    features: dict[str, Any]
+    prediction: Any
+    label: Any
+    prediction_timestamp: float
+    label_timestamp: float
+    probabilities: dict[str, float] | None = None
+    latency_ms: float | None = None
+
+    topic: ClassVar[str] = "labeled"
+
+
+LabeledRecord._checks = {
+    "event_id": (_string, True),
+    "model": (_name, True),
+    "model_version": (_int, True),
+    "features": (_features, True),
+    "prediction": (_target, True),
+    "label": (_target, True),
+    "prediction_timestamp": (_timestamp, True),
+    "label_timestamp": (_timestamp, True),
+    "probabilities": (_probabilities, False),
+    "latency_ms": (_optional_number, False),
+}
+
+
+@dataclass(slots=True)
+class Alert(_Record):
+    """Something is wrong with a model (topic ``alerts``).
+
+    ``kind`` is one of ``data_drift``, ``concept_drift``, ``prediction_drift``,
+    ``metric``, ``latency``, ``outliers`` (or another lower-case identifier).
+    """
+
+    alert_id: str
+    model: str
+    model_version: int
+    kind: str
+    subject: str
+    detector: str
+    value: float
+    threshold: float | None
+    timestamp: float
+    message: str
+
+    topic: ClassVar[str] = "alerts"
+
+
+Alert._checks = {
+    "alert_id": (_string, True),
+    "model": (_name, True),
+    "model_version": (_int, True),
+    "kind": (_kind, True),
+    "subject": (_string, True),
+    "detector": (_string, True),
+    "value": (_number, True),
+    "threshold": (_optional_number, False),
+    "timestamp": (_timestamp, True),
+    "message": (lambda v, p: _string(v, p, MAX_STRING * 4), True),
+}
+
+RETRAIN_REASONS = ("drift", "metric", "schedule", "manual")
+
+
+@dataclass(slots=True)
+class RetrainRequest(_Record):
+    """Why a model should be retrained (topic ``retrain-requests``)."""
+
+    request_id: str
+    model: str
+    reason: str
+    timestamp: float
+    alert_ids: list[str] = field(default_factory=list)
+    model_version: int | None = None
+    message: str | None = None
+
+    topic: ClassVar[str] = "retrain_requests"
+
+
+RetrainRequest._checks = {
+    "request_id": (_string, True),
+    "model": (_name, True),
+    "reason": (_one_of(*RETRAIN_REASONS), True),
+    "timestamp": (_timestamp, True),
+    "alert_ids": (_string_list, False),
+    "model_version": (_optional_int, False),
+    "message": (_optional_string, False),
+}
+
+MODEL_EVENTS = ("registered", "promoted", "rejected", "rolled_back", "failed", "policy_changed", "alias_set")
+
+
+@dataclass(slots=True)
+class ModelEvent(_Record):
+    """Something happened to a model in the registry (topic ``model-events``).
+
+    ``metrics`` holds scores (for a retrain: ``candidate_<metric>`` and
+    ``champion_<metric>``); ``reason`` says why a run was rejected or failed.
+    """
+
+    event: str
+    model: str
+    timestamp: float
+    version: int | None = None
+    alias: str | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    request_id: str | None = None
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    topic: ClassVar[str] = "model_events"
+
+
+ModelEvent._checks = {
+    "event": (_one_of(*MODEL_EVENTS), True),
+    "model": (_name, True),
+    "timestamp": (_timestamp, True),
+    "version": (_optional_int, False),
+    "alias": (_optional_name, False),
+    "metrics": (_number_map, False),
+    "request_id": (_optional_string, False),
+    "reason": (_optional_string, False),
+    "details": (_json_object, False),
+}
+
+
+@dataclass(slots=True)
+class MetricsSnapshot(_Record):
+    """Periodic metrics of one model version (topic ``metrics``).
+
+    ``cumulative`` covers every joined pair since the version appeared,
+    ``rolling`` the last ``window`` pairs; ``stats`` holds counts, label
+    coverage and delay, latency percentiles and throughput.
+    """
+
+    model: str
+    model_version: int
+    timestamp: float
+    cumulative: dict[str, float | None] = field(default_factory=dict)
+    rolling: dict[str, float | None] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    topic: ClassVar[str] = "metrics"
+
+
+MetricsSnapshot._checks = {
+    "model": (_name, True),
+    "model_version": (_int, True),
+    "timestamp": (_timestamp, True),
+    "cumulative": (_number_map, False),
+    "rolling": (_number_map, False),
+    "stats": (_json_object, False),
+}
+
+
+@dataclass(slots=True)
+class DeadLetter(_Record):
+    """An input that could not be used (topic ``dead-letter``).
+
+    ``original`` is the message's bytes, base64-encoded, so nothing is lost
+    even when they are not text.
+    """
+
+    error_id: str
+    source_topic: str
+    reason: str
+    field: str | None
+    original: str
+    timestamp: float
+    component: str
+    partition: int | None = None
+    offset: int | None = None
+    index: int | None = None
+
+    topic: ClassVar[str] = "dead_letter"
+
+    @classmethod
+    def for_payload(
+        cls,
+        payload: bytes,
+        error: Exception,
+        *,
+        source_topic: str,
+        component: str,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> "DeadLetter":
+        """Build the dead letter for ``payload`` refused with ``error``."""
+        is_validation = isinstance(error, ValidationError)
+        return cls(
+            error_id=new_id(),
+            source_topic=source_topic,
+            reason=str(error) if is_validation else f"{type(error).__name__}: {error}",
+            field=error.field if is_validation else None,
+            original=base64.b64encode(payload).decode("ascii"),
+            timestamp=now(),
+            component=component,
+            partition=partition,
+            offset=offset,
+            index=error.index if is_validation else None,
+        )
+
+    def original_bytes(self) -> bytes:
+        return base64.b64decode(self.original)
+
+
+DeadLetter._checks = {
+    "error_id": (_string, True),
+    "source_topic": (_string, True),
+    "reason": (lambda v, p: _string(v, p, MAX_STRING * 4), True),
+    "field": (_optional_string, False),
+    "original": (lambda v, p: _string(v, p, MAX_MESSAGE_BYTES * 2), True),
+    "timestamp": (_timestamp, True),
+    "component": (_string, True),
+    "partition": (_optional_int, False),
+    "offset": (_optional_int, False),
+    "index": (_optional_int, False),
+}
+
+Record = Union[Prediction, Label, LabeledRecord, Alert, RetrainRequest, ModelEvent, MetricsSnapshot, DeadLetter]
+R = TypeVar("R", bound=_Record)
+
+
+# -- encoding and decoding ----------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValidationError("<payload>", name, "NaN and Infinity are not valid JSON numbers")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _parse(payload: bytes | str) -> Any:
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        if len(payload) > MAX_MESSAGE_BYTES:
+            raise ValidationError("<payload>", f"{len(payload)} bytes", f"is larger than {MAX_MESSAGE_BYTES} bytes")
+        try:
+            text = bytes(payload).decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise ValidationError("<payload>", bytes(payload[:40]), f"is not UTF-8 text ({error.reason})") from None
+    elif isinstance(payload, str):
+        text = payload
+        if len(text) > MAX_MESSAGE_BYTES:
+            raise ValidationError("<payload>", f"{len(text)} characters", f"is larger than {MAX_MESSAGE_BYTES} bytes")
+    else:
+        raise ValidationError("<payload>", payload, "must be bytes or text")
+    try:
+        return _decoder.decode(text)
+    except ValidationError:
+        raise
+    except (ValueError, RecursionError) as error:
+        raise ValidationError("<payload>", text[:40], f"is not valid JSON ({error})") from None
+
+
+@dataclass
+class DecodedBatch:
+    """What one message held: the valid records and an error per bad one."""
+
+    records: list
+    errors: list[ValidationError]
+
+
+def decode_batch(record_type: type[R], payload: bytes | str) -> DecodedBatch:
+    """Decode one message leniently.
+
+    A single event or a JSON array of events. Bad events in a bulk array are
+    reported by index and do not affect the good ones; a message that is not
+    JSON at all, oversize, or an empty array yields one error and no records.
+    """
+    try:
+        obj = _parse(payload)
+    except ValidationError as error:
+        return DecodedBatch([], [error])
+    if type(obj) is list:
+        if not obj:
+            return DecodedBatch([], [ValidationError("<payload>", obj, "is an empty array: expected at least one event")])
+        if len(obj) > MAX_BATCH_EVENTS:
+            return DecodedBatch(
+                [], [ValidationError("<payload>", f"{len(obj)} events", f"has more than {MAX_BATCH_EVENTS} events")]
+            )
+        records, errors = [], []
+        from_dict = record_type.from_dict
+        for i, item in enumerate(obj):
+            try:
+                records.append(from_dict(item, i))
+            except ValidationError as error:
+                errors.append(error)
+        return DecodedBatch(records, errors)
+    try:
+        return DecodedBatch([record_type.from_dict(obj)], [])
+    except ValidationError as error:
+        return DecodedBatch([], [error])
+
+
+def decode(record_type: type[R], payload: bytes | str) -> list[R]:
+    """Decode one message strictly: all its records, or the first error raised."""
+    batch = decode_batch(record_type, payload)
+    if batch.errors:
+        raise batch.errors[0]
+    return batch.records
+
+
+def encode(record: _Record) -> bytes:
+    """One record as a compact JSON message (NaN/Infinity refused)."""
+    try:
+        return json.dumps(record.to_dict(), separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError as error:
+        raise ValidationError("<record>", type(record).__name__, f"cannot be encoded: {error}") from None
+
+
+def encode_many(records: Sequence[_Record]) -> bytes:
+    """Several records as one bulk message (a JSON array)."""
+    if not records:
+        raise ValidationError("<records>", [], "a bulk message needs at least one record")
+    try:
+        return json.dumps([r.to_dict() for r in records], separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError as error:
+        raise ValidationError("<records>", len(records), f"cannot be encoded: {error}") from None
+
+
+def validate(record: R) -> R:
+    """Run a record built in Python through the same checks as decoding."""
+    return type(record).from_dict(record.to_dict())
+
+
+def records_as_dicts(records: Iterable[_Record]) -> list[dict[str, Any]]:
+    return [r.to_dict() for r in records]

@@ -1,0 +1,75 @@
+"""Reading topics back in tests.
+
+DESIGN.md warns that tansu's high watermarks can be wrong, so these helpers
+read until a known count or until the topic has been quiet for a while —
+never "until the end offset".
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from kafka import KafkaConsumer
+
+from driftline import events
+from driftline.config import Settings
+
+
+def read_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    count: int | None = None,
+    quiet_s: float = 3.0,
+    timeout_s: float = 60.0,
+    until: Callable[[list], bool] | None = None,
+) -> list:
+    """All messages of ``topic`` from the beginning (no consumer group):
+    stops at ``count`` messages, when ``until(messages)`` is true, after
+    ``quiet_s`` without news, or at ``timeout_s``."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.bootstrap_list,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(quiet_s * 1000),
+        **settings.kafka_security(),
+    )
+    try:
+        from kafka import TopicPartition
+
+        deadline = time.monotonic() + timeout_s
+        partitions = None
+        while partitions is None and time.monotonic() < deadline:
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions is None:
+                time.sleep(0.2)
+        assert partitions, f"topic {topic} does not exist"
+        consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+        consumer.seek_to_beginning()
+        messages: list = []
+        last_news = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=200)
+            got = [m for records in batch.values() for m in records]
+            if got:
+                messages.extend(got)
+                last_news = time.monotonic()
+            if count is not None and len(messages) >= count:
+                break
+            if until is not None and until(messages):
+                break
+            if count is None and until is None and time.monotonic() - last_news > quiet_s:
+                break
+        return messages
+    finally:
+        consumer.close()
+
+
+def read_records(settings: Settings, topic_name: str, record_type, **kwargs) -> list:
+    """Decoded records of a Driftline topic (``topic_name`` as in Topics)."""
+    topic = getattr(settings.topics, topic_name)
+    out = []
+    for message in read_topic(settings, topic, **kwargs):
+        out.extend(events.decode(record_type, message.value))
+    return out
