@@ -317,7 +317,11 @@ class _Record:
     topic: ClassVar[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        names = type(self).__dict__.get("_names")
+        if names is None:  # computed once per record class
+            names = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+            type.__setattr__(type(self), "_names", names)
+        return {name: getattr(self, name) for name in names}
 
     @classmethod
     def from_dict(cls, obj: Any, index: int | None = None):
@@ -735,10 +739,14 @@ def decode(record_type: type[R], payload: bytes | str) -> list[R]:
     return batch.records
 
 
+# One encoder for the process: json.dumps with options builds a new one per call.
+_encoder = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def encode(record: _Record) -> bytes:
     """One record as a compact JSON message (NaN/Infinity refused)."""
     try:
-        return json.dumps(record.to_dict(), separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return _encoder.encode(record.to_dict()).encode("utf-8")
     except ValueError as error:
         raise ValidationError("<record>", type(record).__name__, f"cannot be encoded: {error}") from None
 
@@ -748,7 +756,7 @@ def encode_many(records: Sequence[_Record]) -> bytes:
     if not records:
         raise ValidationError("<records>", [], "a bulk message needs at least one record")
     try:
-        return json.dumps([r.to_dict() for r in records], separators=(",", ":"), allow_nan=False).encode("utf-8")
+        return _encoder.encode([r.to_dict() for r in records]).encode("utf-8")
     except ValueError as error:
         raise ValidationError("<records>", len(records), f"cannot be encoded: {error}") from None
 

@@ -77,15 +77,15 @@ class Publisher:
         return cls(load_settings(), **producer_options)
 
     # -- single events ------------------------------------------------------
-    def publish_prediction(self, prediction: Prediction | None = None, **fields: Any):
+    def publish_prediction(self, record: Prediction | None = None, /, **fields: Any):
         """Send one prediction. Pass a :class:`Prediction` or its fields;
         ``timestamp`` defaults to now. Invalid fields raise ValidationError."""
-        record = self._build(Prediction, prediction, fields)
+        record = self._build(Prediction, record, fields)
         return self._send(self.topics.predictions, record.event_id, events.encode(record))
 
-    def publish_label(self, label: Label | None = None, **fields: Any):
+    def publish_label(self, record: Label | None = None, /, **fields: Any):
         """Send the ground truth for an earlier prediction."""
-        record = self._build(Label, label, fields)
+        record = self._build(Label, record, fields)
         return self._send(self.topics.labels, record.event_id, events.encode(record))
 
     # -- batches ------------------------------------------------------------------

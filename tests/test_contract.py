@@ -1,0 +1,201 @@
+"""The event contract: round trips, and a corpus of malformed records that
+must each give the specific ValidationError (never another exception)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from driftline import events
+from driftline.events import (
+    Alert,
+    DeadLetter,
+    Label,
+    LabeledRecord,
+    MetricsSnapshot,
+    ModelEvent,
+    Prediction,
+    RetrainRequest,
+    ValidationError,
+    decode,
+    decode_batch,
+    encode,
+    encode_many,
+)
+
+GOOD = {
+    "event_id": "e-1",
+    "model": "churn",
+    "model_version": 3,
+    "timestamp": 1_700_000_000.5,
+    "features": {"age": 42, "income": 1234.5, "plan": "pro", "active": True, "missing": None},
+    "prediction": "yes",
+    "probabilities": {"yes": 0.7, "no": 0.3},
+    "latency_ms": 4.2,
+}
+
+
+def good(**changes):
+    record = {**GOOD, **changes}
+    return {k: v for k, v in record.items() if v is not _DROP}
+
+
+_DROP = object()
+
+
+def test_prediction_round_trip():
+    [record] = decode(Prediction, json.dumps(GOOD))
+    assert record.to_dict() == GOOD
+    assert decode(Prediction, encode(record)) == [record]
+
+
+def test_every_record_type_round_trips():
+    samples = [
+        Label(event_id="e-1", model="churn", label=1, timestamp=10.0),
+        LabeledRecord(event_id="e-1", model="churn", model_version=1, features={"x": 1.0}, prediction=0,
+                      label=1, prediction_timestamp=1.0, label_timestamp=2.0, probabilities={"1": 0.4, "0": 0.6}),
+        Alert(alert_id="a", model="churn", model_version=2, kind="data_drift", subject="age", detector="ks",
+              value=0.31, threshold=0.2, timestamp=5.0, message="age drifted"),
+        RetrainRequest(request_id="r", model="churn", reason="drift", timestamp=6.0, alert_ids=["a"]),
+        ModelEvent(event="promoted", model="churn", timestamp=7.0, version=4, alias="champion",
+                   metrics={"candidate_accuracy": 0.9, "champion_accuracy": 0.8}, request_id="r"),
+        MetricsSnapshot(model="churn", model_version=4, timestamp=8.0, cumulative={"accuracy": 0.9, "roc_auc": None}),
+        DeadLetter.for_payload(b"\xff\x00", ValueError("boom"), source_topic="x.predictions", component="test"),
+    ]
+    for record in samples:
+        assert decode(type(record), encode(record)) == [record], type(record).__name__
+
+
+def test_iso_timestamps_become_epoch_seconds():
+    [a] = decode(Prediction, json.dumps(good(timestamp="2024-01-02T03:04:05Z")))
+    [b] = decode(Prediction, json.dumps(good(timestamp="2024-01-02T03:04:05")))  # naive means UTC
+    [c] = decode(Prediction, json.dumps(good(timestamp="2024-01-02T04:04:05+01:00")))
+    assert a.timestamp == b.timestamp == c.timestamp == 1704164645.0
+
+
+def test_bulk_message_keeps_good_events_and_reports_bad_ones_by_index():
+    payload = json.dumps([good(event_id="a"), good(model_version="x"), good(event_id="c")])
+    batch = decode_batch(Prediction, payload)
+    assert [r.event_id for r in batch.records] == ["a", "c"]
+    [error] = batch.errors
+    assert (error.index, error.field) == (1, "model_version")
+    assert str(error).startswith("[1].model_version: must be an integer")
+
+
+def test_encode_many_is_a_bulk_message():
+    records = [Prediction.from_dict(good(event_id=str(i))) for i in range(3)]
+    assert decode(Prediction, encode_many(records)) == records
+
+
+# (payload, field named in the error, words in the reason)
+MALFORMED = [
+    ("not json", b"{nope", "<payload>", "not valid JSON"),
+    ("not utf-8", b"\xff\xfe{}", "<payload>", "not UTF-8"),
+    ("empty payload", b"", "<payload>", "not valid JSON"),
+    ("json scalar", b"42", "<event>", "must be a JSON object"),
+    ("json string", b'"hello"', "<event>", "must be a JSON object"),
+    ("empty array", b"[]", "<payload>", "empty array"),
+    ("NaN literal", b'{"event_id": NaN}', "<payload>", "NaN and Infinity"),
+    ("Infinity literal", json.dumps(good()).replace("4.2", "Infinity").encode(), "<payload>", "NaN and Infinity"),
+    ("missing event_id", json.dumps(good(event_id=_DROP)), "event_id", "missing required field"),
+    ("missing features", json.dumps(good(features=_DROP)), "features", "missing required field"),
+    ("missing prediction", json.dumps(good(prediction=_DROP)), "prediction", "missing required field"),
+    ("event_id not a string", json.dumps(good(event_id=17)), "event_id", "must be a string"),
+    ("event_id empty", json.dumps(good(event_id="")), "event_id", "1-256 characters"),
+    ("model with slash", json.dumps(good(model="../etc/passwd")), "model", "letters, digits"),
+    ("model with space", json.dumps(good(model="my model")), "model", "letters, digits"),
+    ("model with dots", json.dumps(good(model="a..b")), "model", "no '..'"),
+    ("model too long", json.dumps(good(model="m" * 129)), "model", "1-128"),
+    ("model not a string", json.dumps(good(model=["churn"])), "model", "must be a string"),
+    ("version a string", json.dumps(good(model_version="3")), "model_version", "must be an integer"),
+    ("version negative", json.dumps(good(model_version=-1)), "model_version", "between 0"),
+    ("version a bool", json.dumps(good(model_version=True)), "model_version", "must be an integer"),
+    ("timestamp garbage", json.dumps(good(timestamp="yesterday")), "timestamp", "not an ISO-8601"),
+    ("timestamp object", json.dumps(good(timestamp={"t": 1})), "timestamp", "ISO-8601 text or epoch"),
+    ("timestamp negative", json.dumps(good(timestamp=-5)), "timestamp", "between 0 and 1e11"),
+    ("features a list", json.dumps(good(features=[1, 2])), "features", "must be an object"),
+    ("features empty", json.dumps(good(features={})), "features", "must not be empty"),
+    ("feature nested object", json.dumps(good(features={"a": {"b": 1}})), "features.a", "number, string, bool or null"),
+    ("feature nested list", json.dumps(good(features={"a": [1, [2]]})), "features.a", "number, string, bool or null"),
+    ("feature huge string", json.dumps(good(features={"a": "x" * 2000})), "features.a", "longer than"),
+    ("too many features", json.dumps(good(features={f"f{i}": i for i in range(1001)})), "features", "more than 1000"),
+    ("prediction null", json.dumps(good(prediction=None)), "prediction", "class label"),
+    ("prediction object", json.dumps(good(prediction={"a": 1})), "prediction", "class label"),
+    ("probabilities out of range", json.dumps(good(probabilities={"yes": 1.5})), "probabilities.yes", "between 0 and 1"),
+    ("probabilities a list", json.dumps(good(probabilities=[0.5, 0.5])), "probabilities", "non-empty object"),
+    ("probability a string", json.dumps(good(probabilities={"yes": "0.5"})), "probabilities.yes", "between 0 and 1"),
+    ("latency negative", json.dumps(good(latency_ms=-1)), "latency_ms", "must not be negative"),
+    ("latency a string", json.dumps(good(latency_ms="fast")), "latency_ms", "finite number"),
+    ("oversize payload", b'{"event_id": "' + b"x" * events.MAX_MESSAGE_BYTES + b'"}', "<payload>", "larger than"),
+    ("deeply nested garbage", b"[" * 100_000 + b"]" * 100_000, "<payload>", "not valid JSON"),
+    ("bulk of garbage", b"[1, 2]", "<event>", "must be a JSON object"),
+]
+
+
+@pytest.mark.parametrize("payload, field, reason", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_malformed_prediction_gives_specific_validation_error(payload, field, reason):
+    with pytest.raises(ValidationError) as caught:
+        decode(Prediction, payload)
+    assert type(caught.value) is ValidationError
+    assert caught.value.field == field
+    assert reason in str(caught.value)
+
+
+def test_nan_in_python_values_is_refused_too():
+    with pytest.raises(ValidationError, match=r"features.x: must be finite"):
+        Prediction.from_dict(good(features={"x": math.nan}))
+    with pytest.raises(ValidationError, match=r"latency_ms: must be a finite number"):
+        Prediction.from_dict(good(latency_ms=math.inf))
+
+
+def test_too_many_events_in_one_bulk_message():
+    payload = json.dumps([{}] * (events.MAX_BATCH_EVENTS + 1))  # small enough to pass the size check
+    with pytest.raises(ValidationError, match="more than 10000 events"):
+        decode(Prediction, payload)
+
+
+@pytest.mark.parametrize(
+    "record_type, payload, field",
+    [
+        (Label, {"event_id": "e", "model": "m", "timestamp": 1}, "label"),
+        (Label, {"event_id": "e", "model": "m", "label": [1], "timestamp": 1}, "label"),
+        (Alert, {"alert_id": "a", "model": "m", "model_version": 1, "kind": "Data Drift", "subject": "x",
+                 "detector": "ks", "value": 1, "timestamp": 1, "message": "m"}, "kind"),
+        (RetrainRequest, {"request_id": "r", "model": "m", "reason": "boredom", "timestamp": 1}, "reason"),
+        (RetrainRequest, {"request_id": "r", "model": "m", "reason": "drift", "timestamp": 1, "alert_ids": [1]},
+         "alert_ids[0]"),
+        (ModelEvent, {"event": "exploded", "model": "m", "timestamp": 1}, "event"),
+        (ModelEvent, {"event": "promoted", "model": "m", "timestamp": 1, "metrics": {"acc": "high"}}, "metrics.acc"),
+        (MetricsSnapshot, {"model": "m", "model_version": 1, "timestamp": 1, "cumulative": {"accuracy": True}},
+         "cumulative.accuracy"),
+    ],
+)
+def test_other_records_name_the_bad_field(record_type, payload, field):
+    with pytest.raises(ValidationError) as caught:
+        decode(record_type, json.dumps(payload))
+    assert caught.value.field == field
+
+
+def test_validate_name():
+    assert events.validate_name("churn-v2.prod_1") == "churn-v2.prod_1"
+    for bad in ["", "/abs", "a/b", "a\\b", "..", ".hidden", "a b", "x" * 129, "é"]:
+        with pytest.raises(ValidationError):
+            events.validate_name(bad)
+
+
+def test_encode_refuses_nan():
+    record = Prediction.from_dict(good())
+    record.latency_ms = math.nan
+    with pytest.raises(ValidationError, match="cannot be encoded"):
+        encode(record)
+
+
+def test_dead_letter_keeps_original_bytes_and_reason():
+    payload = b'{"event_id": 1}'
+    error = decode_batch(Prediction, payload).errors[0]
+    letter = DeadLetter.for_payload(payload, error, source_topic="p", component="monitor", partition=2, offset=9)
+    assert letter.original_bytes() == payload
+    assert letter.field == "event_id" and "must be a string" in letter.reason
+    assert (letter.partition, letter.offset) == (2, 9)
