@@ -1,0 +1,195 @@
+"""Model artifacts: skops files, written atomically, checked on every load.
+
+Never pickle. An artifact is a skops zip; on load its SHA-256 must match the
+one recorded at registration, and every type it needs beyond skops' own
+defaults must pass :func:`trusted_types` — scikit-learn, NumPy and SciPy
+types only, nothing from their testing or build helpers. skops audits the
+whole tree *before* constructing anything, so a refused artifact never runs.
+
+Examples
+--------
+>>> from sklearn.linear_model import LogisticRegression
+>>> data = dumps(LogisticRegression().fit([[0.0], [1.0]], [0, 1]))
+>>> loads(data, sha256(data)).predict([[0.9]]).tolist()
+[1]
+>>> loads(data + b"x", sha256(data))
+Traceback (most recent call last):
+...
+registry.errors.ArtifactIntegrityError: artifact checksum mismatch: expected sha256 ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import ArtifactError, ArtifactIntegrityError, UntrustedArtifactError
+
+__all__ = [
+    "TRUSTED_PREFIXES",
+    "ArtifactStore",
+    "dumps",
+    "loads",
+    "sha256",
+    "trusted_types",
+]
+
+#: Packages whose types a model artifact may need.
+TRUSTED_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "scipy.")
+# Inside those packages, helpers that run code, spawn processes or read files
+# are never needed by a fitted model (numpy.testing's ``runstring`` calls
+# ``exec``); a name with any of these path segments is refused.
+_REFUSED_SEGMENTS = frozenset(
+    {"testing", "_testing", "tests", "conftest", "f2py", "distutils", "npyio", "_npyio_impl",
+     "_datasource", "ctypeslib", "_ctypeslib", "externals", "datasets", "_build_utils"}
+)
+
+_SUFFIX = ".skops"
+
+
+def sha256(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def dumps(estimator: Any) -> bytes:
+    """Serialise ``estimator`` with skops; refuse it (before anything is
+    stored) if loading it back would need an untrusted type."""
+    import skops.io as sio
+
+    try:
+        data = sio.dumps(estimator)
+    except Exception as error:  # skops raises TypeError/UnsupportedTypeException
+        raise ArtifactError(f"cannot serialise {type(estimator).__name__} with skops: {error}") from error
+    trusted_types(data)  # raises UntrustedArtifactError
+    return data
+
+
+def trusted_types(data: bytes, extra: Iterable[str] = ()) -> list[str]:
+    """The types to trust when loading ``data``.
+
+    Reads the skops schema (nothing is constructed) and returns the types
+    skops does not trust by default, after checking each against
+    :data:`TRUSTED_PREFIXES` (or ``extra``: exact names). Raises
+    :class:`UntrustedArtifactError` naming any type outside them, and for
+    data that is not a skops file (for example a pickle).
+    """
+    import skops.io as sio
+
+    try:
+        names = sio.get_untrusted_types(data=data)
+    except Exception as error:  # BadZipFile, JSON errors, unknown protocol...
+        raise UntrustedArtifactError(
+            f"artifact is not a readable skops file and is refused ({type(error).__name__}: {error})"
+        ) from None
+    extra = set(extra)
+    refused = sorted(name for name in names if name not in extra and not _allowed(name))
+    if refused:
+        raise UntrustedArtifactError(
+            f"artifact needs untrusted type(s) {', '.join(refused)}; refused, nothing was loaded "
+            f"(trusted: {', '.join(p + '*' for p in TRUSTED_PREFIXES)})"
+        )
+    return list(names)
+
+
+def _allowed(name: str) -> bool:
+    if not isinstance(name, str) or not name.startswith(TRUSTED_PREFIXES):
+        return False
+    parts = name.split(".")
+    return all(part and part.isidentifier() for part in parts) and not _REFUSED_SEGMENTS.intersection(parts)
+
+
+def loads(data: bytes, expected_sha256: str, extra_trusted: Iterable[str] = ()) -> Any:
+    """Check ``data`` against ``expected_sha256`` and the trusted types,
+    then load it with skops (an explicit trusted list, never ``trusted=True``)."""
+    import skops.io as sio
+
+    actual = sha256(data)
+    if actual != expected_sha256:
+        raise ArtifactIntegrityError(
+            f"artifact checksum mismatch: expected sha256 {expected_sha256}, found {actual}; "
+            "the artifact was changed or corrupted and is not loaded"
+        )
+    trusted = trusted_types(data, extra_trusted)
+    try:
+        return sio.loads(data, trusted=trusted)
+    except Exception as error:  # an audit failure here means the check above missed something
+        raise UntrustedArtifactError(f"artifact refused by skops: {type(error).__name__}: {error}") from None
+
+
+class ArtifactStore:
+    """Artifact files under one directory: ``<root>/<model>/<id>.skops``.
+
+    A file is written to a temporary name in the same directory, fsynced,
+    then renamed into place (and the directory fsynced), so a reader never
+    sees a partial artifact. A file is only *visible* through the registry
+    once the database row naming it commits; files left by a killed
+    registration are unreferenced and removed by :meth:`orphans` + ``gc``.
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ArtifactError(f"cannot create artifact directory {str(self.root)!r}: {error.strerror}") from None
+
+    def write(self, model: str, data: bytes) -> str:
+        """Store ``data`` atomically; return its path relative to the root."""
+        directory = self.root / model
+        directory.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        temporary = directory / f".tmp-{name}"
+        final = directory / f"{name}{_SUFFIX}"
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, final)
+            _fsync_directory(directory)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return f"{model}/{final.name}"
+
+    def path(self, relative: str) -> Path:
+        path = (self.root / relative).resolve()
+        if self.root.resolve() not in path.parents:  # stored paths are ours, but check anyway
+            raise ArtifactError(f"artifact path {relative!r} is outside the artifact directory")
+        return path
+
+    def read(self, relative: str) -> bytes:
+        try:
+            return self.path(relative).read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"artifact {relative!r} is missing from {str(self.root)!r}") from None
+        except OSError as error:
+            raise ArtifactError(f"cannot read artifact {relative!r}: {error.strerror}") from None
+
+    def remove(self, relative: str) -> None:
+        self.path(relative).unlink(missing_ok=True)
+
+    def files(self) -> Iterable[tuple[str, Path]]:
+        """Every artifact or temporary file: (relative path, path)."""
+        if not self.root.is_dir():
+            return
+        for directory in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            for path in sorted(directory.iterdir()):
+                if path.is_file() and (path.name.endswith(_SUFFIX) or path.name.startswith(".tmp-")):
+                    yield f"{directory.name}/{path.name}", path
+
+
+def _fsync_directory(directory: Path) -> None:
+    # The rename is durable only once the directory entry is on disk.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,658 @@
+"""The model registry: models, versions, aliases, artifacts, policies.
+
+Examples
+--------
+>>> import tempfile
+>>> from sklearn.linear_model import LogisticRegression
+>>> from driftline.config import load_settings
+>>> from registry import open_registry
+>>> reg = open_registry(load_settings(environ={}, registry=tempfile.mkdtemp()), publish=False)
+>>> v1 = reg.register_version("churn", LogisticRegression().fit([[0.0], [1.0]], [0, 1]), metrics={"accuracy": 1.0})
+>>> v2 = reg.register_version("churn", LogisticRegression(C=0.5).fit([[0.0], [1.0]], [0, 1]))
+>>> v1.version, v2.version
+(1, 2)
+>>> _ = reg.promote("churn", 1); _ = reg.promote("churn", 2)
+>>> estimator, version = reg.load("churn@champion")
+>>> version.version, estimator.predict([[1.0]]).tolist()
+(2, [1])
+>>> reg.rollback("churn").version
+1
+>>> reg.resolve("churn/3")
+Traceback (most recent call last):
+...
+registry.errors.NotFoundError: model 'churn' has no version 3 (versions: 1, 2)
+>>> reg.close()
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from driftline.config import ConfigError, Settings
+from driftline.events import ModelEvent, validate_name
+from driftline.policy import Policy, PolicyError
+
+from . import artifacts
+from .artifacts import ArtifactStore
+from .backends import Backend, PostgresBackend, SQLiteBackend, Tx
+from .errors import ConflictError, NotFoundError, RegistryError
+from .models import VERSION_STATUSES, AliasMove, LoadedModel, Model, ModelVersion
+from .publish import EventPublisher, NullPublisher
+
+__all__ = ["Registry", "open_registry", "parse_ref", "CHAMPION"]
+
+log = logging.getLogger(__name__)
+
+#: The alias serving loads and the worker promotes.
+CHAMPION = "champion"
+
+_REF = re.compile(r"^(?P<model>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>[^@/]+))$")
+_MAX_TAG = 1024
+_MAX_TEXT = 4096
+
+_VERSION_COLUMNS = (
+    "model, version, status, created_at, metrics, params, tags, lineage, profile, "
+    "artifact_sha256, request_id, reason, artifact_size, artifact_path"
+)
+
+
+def open_registry(settings: Settings, publish: bool = False, *, publish_timeout_s: float = 30.0) -> "Registry":
+    """Open (and create, if needed) the registry named by ``settings.registry``.
+
+    Parameters
+    ----------
+    settings
+        ``settings.registry`` is a directory (SQLite ``registry.db`` plus
+        ``artifacts/``) or a ``postgresql://`` URL; then artifacts go under
+        ``settings.registry_artifacts``, which is required.
+    publish
+        Publish model events to ``settings.topics.model_events``. With
+        ``False`` the registry needs no broker.
+    publish_timeout_s
+        How long publishing one event may take before :class:`PublishError`.
+    """
+    if settings.registry_is_database:
+        if not settings.registry_artifacts:
+            raise ConfigError(
+                "DRIFTLINE_REGISTRY_ARTIFACTS is not set: a PostgreSQL registry needs a directory "
+                "(shared by every worker) for its model artifacts"
+            )
+        backend: Backend = PostgresBackend(settings.registry)
+        artifact_root = Path(settings.registry_artifacts)
+    else:
+        root = Path(settings.registry)
+        if root.exists() and not root.is_dir():
+            raise ConfigError(f"DRIFTLINE_REGISTRY={settings.registry!r} is not a directory")
+        backend = SQLiteBackend(root / "registry.db")
+        artifact_root = Path(settings.registry_artifacts) if settings.registry_artifacts else root / "artifacts"
+    publisher = EventPublisher(settings, timeout_s=publish_timeout_s) if publish else NullPublisher()
+    return Registry(backend, ArtifactStore(artifact_root), publisher)
+
+
+def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
+    """Split ``name@alias`` or ``name/version`` into (name, alias, version).
+
+    >>> parse_ref("churn@champion"), parse_ref("churn/3")
+    (('churn', 'champion', None), ('churn', None, 3))
+    """
+    match = _REF.match(ref) if isinstance(ref, str) else None
+    if match is None:
+        raise RegistryError(f"model reference {ref!r} is invalid: expected NAME@ALIAS or NAME/VERSION")
+    name = validate_name(match["model"], "model")
+    if match["alias"] is not None:
+        return name, validate_name(match["alias"], "alias"), None
+    return name, None, _version_number(match["version"])
+
+
+def _version_number(value: Any) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if type(value) is not int or not 1 <= value <= 2**31 - 1:
+        raise RegistryError(f"version {value!r} is invalid: expected a positive integer")
+    return value
+
+
+def _json(value: Any, what: str, lenient: bool = False) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False, default=str if lenient else None)
+    except (TypeError, ValueError) as error:
+        raise RegistryError(f"{what} cannot be stored as JSON: {error}") from None
+
+
+def _check_metrics(metrics: Mapping[str, Any] | None, what: str = "metrics") -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for key, value in dict(metrics or {}).items():
+        if not isinstance(key, str) or not key:
+            raise RegistryError(f"{what}: names must be non-empty strings (got {key!r})")
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+                raise RegistryError(f"{what}.{key}: must be a finite number or null (got {value!r})")
+            value = float(value)
+        out[key] = value
+    return out
+
+
+def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
+    out = {}
+    for key, value in dict(tags or {}).items():
+        if not isinstance(key, str) or not 0 < len(key) <= 256:
+            raise RegistryError(f"tags: names must be 1-256 character strings (got {key!r})")
+        if not isinstance(value, str) or len(value) > _MAX_TAG:
+            raise RegistryError(f"tags.{key}: must be a string of at most {_MAX_TAG} characters (got {value!r})")
+        out[key] = value
+    return out
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= _MAX_TEXT:
+        raise RegistryError(f"{what} must be a string of 1-{_MAX_TEXT} characters (got {value!r})")
+    return value
+
+
+class Registry:
+    """The model registry (see :func:`open_registry`).
+
+    Parameters
+    ----------
+    backend
+        Where rows live (:class:`registry.backends.SQLiteBackend` or
+        :class:`registry.backends.PostgresBackend`).
+    store
+        Where artifacts live.
+    publisher
+        Where model events go (:class:`registry.publish.EventPublisher`, or
+        :class:`registry.publish.NullPublisher` to publish nothing).
+    """
+
+    def __init__(self, backend: Backend, store: ArtifactStore, publisher: EventPublisher | NullPublisher | None = None):
+        self.backend = backend
+        self.store = store
+        self.publisher = publisher or NullPublisher()
+        # Test hook: called inside the registration transaction, after the
+        # version's row is inserted and before it commits.
+        self._before_commit: Callable[[int], None] | None = None
+        backend.init_schema()
+
+    # -- models ---------------------------------------------------------------------
+    def create_model(self, name: str, description: str = "", exist_ok: bool = True) -> Model:
+        """Create a model (no versions yet); with ``exist_ok`` an existing
+        model is returned unchanged."""
+        validate_name(name, "model")
+        if not isinstance(description, str) or len(description) > _MAX_TEXT:
+            raise RegistryError(f"description must be a string of at most {_MAX_TEXT} characters")
+        with self.backend.transaction(write=True) as tx:
+            created = self._insert_model(tx, name, description)
+        if not created and not exist_ok:
+            raise ConflictError(f"model {name!r} already exists")
+        return self.get_model(name)
+
+    def _insert_model(self, tx: Tx, name: str, description: str = "") -> bool:
+        cursor = tx.execute(
+            "INSERT INTO models (name, description, created_at, last_version) VALUES (?, ?, ?, 0) "
+            "ON CONFLICT (name) DO NOTHING",
+            (name, description, time.time()),
+        )
+        return cursor.rowcount == 1
+
+    def get_model(self, name: str) -> Model:
+        validate_name(name, "model")
+        with self.backend.transaction() as tx:
+            models = self._models(tx, name)
+        if not models:
+            raise NotFoundError(self._missing_model_message(name))
+        return models[0]
+
+    def list_models(self) -> list[Model]:
+        """Every model, by name."""
+        with self.backend.transaction() as tx:
+            return self._models(tx)
+
+    def _models(self, tx: Tx, name: str | None = None) -> list[Model]:
+        where, params = ("WHERE m.name = ?", (name,)) if name is not None else ("", ())
+        rows = tx.all(
+            "SELECT m.name, m.description, m.created_at, m.policy IS NOT NULL, "
+            "(SELECT MAX(v.version) FROM versions v WHERE v.model = m.name) "
+            f"FROM models m {where} ORDER BY m.name",
+            params,
+        )
+        alias_rows = tx.all(
+            "SELECT model, alias, version FROM aliases" + (" WHERE model = ?" if name is not None else ""), params
+        )
+        aliases: dict[str, dict[str, int]] = {}
+        for model, alias, version in alias_rows:
+            aliases.setdefault(model, {})[alias] = version
+        return [
+            Model(name=r[0], description=r[1], created_at=r[2], has_policy=bool(r[3]), latest_version=r[4],
+                  aliases=dict(sorted(aliases.get(r[0], {}).items())))
+            for r in rows
+        ]
+
+    def _missing_model_message(self, name: str) -> str:
+        return f"model {name!r} is not registered"
+
+    # -- versions ---------------------------------------------------------------------
+    def register_version(
+        self,
+        name: str,
+        estimator: Any,
+        *,
+        metrics: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        lineage: Mapping[str, Any] | None = None,
+        profile: Mapping[str, Any] | None = None,
+        status: str = "ready",
+        request_id: str | None = None,
+        reason: str | None = None,
+    ) -> ModelVersion:
+        """Store ``estimator`` as the next version of model ``name``.
+
+        The model is created if needed. The artifact is written (atomically)
+        first; the version's row commits last, in one transaction that also
+        takes the next version number, so a version is visible only once
+        complete. Publishes ``registered`` (or ``rejected``, with ``reason``).
+
+        Parameters
+        ----------
+        estimator
+            A fitted scikit-learn object (stored with skops).
+        metrics
+            Name -> finite number (or ``None``).
+        params, lineage
+            JSON objects (values that are not JSON are stored as text).
+        tags
+            Name -> string.
+        profile
+            Reference profile of the training data (see :mod:`registry.profile`).
+        status
+            ``ready`` or ``rejected`` (kept for the record, never promoted).
+        request_id
+            The retrain request behind this version (see :meth:`find_version_by_request`).
+        reason
+            Why it was rejected.
+        """
+        validate_name(name, "model")
+        if status not in VERSION_STATUSES:
+            raise RegistryError(f"status {status!r} is invalid: expected one of {', '.join(VERSION_STATUSES)}")
+        metrics_json = _json(_check_metrics(metrics), "metrics")
+        params_json = _json(dict(params or {}), "params", lenient=True)
+        tags_json = _json(_check_tags(tags), "tags")
+        lineage = dict(lineage or {})
+        lineage_json = _json(lineage, "lineage", lenient=True)
+        if profile is not None and not isinstance(profile, Mapping):
+            raise RegistryError(f"profile must be a JSON object or None (got {type(profile).__name__})")
+        profile_json = None if profile is None else _json(dict(profile), "profile")
+        request_id = _optional_text(request_id, "request_id")
+        reason = _optional_text(reason, "reason")
+
+        data = artifacts.dumps(estimator)
+        digest = artifacts.sha256(data)
+        relative = self.store.write(name, data)
+        created_at = time.time()
+        try:
+            with self.backend.transaction(write=True) as tx:
+                self._insert_model(tx, name)
+                (last,) = self.backend.lock_model(tx, name)
+                version = last + 1
+                tx.execute("UPDATE models SET last_version = ? WHERE name = ?", (version, name))
+                tx.execute(
+                    f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (name, version, status, created_at, metrics_json, params_json, tags_json, lineage_json,
+                     profile_json, digest, request_id, reason, len(data), relative),
+                )
+                if self._before_commit is not None:
+                    self._before_commit(version)
+        except BaseException:
+            self.store.remove(relative)  # never committed: the file is an orphan
+            raise
+        registered = self.get_version(name, version)
+        self._publish(
+            "rejected" if status == "rejected" else "registered",
+            name,
+            version=version,
+            metrics=registered.metrics,
+            request_id=request_id,
+            reason=reason,
+            details={"status": status, "artifact_sha256": digest,
+                     "parent_version": lineage.get("parent_version")},
+        )
+        return registered
+
+    def get_version(self, name: str, version: int) -> ModelVersion:
+        """One version; :class:`NotFoundError` if it does not exist."""
+        validate_name(name, "model")
+        version = _version_number(version)
+        with self.backend.transaction() as tx:
+            found = self._versions(tx, name, version)
+            if not found:
+                raise NotFoundError(self._missing_version_message(tx, name, version))
+        return found[0]
+
+    def list_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of model ``name``, oldest first."""
+        validate_name(name, "model")
+        with self.backend.transaction() as tx:
+            if tx.one("SELECT 1 FROM models WHERE name = ?", (name,)) is None:
+                raise NotFoundError(self._missing_model_message(name))
+            return self._versions(tx, name)
+
+    def _versions(self, tx: Tx, name: str, version: int | None = None, where: str = "", params: tuple = ()) -> list[ModelVersion]:
+        clause, args = "model = ?", [name]
+        if version is not None:
+            clause += " AND version = ?"
+            args.append(version)
+        if where:
+            clause += " AND " + where
+            args.extend(params)
+        rows = tx.all(f"SELECT {_VERSION_COLUMNS} FROM versions WHERE {clause} ORDER BY version", args)
+        if not rows:
+            return []
+        aliases: dict[int, list[str]] = {}
+        for alias, target in tx.all("SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias", (name,)):
+            aliases.setdefault(target, []).append(alias)
+        return [self._version_from_row(row, aliases.get(row[1], [])) for row in rows]
+
+    @staticmethod
+    def _version_from_row(row: tuple, aliases: list[str]) -> ModelVersion:
+        return ModelVersion(
+            model=row[0], version=row[1], status=row[2], created_at=row[3], metrics=json.loads(row[4]),
+            params=json.loads(row[5]), tags=json.loads(row[6]), lineage=json.loads(row[7]),
+            profile=None if row[8] is None else json.loads(row[8]), artifact_sha256=row[9], request_id=row[10],
+            reason=row[11], aliases=aliases, artifact_size=row[12],
+        )
+
+    def _missing_version_message(self, tx: Tx, name: str, version: int) -> str:
+        if tx.one("SELECT 1 FROM models WHERE name = ?", (name,)) is None:
+            return self._missing_model_message(name)
+        known = [r[0] for r in tx.all("SELECT version FROM versions WHERE model = ? ORDER BY version", (name,))]
+        shown = ", ".join(map(str, known[-20:])) if known else "none"
+        return f"model {name!r} has no version {version} (versions: {shown})"
+
+    def find_version_by_request(self, name: str, request_id: str) -> ModelVersion | None:
+        """The newest version registered for retrain request ``request_id``
+        (the worker's idempotency check), or ``None``."""
+        validate_name(name, "model")
+        with self.backend.transaction() as tx:
+            found = self._versions(tx, name, where="request_id = ?", params=(request_id,))
+        return found[-1] if found else None
+
+    def get_profile(self, name: str, version: int) -> dict | None:
+        """The reference profile stored with a version (``None`` if none was)."""
+        validate_name(name, "model")
+        version = _version_number(version)
+        with self.backend.transaction() as tx:
+            row = tx.one("SELECT profile FROM versions WHERE model = ? AND version = ?", (name, version))
+            if row is None:
+                raise NotFoundError(self._missing_version_message(tx, name, version))
+        return None if row[0] is None else json.loads(row[0])
+
+    def delete_version(self, name: str, version: int) -> None:
+        """Delete a version and its artifact. A version an alias points at
+        cannot be deleted (:class:`ConflictError`); its number is never reused."""
+        validate_name(name, "model")
+        version = _version_number(version)
+        with self.backend.transaction(write=True) as tx:
+            if self.backend.lock_model(tx, name) is None:
+                raise NotFoundError(self._missing_model_message(name))
+            row = tx.one("SELECT artifact_path FROM versions WHERE model = ? AND version = ?", (name, version))
+            if row is None:
+                raise NotFoundError(self._missing_version_message(tx, name, version))
+            held = [r[0] for r in tx.all("SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias",
+                                         (name, version))]
+            if held:
+                raise ConflictError(
+                    f"version {version} of model {name!r} cannot be deleted: alias(es) {', '.join(held)} "
+                    "point at it; move them first"
+                )
+            tx.execute("DELETE FROM versions WHERE model = ? AND version = ?", (name, version))
+        self.store.remove(row[0])
+
+    # -- references and loading ---------------------------------------------------------
+    def resolve(self, ref: str) -> ModelVersion:
+        """The version behind ``name@alias`` or ``name/version``."""
+        name, alias, version = parse_ref(ref)
+        if alias is None:
+            return self.get_version(name, version)
+        with self.backend.transaction() as tx:
+            row = tx.one("SELECT version FROM aliases WHERE model = ? AND alias = ?", (name, alias))
+            if row is None:
+                if tx.one("SELECT 1 FROM models WHERE name = ?", (name,)) is None:
+                    raise NotFoundError(self._missing_model_message(name))
+                known = [r[0] for r in tx.all("SELECT alias FROM aliases WHERE model = ? ORDER BY alias", (name,))]
+                raise NotFoundError(
+                    f"model {name!r} has no alias {alias!r} (aliases: {', '.join(known) if known else 'none'})"
+                )
+            return self._versions(tx, name, row[0])[0]
+
+    def load(self, ref: str) -> LoadedModel:
+        """Load the estimator behind ``ref`` (``churn@champion``, ``churn/3``).
+
+        The artifact's SHA-256 must match the registered one and every type
+        it needs must be trusted (:func:`registry.artifacts.trusted_types`);
+        otherwise :class:`ArtifactIntegrityError` or
+        :class:`UntrustedArtifactError`, and nothing is constructed.
+        """
+        name, alias, version = parse_ref(ref)
+        found = self.resolve(ref)
+        with self.backend.transaction() as tx:
+            row = tx.one("SELECT artifact_path, artifact_sha256 FROM versions WHERE model = ? AND version = ?",
+                         (found.model, found.version))
+        if row is None:  # deleted between resolve and now
+            raise NotFoundError(f"version {found.version} of model {name!r} was deleted")
+        try:
+            estimator = artifacts.loads(self.store.read(row[0]), row[1])
+        except RegistryError as error:
+            raise type(error)(f"{found.ref}: {error}") from None
+        return LoadedModel(estimator=estimator, version=found)
+
+    # -- aliases --------------------------------------------------------------------------
+    def set_alias(self, name: str, alias: str, version: int, *, request_id: str | None = None,
+                  metrics: Mapping[str, Any] | None = None) -> ModelVersion:
+        """Point ``alias`` at ``version`` (creating or moving it) and record
+        the move. Moving ``champion`` is a promotion: it publishes
+        ``promoted``; other aliases publish ``alias_set``."""
+        validate_name(name, "model")
+        validate_name(alias, "alias")
+        version = _version_number(version)
+        metrics = _check_metrics(metrics, "metrics")
+        request_id = _optional_text(request_id, "request_id")
+        action = "promoted" if alias == CHAMPION else "set"
+        with self.backend.transaction(write=True) as tx:
+            previous = self._move_alias(tx, name, alias, version, action, request_id)
+            target = self._versions(tx, name, version)[0]
+        self._publish(
+            "promoted" if alias == CHAMPION else "alias_set", name, version=version, alias=alias,
+            metrics=metrics, request_id=request_id, details={"previous_version": previous},
+        )
+        return target
+
+    def promote(self, name: str, version: int, *, request_id: str | None = None,
+                metrics: Mapping[str, Any] | None = None) -> ModelVersion:
+        """Make ``version`` the champion; publishes ``promoted`` carrying
+        ``metrics`` (for a retrain: candidate and champion scores)."""
+        return self.set_alias(name, CHAMPION, version, request_id=request_id, metrics=metrics)
+
+    def _move_alias(self, tx: Tx, name: str, alias: str, version: int | None, action: str,
+                    request_id: str | None) -> int | None:
+        if self.backend.lock_model(tx, name) is None:
+            raise NotFoundError(self._missing_model_message(name))
+        current = tx.one("SELECT version FROM aliases WHERE model = ? AND alias = ?", (name, alias))
+        previous = None if current is None else current[0]
+        if version is not None:
+            row = tx.one("SELECT status FROM versions WHERE model = ? AND version = ?", (name, version))
+            if row is None:
+                raise NotFoundError(self._missing_version_message(tx, name, version))
+            if alias == CHAMPION and row[0] != "ready":
+                raise ConflictError(f"version {version} of model {name!r} is {row[0]} and cannot be champion")
+            if previous == version:
+                return previous  # already there: nothing to record
+            now = time.time()
+            if current is None:
+                tx.execute("INSERT INTO aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?)",
+                           (name, alias, version, now))
+            else:
+                tx.execute("UPDATE aliases SET version = ?, updated_at = ? WHERE model = ? AND alias = ?",
+                           (version, now, name, alias))
+        else:
+            if current is None:
+                raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+            now = time.time()
+            tx.execute("DELETE FROM aliases WHERE model = ? AND alias = ?", (name, alias))
+        tx.execute(
+            "INSERT INTO alias_history (model, alias, version, previous_version, action, at, request_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, alias, version, previous, action, now, request_id),
+        )
+        return previous
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Remove an alias (recorded in its history; publishes ``alias_set``
+        with no version)."""
+        validate_name(name, "model")
+        validate_name(alias, "alias")
+        with self.backend.transaction(write=True) as tx:
+            previous = self._move_alias(tx, name, alias, None, "removed", None)
+        self._publish("alias_set", name, alias=alias, details={"previous_version": previous, "removed": True})
+
+    def alias_history(self, name: str, alias: str | None = None) -> list[AliasMove]:
+        """Every move of ``alias`` (or of all aliases), oldest first."""
+        validate_name(name, "model")
+        if alias is not None:
+            validate_name(alias, "alias")
+        with self.backend.transaction() as tx:
+            if tx.one("SELECT 1 FROM models WHERE name = ?", (name,)) is None:
+                raise NotFoundError(self._missing_model_message(name))
+            rows = self._history(tx, name, alias)
+        return [AliasMove(name, *row) for row in rows]
+
+    @staticmethod
+    def _history(tx: Tx, name: str, alias: str | None) -> list[tuple]:
+        where, params = ("model = ?", [name]) if alias is None else ("model = ? AND alias = ?", [name, alias])
+        return tx.all(
+            f"SELECT alias, version, previous_version, action, at, request_id FROM alias_history "
+            f"WHERE {where} ORDER BY id",
+            params,
+        )
+
+    def rollback(self, name: str, *, request_id: str | None = None) -> ModelVersion:
+        """Move ``champion`` back to the previous champion and publish
+        ``rolled_back``. Repeated rollbacks walk further back (a stack of
+        promotions); versions deleted since are skipped."""
+        validate_name(name, "model")
+        request_id = _optional_text(request_id, "request_id")
+        with self.backend.transaction(write=True) as tx:
+            if self.backend.lock_model(tx, name) is None:
+                raise NotFoundError(self._missing_model_message(name))
+            current = tx.one("SELECT version FROM aliases WHERE model = ? AND alias = ?", (name, CHAMPION))
+            if current is None:
+                raise NotFoundError(f"model {name!r} has no champion to roll back")
+            stack: list[int] = []
+            for _alias, version, _previous, action, _at, _request in self._history(tx, name, CHAMPION):
+                if action == "rolled_back":
+                    while stack and stack[-1] != version:
+                        stack.pop()
+                    if not stack:
+                        stack.append(version)
+                elif action == "removed":
+                    stack.clear()
+                else:
+                    stack.append(version)
+            existing = {r[0] for r in tx.all("SELECT version FROM versions WHERE model = ? AND status = 'ready'",
+                                             (name,))}
+            while stack and stack[-1] == current[0]:
+                stack.pop()
+            while stack and (stack[-1] not in existing or stack[-1] == current[0]):
+                stack.pop()
+            if not stack:
+                raise ConflictError(f"model {name!r} has no previous champion to roll back to "
+                                    f"(champion is version {current[0]})")
+            target = stack[-1]
+            previous = self._move_alias(tx, name, CHAMPION, target, "rolled_back", request_id)
+            result = self._versions(tx, name, target)[0]
+        self._publish("rolled_back", name, version=target, alias=CHAMPION, request_id=request_id,
+                      details={"previous_version": previous})
+        return result
+
+    # -- policy -------------------------------------------------------------------------
+    def get_policy(self, name: str, missing_ok: bool = True) -> Policy:
+        """The model's policy; defaults when none was set (or, with
+        ``missing_ok``, when the model is not registered yet)."""
+        validate_name(name, "model")
+        with self.backend.transaction() as tx:
+            row = tx.one("SELECT policy FROM models WHERE name = ?", (name,))
+        if row is None and not missing_ok:
+            raise NotFoundError(self._missing_model_message(name))
+        if row is None or row[0] is None:
+            return Policy()
+        return Policy.from_json(row[0])
+
+    def set_policy(self, name: str, policy: Policy | Mapping[str, Any]) -> Policy:
+        """Validate and store the model's policy (creating the model if
+        needed); publishes ``policy_changed`` with the policy in ``details``.
+        Raises :class:`driftline.policy.PolicyError` naming a bad setting."""
+        validate_name(name, "model")
+        if isinstance(policy, Policy):
+            policy.check()
+            policy = Policy.from_dict(policy.to_dict())  # normalise exactly like a file would be
+        elif isinstance(policy, Mapping):
+            policy = Policy.from_dict(dict(policy))
+        else:
+            raise PolicyError(f"<policy>: must be a Policy or an object (got {type(policy).__name__})")
+        text = policy.to_json()
+        now = time.time()
+        with self.backend.transaction(write=True) as tx:
+            self._insert_model(tx, name)
+            self.backend.lock_model(tx, name)
+            tx.execute("UPDATE models SET policy = ?, policy_updated_at = ? WHERE name = ?", (text, now, name))
+            tx.execute("INSERT INTO policy_history (model, policy, at) VALUES (?, ?, ?)", (name, text, now))
+        self._publish("policy_changed", name, details={"policy": policy.to_dict()})
+        return policy
+
+    # -- events and housekeeping --------------------------------------------------------
+    def publish_event(self, event: ModelEvent) -> None:
+        """Publish a model event built elsewhere (the worker's ``failed``)."""
+        self.publisher.publish(event)
+
+    def _publish(self, kind: str, name: str, **fields: Any) -> None:
+        details = {k: v for k, v in (fields.pop("details", None) or {}).items() if v is not None}
+        self.publisher.publish(ModelEvent(event=kind, model=name, timestamp=time.time(), details=details, **fields))
+
+    def gc(self, min_age_s: float = 3600.0) -> list[str]:
+        """Remove artifact files no version references (left by killed
+        registrations) that are older than ``min_age_s`` — younger ones may
+        belong to a registration still in progress. Returns what was removed."""
+        with self.backend.transaction() as tx:
+            referenced = {r[0] for r in tx.all("SELECT artifact_path FROM versions")}
+        cutoff = time.time() - min_age_s
+        removed = []
+        for relative, path in self.store.files():
+            try:
+                if relative not in referenced and path.stat().st_mtime <= cutoff:
+                    path.unlink()
+                    removed.append(relative)
+            except FileNotFoundError:
+                continue
+        return removed
+
+    def close(self) -> None:
+        try:
+            self.publisher.close()
+        finally:
+            self.backend.close()
+
+    def __enter__(self) -> "Registry":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Registry({self.backend.describe()!r}, artifacts={str(self.store.root)!r})"
