@@ -1,0 +1,126 @@
+"""``driftline worker`` and ``driftline train`` (heavy imports stay inside the handlers)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+__all__ = ["register", "run_worker", "run_train"]
+
+
+def register(subparsers) -> None:
+    worker = subparsers.add_parser(
+        "worker", help="run the retraining daemon (retrain requests and schedules -> validated versions)",
+        description="Consume retrain requests, run scheduled retrains, train, validate against the champion "
+                    "and promote. Status of the last runs: --status (file <registry dir>/worker-status.json).")
+    worker.add_argument("--group-id", default="driftline-worker", help="consumer group (default driftline-worker)")
+    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics here (0: off)")
+    worker.add_argument("--concurrency", type=int, default=1, help="runs of different models at once (default 1)")
+    worker.add_argument("--status", action="store_true", help="print the status of the last runs and exit")
+    worker.add_argument("--json", action="store_true", help="with --status: print the raw JSON")
+    worker.add_argument("--status-file", default=None,
+                        help="status file (default <registry dir>/worker-status.json)")
+    worker.add_argument("--session-timeout-ms", type=int, default=10_000)
+    worker.add_argument("--heartbeat-interval-ms", type=int, default=3_000)
+    worker.add_argument("--quiet-ms", type=int, default=1_000,
+                        help="training-data read stops after this long without new records (default 1000)")
+    worker.add_argument("--policy-refresh-s", type=float, default=60.0,
+                        help="re-read every policy this often (also on policy_changed events)")
+    worker.add_argument("--shutdown-grace-s", type=float, default=30.0,
+                        help="on SIGTERM/SIGINT wait this long for a running run to end")
+    worker.set_defaults(handler=run_worker)
+
+    train = subparsers.add_parser(
+        "train", help="train a model from a CSV file, register it with its reference profile and promote it",
+        description="Train the model's recipe on a CSV file and make it the champion (version 1, or the next).")
+    train.add_argument("model", help="model name")
+    train.add_argument("--data", required=True, help="CSV file with a header row")
+    train.add_argument("--target", required=True, help="the label column")
+    train.add_argument("--estimator", default=None,
+                       help="recipe: logistic_regression, random_forest, gradient_boosting, linear_regression, "
+                            "random_forest_regressor, gradient_boosting_regressor (default: the model's policy)")
+    train.add_argument("--description", default="", help="model description (new models)")
+    train.set_defaults(handler=run_train)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from driftline.config import load_settings
+
+    from .worker import StatusBoard, Worker, WorkerOptions, format_status, status_path
+
+    settings = load_settings()
+    if args.status:
+        path = status_path(settings, args.status_file)
+        if not path.exists():
+            print(f"no worker status at {path} (has a worker run with this registry?)")
+            return 1
+        data = json.loads(path.read_text(encoding="utf-8"))
+        print(json.dumps(data, indent=2, sort_keys=True) if args.json else format_status(data))
+        return 0
+    options = WorkerOptions(
+        group_id=args.group_id, concurrency=args.concurrency, metrics_port=args.metrics_port,
+        status_file=args.status_file, session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=args.heartbeat_interval_ms, quiet_ms=args.quiet_ms,
+        policy_refresh_s=args.policy_refresh_s, shutdown_grace_s=args.shutdown_grace_s,
+    )
+    worker = Worker(settings, options)
+
+    def on_signal(signum, _frame):
+        worker.stop_event.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    try:
+        worker.start()
+    except BaseException:
+        worker.shutdown()
+        raise
+    return worker.serve()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from driftline.config import load_settings
+    from driftline.errors import DriftlineError
+    from registry import open_registry
+
+    from .trainer import train_frame
+
+    path = Path(args.data)
+    if not path.is_file():
+        raise DriftlineError(f"--data {args.data!r} is not a readable file")
+    try:
+        frame = pd.read_csv(path)
+    except (ValueError, OSError, UnicodeDecodeError) as error:
+        raise DriftlineError(f"cannot read {args.data!r} as CSV: {error}") from None
+    settings = load_settings()
+    reg = open_registry(settings, publish=_broker_reachable(settings))
+    try:
+        result = train_frame(reg, args.model, frame, args.target, estimator=args.estimator,
+                             description=args.description)
+    finally:
+        reg.close()
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items()))
+    cleaning = result.cleaning
+    print(f"{args.model}: version {result.version} registered and promoted to champion "
+          f"({result.rows} rows used of {cleaning.get('rows_read')}; dropped missing_label="
+          f"{cleaning.get('missing_label')} non_finite={cleaning.get('non_finite')}; {metrics})")
+    return 0
+
+
+def _broker_reachable(settings) -> bool:
+    """Publish model events only when a broker answers (training from a CSV
+    works without Kafka)."""
+    from .worker import tcp_reachable
+
+    if any(tcp_reachable(server) for server in settings.bootstrap_list):
+        return True
+    print(f"driftline: note: no broker at {settings.bootstrap_servers}; model events are not published",
+          file=sys.stderr)
+    return False

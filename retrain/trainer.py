@@ -1,0 +1,408 @@
+"""One retraining run: window -> clean -> fit -> score against the champion
+-> register (and promote, or reject with the reason).
+
+Everything the run decides comes from the model's policy in the registry
+(``reg.get_policy(model).retrain``). A run is idempotent by request id: if a
+version already exists for one of its requests (a run that registered but
+was killed before its offset was committed), nothing is trained again; a
+version that was registered with the decision "promote" but not promoted
+yet is promoted now.
+
+A run that cannot produce a version (unknown model, too few rows, a single
+class, a broken estimator, ...) publishes a ``failed`` model event with the
+reason and ends with outcome ``failed``; it never raises.
+
+Test hook: ``DRIFTLINE_WORKER_PAUSE_S`` (seconds) pauses every run just
+before fitting, so a test can kill the worker in the middle of a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from driftline import events
+from driftline.config import Settings
+from driftline.errors import DriftlineError
+from driftline.events import ModelEvent
+from driftline.observability import RETRAIN_DURATION, RETRAIN_RUNS
+from driftline.policy import Policy
+
+from .data import LabeledReader, TrainingData, build_frame, data_hash, split_holdout
+from .log import log_event
+from driftline.policy import REGRESSION_METRICS
+
+from .recipes import (
+    REGRESSORS,
+    SEARCH_SCORING,
+    RecipeError,
+    build_recipe,
+    check_policy,
+    feature_columns_for,
+    is_improvement,
+    meets_minimum,
+    score,
+    task_of,
+)
+
+__all__ = ["RunError", "RunResult", "Trainer", "fit_candidate", "TARGET_COLUMN", "PAUSE_ENV"]
+
+logger = logging.getLogger("retrain.trainer")
+
+#: Name of the target column in reference profiles built by the worker.
+TARGET_COLUMN = "label"
+PAUSE_ENV = "DRIFTLINE_WORKER_PAUSE_S"
+
+
+class RunError(DriftlineError):
+    """A run cannot produce a version; the message is the failed event's reason."""
+
+
+@dataclass
+class RunResult:
+    """How a run ended (also what the status view shows)."""
+
+    model: str
+    request_ids: list[str]
+    trigger: str
+    outcome: str  # promoted | rejected | registered | failed | duplicate
+    started_at: float
+    ended_at: float = 0.0
+    version: int | None = None
+    parent_version: int | None = None
+    reason: str | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    rows: int = 0
+    cleaning: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_s(self) -> float:
+        return max(0.0, self.ended_at - self.started_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["duration_s"] = round(self.duration_s, 3)
+        return data
+
+
+def _json_safe(value: Any) -> Any:
+    """Search results and numpy scalars as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        try:
+            return value.item()
+        except Exception:
+            return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def fit_candidate(estimator: Any, train: TrainingData, policy: Policy) -> tuple[Any, dict[str, Any]]:
+    """Fit ``estimator`` on ``train`` (with the policy's grid search, if
+    any); returns the fitted estimator and the chosen parameters."""
+    X = feature_columns_for(estimator, train.X) if hasattr(estimator, "feature_names_in_") else train.X
+    search = policy.retrain.search
+    y = train.y.tolist()
+    if search:
+        from sklearn.model_selection import GridSearchCV
+
+        grid = GridSearchCV(estimator, search["param_grid"], cv=search.get("cv", 3),
+                            scoring=SEARCH_SCORING[policy.retrain.promotion_metric], n_jobs=1,
+                            refit=True, error_score="raise")
+        grid.fit(X, y)
+        return grid.best_estimator_, {"best_params": _json_safe(grid.best_params_),
+                                      "cv_score": _json_safe(grid.best_score_)}
+    estimator.fit(X, y)
+    return estimator, {}
+
+
+class Trainer:
+    """Runs retraining for the worker (and ``driftline train``).
+
+    Parameters
+    ----------
+    settings
+        Broker/topic settings (for reading the ``labeled`` topic).
+    registry
+        An open registry (``registry.open_registry(settings, publish=True)``).
+    reader
+        Training-data reader (default: :class:`~retrain.data.LabeledReader`).
+    """
+
+    def __init__(self, settings: Settings, registry: Any, reader: LabeledReader | None = None):
+        self.settings = settings
+        self.registry = registry
+        self.reader = reader or LabeledReader(settings)
+
+    # -- public ------------------------------------------------------------------
+    def run(self, model: str, request_ids: Sequence[str], trigger: str = "manual",
+            on_phase: Callable[[str], None] | None = None) -> RunResult:
+        """Retrain ``model`` for ``request_ids`` (the first is the version's
+        request id; the others were coalesced into this run)."""
+        result = RunResult(model=model, request_ids=list(request_ids), trigger=trigger, outcome="failed",
+                           started_at=events.now())
+        started = time.monotonic()
+        log_event(logger, "run_started", model=model, request_ids=list(request_ids), trigger=trigger)
+        try:
+            self._run(result, on_phase or (lambda phase: None))
+        except RunError as error:
+            self._fail(result, str(error))
+        except DriftlineError as error:
+            self._fail(result, str(error))
+        except Exception as error:  # a daemon never dies from one run
+            logger.exception("run crashed")
+            self._fail(result, f"{type(error).__name__}: {error}")
+        result.ended_at = events.now()
+        RETRAIN_RUNS.labels(model=model, outcome=result.outcome).inc()
+        RETRAIN_DURATION.labels(model=model).observe(time.monotonic() - started)
+        log_event(logger, "run_ended", model=model, outcome=result.outcome, version=result.version,
+                  reason=result.reason, metrics=result.metrics, rows=result.rows,
+                  request_ids=list(request_ids), duration_s=round(time.monotonic() - started, 3))
+        return result
+
+    # -- internals ------------------------------------------------------------------
+    def _fail(self, result: RunResult, reason: str) -> None:
+        result.outcome = "failed"
+        result.reason = reason
+        event = ModelEvent(event="failed", model=result.model, timestamp=events.now(),
+                           version=None, metrics={k: v for k, v in result.metrics.items()},
+                           request_id=result.request_ids[0] if result.request_ids else None,
+                           reason=reason[:1024],
+                           details={"cleaning": result.cleaning, "rows": result.rows, "trigger": result.trigger,
+                                    "request_ids": result.request_ids})
+        try:
+            self.registry.publish_event(event)
+        except Exception as error:  # the run is over either way; say why the event is missing
+            log_event(logger, "failed_event_not_published", logging.ERROR, model=result.model,
+                      error=f"{type(error).__name__}: {error}")
+
+    def _model_exists(self, model: str) -> bool:
+        return any(m.name == model for m in self.registry.list_models())
+
+    def _existing(self, result: RunResult) -> bool:
+        """Finish a run whose version already exists (idempotency)."""
+        for request_id in result.request_ids:
+            found = self.registry.find_version_by_request(result.model, request_id)
+            if found is None:
+                continue
+            result.version = found.version
+            result.metrics = dict(found.metrics)
+            result.parent_version = found.lineage.get("parent_version")
+            result.rows = int(found.lineage.get("rows", 0) or 0)
+            if found.tags.get("decision") == "promote" and "champion" not in found.aliases:
+                # registered, then killed before promotion: finish the job
+                self.registry.promote(result.model, found.version, request_id=request_id,
+                                      metrics=_event_metrics(found.metrics))
+                result.outcome = "promoted"
+            else:
+                result.outcome = "duplicate"
+                result.reason = f"version {found.version} already exists for request {request_id}"
+            return True
+        return False
+
+    def _run(self, result: RunResult, on_phase: Callable[[str], None]) -> None:
+        from registry import NotFoundError
+
+        model = events.validate_name(result.model)
+        if not self._model_exists(model):
+            raise RunError(f"unknown model {model!r}: register a first version with 'driftline train'")
+        if self._existing(result):
+            return
+        policy: Policy = self.registry.get_policy(model)
+        check_policy(policy)
+        retrain = policy.retrain
+        metric = retrain.promotion_metric
+        try:
+            champion = self.registry.load(f"{model}@champion")
+        except NotFoundError:
+            champion = None
+        parent = champion.version.version if champion else None
+        result.parent_version = parent
+
+        on_phase("reading")
+        window = self.reader.read(model, window_rows=retrain.window_rows, window_s=retrain.window_s)
+        data = build_frame(window.rows, window.unparseable)
+        result.rows = len(data)
+        result.cleaning = data.report.to_dict()
+        if len(data) < retrain.min_rows:
+            raise RunError(f"too few rows: {len(data)} usable of {len(window.rows)} read from "
+                           f"{window.topic} (retrain.min_rows={retrain.min_rows})")
+        train, holdout = split_holdout(data, retrain.holdout_fraction)
+        classification = task_of(policy) == "classification"
+        if classification:
+            classes = set(train.y.tolist())
+            if len(classes) < 2:
+                raise RunError(f"single class in the training window: every label is "
+                               f"{next(iter(classes))!r} ({len(train)} rows); nothing to learn")
+        else:
+            try:
+                train.y = train.y.astype(float)
+                holdout.y = holdout.y.astype(float)
+            except (TypeError, ValueError):
+                raise RunError("regression needs numeric labels; the window holds text labels") from None
+
+        if champion is not None:
+            from sklearn.base import clone
+
+            estimator = clone(champion.estimator)
+            recipe = f"clone:{model}/{parent}"
+        else:
+            estimator = build_recipe(retrain.estimator, train.X)
+            recipe = f"recipe:{retrain.estimator}"
+        pause = os.environ.get(PAUSE_ENV)
+        if pause:
+            log_event(logger, "pause_hook", model=model, seconds=float(pause))
+            on_phase("paused")
+            time.sleep(float(pause))
+        on_phase("training")
+        try:
+            fitted, search_info = fit_candidate(estimator, train, policy)
+        except (ValueError, TypeError) as error:
+            raise RunError(f"fitting {recipe} failed: {error}") from error
+
+        on_phase("validating")
+        scores = {f"candidate_{metric}": score(fitted, holdout.X, holdout.y, metric)}
+        scores[f"champion_{metric}"] = score(champion.estimator, holdout.X, holdout.y, metric) if champion else None
+        for name in retrain.minimums:
+            scores.setdefault(f"candidate_{name}", score(fitted, holdout.X, holdout.y, name))
+        result.metrics = dict(scores)
+        candidate, incumbent = scores[f"candidate_{metric}"], scores[f"champion_{metric}"]
+        reasons = []
+        if candidate is None:
+            reasons.append(f"candidate {metric} could not be computed on the holdout")
+        elif not is_improvement(candidate, incumbent, metric, retrain.margin):
+            reasons.append(f"candidate {metric}={candidate:.6g} does not beat champion "
+                           f"{metric}={incumbent:.6g} by margin {retrain.margin:g}")
+        for name, limit in retrain.minimums.items():
+            value = scores.get(f"candidate_{name}")
+            if not meets_minimum(value, name, limit):
+                shown = "n/a" if value is None else f"{value:.6g}"
+                reasons.append(f"candidate {name}={shown} misses the minimum {limit:g}")
+        promote = not reasons
+
+        on_phase("registering")
+        profile = _profile(data, fitted)
+        lineage = {
+            "window": window.lineage(),
+            "rows": len(data),
+            "train_rows": len(train),
+            "holdout_rows": len(holdout),
+            "holdout_fraction": retrain.holdout_fraction,
+            "window_rows": retrain.window_rows,
+            "window_s": retrain.window_s,
+            "data_hash": data_hash(data),
+            "request_id": result.request_ids[0] if result.request_ids else None,
+            "request_ids": list(result.request_ids),
+            "trigger": result.trigger,
+            "parent_version": parent,
+            "recipe": recipe,
+            "cleaning": data.report.to_dict(),
+        }
+        metrics = dict(scores)  # None (e.g. no champion) is kept: the event shows it
+        metrics.update({"holdout_rows": float(len(holdout)), "train_rows": float(len(train))})
+        params = {"recipe": recipe, "promotion_metric": metric, "margin": retrain.margin, **search_info}
+        tags = {"decision": "promote" if promote else "reject", "trigger": result.trigger}
+        reason = "; ".join(reasons) if reasons else None
+        version = self.registry.register_version(
+            model, fitted, metrics=metrics, params=params, tags=tags, lineage=lineage, profile=profile,
+            status="ready" if promote else "rejected", request_id=lineage["request_id"], reason=reason,
+        )
+        result.version = version.version
+        if promote:
+            self.registry.promote(model, version.version, request_id=lineage["request_id"],
+                                  metrics=_event_metrics(metrics))
+            result.outcome = "promoted"
+        else:
+            result.outcome = "rejected"
+            result.reason = reason
+
+
+def _event_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def _profile(data: TrainingData, fitted: Any) -> dict | None:
+    """Reference profile of the whole window with the new model's predictions."""
+    from registry.profile import build_profile
+
+    frame = data.X.copy()
+    frame[TARGET_COLUMN] = data.y.to_numpy()
+    try:
+        predictions = list(fitted.predict(feature_columns_for(fitted, data.X)))
+    except Exception:  # the profile is still useful without predictions
+        predictions = None
+    return build_profile(frame, feature_columns=[str(c) for c in data.X.columns], target=TARGET_COLUMN,
+                         predictions=predictions)
+
+
+def train_frame(registry: Any, model: str, frame: pd.DataFrame, target: str, *, estimator: str | None = None,
+                description: str = "") -> RunResult:
+    """``driftline train``: fit a recipe on a table, register it with its
+    reference profile and make it the champion (version 1 or the next)."""
+    from .data import CleaningReport, clean_frame
+
+    result = RunResult(model=model, request_ids=[], trigger="manual", outcome="failed", started_at=events.now())
+    events.validate_name(model)
+    if target not in frame.columns:
+        raise RunError(f"--target {target!r} is not a column of the data (columns: "
+                       f"{', '.join(map(str, frame.columns[:20]))})")
+    features = frame.drop(columns=[target])
+    if features.shape[1] == 0:
+        raise RunError("the data has no feature columns besides the target")
+    data = clean_frame(features, frame[target], None, CleaningReport())
+    data.meta = pd.DataFrame({"row": range(len(data))})
+    registry.create_model(model, description=description, exist_ok=True)
+    policy = registry.get_policy(model)
+    stored = any(m.name == model and m.has_policy for m in registry.list_models())
+    if estimator is not None and estimator != policy.retrain.estimator:
+        if stored:
+            raise RunError(f"--estimator {estimator!r} differs from the stored policy of {model!r} "
+                           f"(retrain.estimator={policy.retrain.estimator!r}); change the policy instead")
+        changes: dict[str, Any] = {"estimator": estimator}
+        if estimator in REGRESSORS and policy.retrain.promotion_metric not in REGRESSION_METRICS:
+            changes["promotion_metric"] = "rmse"  # the default metric is a classification one
+        policy = Policy(monitor=policy.monitor, retrain=_replace(policy.retrain, **changes))
+        check_policy(policy)
+        # stored, so the worker retrains this model with the same recipe (one policy, one place)
+        registry.set_policy(model, policy)
+    check_policy(policy)
+    if len(data) < 2:
+        raise RunError(f"too few usable rows: {len(data)} (cleaning: {data.report.to_dict()})")
+    classification = task_of(policy) == "classification"
+    if classification and data.y.nunique() < 2:
+        raise RunError(f"single class in column {target!r}: nothing to learn")
+    if not classification:
+        data.y = data.y.astype(float)
+    train, holdout = split_holdout(data, policy.retrain.holdout_fraction)
+    fitted, search_info = fit_candidate(build_recipe(policy.retrain.estimator, train.X), train, policy)
+    metric = policy.retrain.promotion_metric
+    metrics = {f"candidate_{metric}": score(fitted, holdout.X, holdout.y, metric)}
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    metrics.update({"holdout_rows": float(len(holdout)), "train_rows": float(len(train))})
+    lineage = {"source": "csv", "rows": len(data), "train_rows": len(train), "holdout_rows": len(holdout),
+               "data_hash": data_hash(data), "parent_version": None, "recipe": f"recipe:{policy.retrain.estimator}",
+               "cleaning": data.report.to_dict(), "target": target}
+    profile = _profile(data, fitted)
+    version = registry.register_version(model, fitted, metrics=metrics,
+                                        params={"recipe": lineage["recipe"], **search_info},
+                                        tags={"decision": "promote", "trigger": "manual"},
+                                        lineage=lineage, profile=profile, status="ready")
+    registry.promote(model, version.version, metrics=_event_metrics(metrics))
+    result.version, result.outcome, result.metrics = version.version, "promoted", metrics
+    result.rows, result.cleaning, result.ended_at = len(data), data.report.to_dict(), events.now()
+    return result
+
+
+def _replace(retrain, **changes):
+    from dataclasses import replace
+
+    return replace(retrain, **changes)

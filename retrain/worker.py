@@ -1,0 +1,777 @@
+"""The retraining daemon: retrain requests and schedules in, versions out.
+
+Pieces, one concept each:
+
+- :class:`OffsetTracker` — which request offsets have finished, so a
+  partition's offset is committed only once every request before it has
+  ended (registered, promoted, rejected or failed). A killed worker therefore
+  sees its unfinished requests again after a restart; the trainer is
+  idempotent by request id, so exactly one version exists per request.
+- :class:`Coordinator` — debouncing and one-run-per-model: requests for a
+  model inside its policy's ``debounce_s`` (counted from the first one)
+  coalesce into one run; requests arriving while a run is busy wait for the
+  next run. Runs execute on daemon threads (``concurrency`` at once).
+- :class:`ScheduleBook` — APScheduler (3.x ``BackgroundScheduler``) jobs,
+  one per model with ``retrain.schedule`` (``interval_s`` or ``cron``),
+  re-synced when a ``policy_changed``/``registered`` model event arrives and
+  every ``policy_refresh_s``.
+- :class:`StatusBoard` — the status view: a JSON file, by default
+  ``<registry dir>/worker-status.json`` (``driftline worker --status`` prints it).
+- :class:`Worker` — start-up checks (broker, topics, registry, every
+  model's policy), the consumer loop, dead letters, metrics, shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from driftline import events
+from driftline.config import Settings
+from driftline.errors import DriftlineError
+from driftline.events import DeadLetter, ModelEvent, RetrainRequest
+from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, start_metrics_server
+
+from .log import log_event
+
+__all__ = ["WorkerConfigError", "OffsetTracker", "Ticket", "Coordinator", "ScheduleBook", "StatusBoard",
+           "Worker", "WorkerOptions", "status_path"]
+
+logger = logging.getLogger("retrain.worker")
+COMPONENT = "worker"
+
+
+class WorkerConfigError(DriftlineError):
+    """The worker cannot start: broker, topics, registry or a policy is wrong."""
+
+
+# -- offsets ----------------------------------------------------------------------------
+
+
+class OffsetTracker:
+    """Committable positions per partition.
+
+    Examples
+    --------
+    >>> t = OffsetTracker()
+    >>> t.add("p0", 5); t.add("p0", 6); t.add("p0", 7)
+    >>> t.done("p0", 6); t.committable()   # 5 is still open: nothing past it
+    {'p0': 5}
+    >>> t.done("p0", 5); t.committable()
+    {'p0': 7}
+    >>> t.done("p0", 7); t.committable()
+    {'p0': 8}
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[Any, dict[int, int]] = defaultdict(dict)  # tp -> offset -> open tickets
+        self._next: dict[Any, int] = {}  # tp -> highest offset seen + 1
+        self._committed: dict[Any, int] = {}
+
+    def add(self, tp: Any, offset: int, tickets: int = 1) -> None:
+        with self._lock:
+            self._pending[tp][offset] = self._pending[tp].get(offset, 0) + tickets
+            self._next[tp] = max(self._next.get(tp, 0), offset + 1)
+
+    def done(self, tp: Any, offset: int) -> None:
+        with self._lock:
+            left = self._pending[tp].get(offset, 0) - 1
+            if left > 0:
+                self._pending[tp][offset] = left
+            else:
+                self._pending[tp].pop(offset, None)
+
+    def committable(self) -> dict[Any, int]:
+        """Partition -> offset to commit, for partitions that moved on."""
+        with self._lock:
+            out = {}
+            for tp, nxt in self._next.items():
+                pending = self._pending.get(tp)
+                position = min(pending) if pending else nxt
+                if position > self._committed.get(tp, -1):
+                    out[tp] = position
+            return out
+
+    def mark_committed(self, positions: dict[Any, int]) -> None:
+        with self._lock:
+            for tp, position in positions.items():
+                self._committed[tp] = max(self._committed.get(tp, -1), position)
+
+    def forget(self, tps) -> None:
+        """Partitions taken away by a rebalance: their open requests will be
+        redelivered to whoever owns them now."""
+        with self._lock:
+            for tp in tps:
+                self._pending.pop(tp, None)
+                self._next.pop(tp, None)
+                self._committed.pop(tp, None)
+
+    def open_count(self) -> int:
+        with self._lock:
+            return sum(sum(v.values()) for v in self._pending.values())
+
+
+# -- coordination ------------------------------------------------------------------------
+
+
+@dataclass
+class Ticket:
+    """One retrain request waiting for (or in) a run."""
+
+    model: str
+    request_id: str
+    trigger: str
+    arrived: float = field(default_factory=time.monotonic)
+    token: tuple[Any, int] | None = None  # (topic-partition, offset) to mark done
+
+
+class Coordinator:
+    """Debounce requests per model and run at most one run per model.
+
+    Parameters
+    ----------
+    run
+        ``run(model, tickets)``; called on a worker thread.
+    debounce_for
+        Model -> debounce seconds (from its policy).
+    concurrency
+        Runs of different models at once.
+    """
+
+    def __init__(self, run: Callable[[str, list[Ticket]], None], debounce_for: Callable[[str], float],
+                 concurrency: int = 1):
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1 (got {concurrency})")
+        self._run = run
+        self._debounce_for = debounce_for
+        self._cond = threading.Condition()
+        self._pending: dict[str, list[Ticket]] = defaultdict(list)
+        self._due: dict[str, float] = {}
+        self._running: set[str] = set()
+        self._ready: deque[tuple[str, list[Ticket]]] = deque()
+        self._stopping = False
+        self._threads = [threading.Thread(target=self._loop, name=f"retrain-run-{i}", daemon=True)
+                         for i in range(concurrency)]
+        self._timer = threading.Thread(target=self._clock, name="retrain-debounce", daemon=True)
+        for thread in self._threads + [self._timer]:
+            thread.start()
+
+    def submit(self, ticket: Ticket) -> None:
+        debounce = max(0.0, float(self._debounce_for(ticket.model)))
+        with self._cond:
+            if self._stopping:
+                return
+            pending = self._pending[ticket.model]
+            pending.append(ticket)
+            if ticket.model not in self._due and ticket.model not in self._running:
+                self._due[ticket.model] = ticket.arrived + debounce
+            self._cond.notify_all()
+
+    def _clock(self) -> None:
+        with self._cond:
+            while not self._stopping:
+                now = time.monotonic()
+                for model, due in list(self._due.items()):
+                    if due <= now and model not in self._running:
+                        del self._due[model]
+                        tickets = self._pending.pop(model, [])
+                        if tickets:
+                            self._running.add(model)
+                            self._ready.append((model, tickets))
+                            self._cond.notify_all()
+                wait = min((d - now for d in self._due.values()), default=1.0)
+                self._cond.wait(timeout=max(0.01, min(wait, 1.0)))
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._ready and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                model, tickets = self._ready.popleft()
+            try:
+                self._run(model, tickets)
+            except Exception:  # pragma: no cover - run() handles its own errors
+                logger.exception("run callback crashed")
+            finally:
+                with self._cond:
+                    self._running.discard(model)
+                    rest = self._pending.get(model)
+                    if rest:
+                        debounce = max(0.0, float(self._debounce_for(model)))
+                        self._due[model] = max(time.monotonic(), rest[0].arrived + debounce)
+                    self._cond.notify_all()
+
+    def busy(self) -> bool:
+        with self._cond:
+            return bool(self._running or self._ready or self._due)
+
+    def stop(self, grace_s: float) -> bool:
+        """Stop taking work; wait up to ``grace_s`` for running runs.
+        Returns whether every started run ended. Waiting requests are
+        dropped (their offsets stay uncommitted, so they come back)."""
+        deadline = time.monotonic() + grace_s
+        with self._cond:
+            self._pending.clear()
+            self._due.clear()
+            self._ready.clear()
+            while self._running and time.monotonic() < deadline:
+                self._cond.wait(timeout=0.2)
+            ended = not self._running
+            self._stopping = True
+            self._cond.notify_all()
+        return ended
+
+
+# -- schedules ------------------------------------------------------------------------------
+
+
+def make_trigger(schedule: dict[str, Any]):
+    """APScheduler trigger for a policy schedule; ValueError names a bad cron."""
+    from apscheduler.triggers.cron import CronTrigger
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    if "interval_s" in schedule:
+        return IntervalTrigger(seconds=float(schedule["interval_s"]), timezone="UTC")
+    return CronTrigger.from_crontab(schedule["cron"], timezone="UTC")
+
+
+class ScheduleBook:
+    """One APScheduler job per model with a ``retrain.schedule``."""
+
+    def __init__(self, submit: Callable[[Ticket], None]):
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._submit = submit
+        self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
+                                                                            "misfire_grace_time": 60})
+        self._specs: dict[str, str] = {}
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    def sync(self, schedules: dict[str, dict[str, Any] | None]) -> None:
+        """Make the jobs match ``model -> schedule`` (``None``: no job)."""
+        for model, schedule in schedules.items():
+            spec = json.dumps(schedule, sort_keys=True) if schedule else None
+            if spec == self._specs.get(model):
+                continue
+            job_id = f"retrain:{model}"
+            if self._scheduler.get_job(job_id):
+                self._scheduler.remove_job(job_id)
+            self._specs.pop(model, None)
+            if schedule:
+                try:
+                    trigger = make_trigger(schedule)
+                except ValueError as error:
+                    log_event(logger, "schedule_invalid", logging.ERROR, model=model, schedule=schedule,
+                              error=str(error))
+                    continue
+                self._scheduler.add_job(self._fire, trigger, args=[model], id=job_id, replace_existing=True)
+                self._specs[model] = spec
+                log_event(logger, "schedule_set", model=model, schedule=schedule)
+        for model in set(self._specs) - set(schedules):
+            self._scheduler.remove_job(f"retrain:{model}")
+            del self._specs[model]
+
+    def jobs(self) -> dict[str, str]:
+        return dict(self._specs)
+
+    def _fire(self, model: str) -> None:
+        # Deterministic id per firing second: two workers firing the same tick
+        # produce one version (idempotent by request id).
+        request_id = f"schedule-{model}-{int(time.time())}"
+        log_event(logger, "schedule_fired", model=model, request_id=request_id)
+        self._submit(Ticket(model=model, request_id=request_id, trigger="schedule"))
+
+    def shutdown(self) -> None:
+        try:
+            self._scheduler.shutdown(wait=False)
+        except Exception:  # not started
+            pass
+
+
+# -- status --------------------------------------------------------------------------------
+
+
+def status_path(settings: Settings, override: str | None = None) -> Path:
+    """Where the status view lives: ``override``, else
+    ``<registry dir>/worker-status.json``, else (database registry)
+    ``./.driftline/worker-status.json``."""
+    if override:
+        return Path(override)
+    if settings.registry_is_database:
+        return Path(".driftline") / "worker-status.json"
+    return Path(settings.registry) / "worker-status.json"
+
+
+class StatusBoard:
+    """The last runs and the runs in progress, kept in a JSON file
+    (written atomically: temporary file + rename)."""
+
+    def __init__(self, path: Path, keep: int = 50, **info: Any):
+        self.path = Path(path)
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._runs: deque[dict] = deque(maxlen=keep)
+        self._active: dict[str, dict] = {}
+        self._counts: dict[str, int] = defaultdict(int)
+        self._info = {"pid": os.getpid(), "started_at": events.now(), "state": "starting", **info}
+        if self.path.exists():  # keep history across restarts
+            try:
+                old = json.loads(self.path.read_text(encoding="utf-8"))
+                self._runs.extend(old.get("runs", [])[-keep:])
+            except (OSError, ValueError):
+                pass
+
+    def set_state(self, state: str, **info: Any) -> None:
+        with self._lock:
+            self._info.update(state=state, **info)
+        self.write()
+
+    def phase(self, model: str, request_ids: list[str], phase: str) -> None:
+        with self._lock:
+            entry = self._active.setdefault(model, {"model": model, "request_ids": request_ids,
+                                                    "started_at": events.now()})
+            entry["phase"] = phase
+        self.write()
+
+    def finished(self, result: dict) -> None:
+        with self._lock:
+            self._active.pop(result["model"], None)
+            self._runs.append(result)
+            self._counts[result["outcome"]] += 1
+        self.write()
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {**self._info, "updated_at": events.now(), "active": list(self._active.values()),
+                    "counts": dict(self._counts), "runs": list(self._runs)}
+
+    def write(self) -> None:
+        data = json.dumps(self.snapshot(), indent=2, sort_keys=True, default=str)
+        with self._lock:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                tmp.write_text(data, encoding="utf-8")
+                os.replace(tmp, self.path)
+            except OSError as error:
+                log_event(logger, "status_not_written", logging.WARNING, path=str(self.path), error=str(error))
+
+
+def format_status(data: dict) -> str:
+    """The status file as a short table for people."""
+    lines = [f"worker pid={data.get('pid')} state={data.get('state')} group={data.get('group_id')} "
+             f"updated={_iso(data.get('updated_at'))}"]
+    counts = data.get("counts") or {}
+    if counts:
+        lines.append("runs since start: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    for entry in data.get("active", []):
+        lines.append(f"running  {entry['model']:<20} phase={entry.get('phase')} since={_iso(entry.get('started_at'))} "
+                     f"requests={','.join(entry.get('request_ids', []))}")
+    runs = data.get("runs") or []
+    if not runs:
+        lines.append("no runs yet")
+    else:
+        lines.append(f"{'ended':<20} {'model':<20} {'outcome':<10} {'version':>7} {'secs':>7}  metrics / reason")
+    for run in runs[-20:]:
+        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted((run.get("metrics") or {}).items())
+                            if isinstance(v, (int, float)) and k.startswith(("candidate_", "champion_")))
+        detail = metrics + (f"  ({run['reason']})" if run.get("reason") else "")
+        version = run.get("version")
+        lines.append(f"{_iso(run.get('ended_at')):<20} {run['model']:<20} {run['outcome']:<10} "
+                     f"{'-' if version is None else version:>7} {run.get('duration_s', 0):>7.1f}  {detail}")
+    return "\n".join(lines)
+
+
+def _iso(ts: Any) -> str:
+    if not isinstance(ts, (int, float)):
+        return "-"
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
+
+
+def tcp_reachable(server: str, timeout: float = 2.0) -> bool:
+    """Whether something accepts TCP connections at ``host:port`` (a fast
+    first check; kafka-python's own bootstrap retries for a long time)."""
+    import socket
+
+    host, _, port = server.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+# -- the daemon -----------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerOptions:
+    """Knobs of the daemon itself (per-model behaviour is in the policy).
+
+    ``session_timeout_ms``/``heartbeat_interval_ms``: consumer-group timing;
+    short values make group joins fast on tansu. ``quiet_ms``: how long the
+    training-data read waits without news before it stops.
+    """
+
+    group_id: str = "driftline-worker"
+    concurrency: int = 1
+    metrics_port: int = 0
+    status_file: str | None = None
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+    quiet_ms: int = 1_000
+    policy_refresh_s: float = 60.0
+    shutdown_grace_s: float = 30.0
+    startup_timeout_s: float = 15.0
+
+    def check(self) -> None:
+        from driftline.events import ValidationError
+
+        try:
+            events.validate_name(self.group_id, "group_id")
+        except ValidationError as error:
+            raise WorkerConfigError(f"--group-id: {error}") from None
+        if self.concurrency < 1:
+            raise WorkerConfigError(f"--concurrency must be at least 1 (got {self.concurrency})")
+        if not 0 <= self.metrics_port < 65536:
+            raise WorkerConfigError(f"--metrics-port must be between 0 and 65535 (got {self.metrics_port})")
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise WorkerConfigError("--heartbeat-interval-ms must be below --session-timeout-ms "
+                                    f"(got {self.heartbeat_interval_ms} >= {self.session_timeout_ms})")
+        if self.quiet_ms < 50:
+            raise WorkerConfigError(f"--quiet-ms must be at least 50 (got {self.quiet_ms})")
+
+
+class Worker:
+    """The retraining daemon. :meth:`start` checks everything and raises
+    :class:`WorkerConfigError` before any work is taken; :meth:`serve` runs
+    until ``stop`` is set and returns the exit code (0)."""
+
+    def __init__(self, settings: Settings, options: WorkerOptions | None = None):
+        self.settings = settings
+        self.options = options or WorkerOptions()
+        self.topics = settings.topics
+        self.tracker = OffsetTracker()
+        self.stop_event = threading.Event()
+        self._local = threading.local()
+        self._registries: list = []
+        self._reg_lock = threading.Lock()
+        self._producer = None
+        self._consumer = None
+        self._events_consumer = None
+        self._refresh_needed = True
+        self._last_refresh = 0.0
+        self.status: StatusBoard | None = None
+        self.coordinator: Coordinator | None = None
+        self.schedules: ScheduleBook | None = None
+
+    # -- registry per thread (SQLite connections are not shared between threads) ---------
+    def registry(self):
+        reg = getattr(self._local, "registry", None)
+        if reg is None:
+            from registry import open_registry
+
+            reg = open_registry(self.settings, publish=True)
+            self._local.registry = reg
+            with self._reg_lock:
+                self._registries.append(reg)
+        return reg
+
+    # -- start-up ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Check the configuration and connect; raises WorkerConfigError."""
+        from driftline.broker import BrokerError, wait_for_kafka
+
+        self.options.check()
+        if not any(tcp_reachable(server) for server in self.settings.bootstrap_list):
+            raise WorkerConfigError(f"cannot reach the Kafka broker: nothing listens at "
+                                    f"{self.settings.bootstrap_servers} (DRIFTLINE_BOOTSTRAP_SERVERS)")
+        try:
+            wait_for_kafka(self.settings.bootstrap_servers, timeout=self.options.startup_timeout_s)
+        except BrokerError as error:
+            raise WorkerConfigError(f"cannot reach the Kafka broker: {error}") from None
+        self._check_topics()
+        try:
+            reg = self.registry()
+        except DriftlineError as error:
+            raise WorkerConfigError(f"cannot open the registry {self.settings.registry!r}: {error}") from None
+        except Exception as error:
+            raise WorkerConfigError(f"cannot open the registry {self.settings.registry!r}: "
+                                    f"{type(error).__name__}: {error}") from None
+        schedules = self._load_policies(reg, strict=True)
+        path = status_path(self.settings, self.options.status_file)
+        self.status = StatusBoard(path, group_id=self.options.group_id)
+        start_metrics_server(self.options.metrics_port)
+        self._producer = self._make_producer()
+        self.coordinator = Coordinator(self._run, self._debounce_for, self.options.concurrency)
+        self.schedules = ScheduleBook(self.submit)
+        self.schedules.sync(schedules)
+        self.schedules.start()
+        self._last_refresh = time.monotonic()
+        self._refresh_needed = False
+        self._consumer = self._make_consumer()
+        self._events_consumer = self._make_events_consumer()
+        self.status.set_state("running")
+        log_event(logger, "worker_started", group_id=self.options.group_id, topic=self.topics.retrain_requests,
+                  status_file=str(path), schedules=self.schedules.jobs(), metrics_port=self.options.metrics_port)
+
+    def _check_topics(self) -> None:
+        from driftline.topics import admin_client
+
+        try:
+            admin = admin_client(self.settings)
+            try:
+                existing = set(admin.list_topics())
+            finally:
+                admin.close()
+        except Exception as error:
+            raise WorkerConfigError(f"cannot list topics on {self.settings.bootstrap_servers}: {error}") from None
+        needed = [self.topics.retrain_requests, self.topics.labeled, self.topics.model_events,
+                  self.topics.dead_letter]
+        missing = [name for name in needed if name not in existing]
+        if missing:
+            raise WorkerConfigError(f"topic(s) {', '.join(missing)} do not exist: run 'driftline topics create'")
+
+    def _load_policies(self, reg, strict: bool) -> dict[str, dict | None]:
+        """Model -> schedule; with ``strict`` a bad policy is a start-up error,
+        otherwise it is logged and that model's schedule dropped."""
+        from .recipes import check_policy
+
+        schedules: dict[str, dict | None] = {}
+        for model in reg.list_models():
+            try:
+                policy = reg.get_policy(model.name)
+                check_policy(policy)
+                if policy.retrain.schedule:
+                    make_trigger(policy.retrain.schedule)
+                schedules[model.name] = policy.retrain.schedule
+            except (DriftlineError, ValueError) as error:
+                if strict:
+                    raise WorkerConfigError(f"policy of model {model.name!r} is invalid: {error}") from None
+                log_event(logger, "policy_invalid", logging.ERROR, model=model.name, error=str(error))
+                schedules[model.name] = None
+        return schedules
+
+    def _make_producer(self):
+        from kafka import KafkaProducer
+
+        return KafkaProducer(bootstrap_servers=self.settings.bootstrap_list, acks="all", linger_ms=5,
+                             client_id="driftline-worker", **self.settings.kafka_security())
+
+    def _make_consumer(self):
+        from kafka import KafkaConsumer
+        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+        worker = self
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                worker._commit()
+                worker.tracker.forget(revoked)
+                log_event(logger, "partitions_revoked", partitions=sorted(tp.partition for tp in revoked))
+
+            def on_partitions_assigned(self, assigned):
+                log_event(logger, "partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_list,
+            group_id=self.options.group_id,
+            client_id="driftline-worker",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=self.options.session_timeout_ms,
+            heartbeat_interval_ms=self.options.heartbeat_interval_ms,
+            max_poll_records=100,
+            **self.settings.kafka_security(),
+        )
+        consumer.subscribe([self.topics.retrain_requests], listener=Listener())
+        return consumer
+
+    def _make_events_consumer(self):
+        """Model events from now on (no group: every worker sees every
+        policy change). Missing an old event is harmless — policies are
+        also re-read every ``policy_refresh_s``."""
+        from kafka import KafkaConsumer, TopicPartition
+
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_list, enable_auto_commit=False,
+                                 client_id="driftline-worker-events", auto_offset_reset="latest",
+                                 **self.settings.kafka_security())
+        partitions = consumer.partitions_for_topic(self.topics.model_events) or []
+        consumer.assign([TopicPartition(self.topics.model_events, p) for p in sorted(partitions)])
+        consumer.seek_to_end()
+        return consumer
+
+    # -- requests ------------------------------------------------------------------------
+    def submit(self, ticket: Ticket) -> None:
+        assert self.coordinator is not None
+        self.coordinator.submit(ticket)
+
+    def _debounce_for(self, model: str) -> float:
+        try:
+            return self.registry().get_policy(model).retrain.debounce_s
+        except Exception:  # unknown model: no debounce, the run reports it
+            return 0.0
+
+    def _handle(self, message) -> None:
+        EVENTS_PROCESSED.labels(component=COMPONENT, kind="retrain_request").inc()
+        decoded = events.decode_batch(RetrainRequest, message.value if message.value is not None else b"")
+        for error in decoded.errors:
+            self._dead_letter(message, error)
+        self.tracker.add(message.tp, message.offset, tickets=len(decoded.records) + 1)
+        for request in decoded.records:
+            log_event(logger, "request_received", model=request.model, request_id=request.request_id,
+                      reason=request.reason, partition=message.partition, offset=message.offset)
+            self.submit(Ticket(model=request.model, request_id=request.request_id, trigger=request.reason,
+                               token=(message.tp, message.offset)))
+        # the extra ticket stands for the dead letters: done once they are sent
+        self.tracker.done(message.tp, message.offset)
+
+    def _dead_letter(self, message, error: Exception) -> None:
+        EVENTS_PROCESSED.labels(component=COMPONENT, kind="dead_letter").inc()
+        letter = DeadLetter.for_payload(message.value or b"", error, source_topic=message.topic,
+                                        component=COMPONENT, partition=message.partition, offset=message.offset)
+        log_event(logger, "dead_letter", logging.WARNING, partition=message.partition, offset=message.offset,
+                  reason=letter.reason)
+        self._producer.send(self.topics.dead_letter, events.encode(letter))
+
+    def _run(self, model: str, tickets: list[Ticket]) -> None:
+        from .trainer import Trainer
+        from .data import LabeledReader
+
+        request_ids = list(dict.fromkeys(t.request_id for t in tickets))
+        trigger = tickets[0].trigger
+        if len(request_ids) > 1:
+            log_event(logger, "requests_coalesced", model=model, request_ids=request_ids)
+        try:
+            trainer = Trainer(self.settings, self.registry(), LabeledReader(self.settings, quiet_ms=self.options.quiet_ms))
+            result = trainer.run(model, request_ids, trigger,
+                                 on_phase=lambda phase: self.status.phase(model, request_ids, phase))
+            self.status.finished(result.to_dict())
+        except Exception:  # e.g. the registry cannot be opened in this thread
+            logger.exception("run could not start")
+            if self.status:
+                self.status.finished({"model": model, "request_ids": request_ids, "outcome": "failed",
+                                      "reason": "worker error (see log)", "ended_at": events.now()})
+        finally:
+            for ticket in tickets:
+                if ticket.token is not None:
+                    self.tracker.done(*ticket.token)
+
+    # -- loop ----------------------------------------------------------------------------
+    def _commit(self) -> None:
+        positions = self.tracker.committable()
+        if not positions or self._consumer is None:
+            return
+        from kafka.structs import OffsetAndMetadata
+
+        if self._producer is not None:
+            self._producer.flush(30)  # dead letters are out before their offsets are committed
+        try:
+            self._consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()})
+            self.tracker.mark_committed(positions)
+            log_event(logger, "offsets_committed", logging.DEBUG,
+                      positions={tp.partition: pos for tp, pos in positions.items()})
+        except Exception as error:  # rebalance in progress: retried next loop
+            log_event(logger, "commit_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
+
+    def _poll_model_events(self) -> None:
+        try:
+            batch = self._events_consumer.poll(timeout_ms=0)
+        except Exception as error:  # pragma: no cover
+            log_event(logger, "model_events_poll_failed", logging.WARNING, error=str(error))
+            return
+        for messages in batch.values():
+            for message in messages:
+                decoded = events.decode_batch(ModelEvent, message.value or b"")
+                for event in decoded.records:
+                    if event.event in ("policy_changed", "registered"):
+                        self._refresh_needed = True
+
+    def _refresh(self) -> None:
+        try:
+            schedules = self._load_policies(self.registry(), strict=False)
+            self.schedules.sync(schedules)
+        except Exception as error:
+            log_event(logger, "policy_refresh_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
+        self._refresh_needed = False
+        self._last_refresh = time.monotonic()
+
+    def _update_lag(self) -> None:
+        try:
+            assigned = list(self._consumer.assignment())
+            if not assigned:
+                return
+            ends = self._consumer.end_offsets(assigned)
+            for tp in assigned:
+                position = self._consumer.position(tp)
+                lag = max(0, (ends.get(tp) or 0) - (position or 0))  # a hint: tansu's end offsets can be low
+                CONSUMER_LAG.labels(component=COMPONENT, topic=tp.topic, partition=str(tp.partition)).set(lag)
+        except Exception:  # lag is best-effort
+            pass
+
+    def serve(self) -> int:
+        """Consume until :attr:`stop_event` is set; then shut down cleanly."""
+        last_lag = 0.0
+        try:
+            while not self.stop_event.is_set():
+                batch = self._consumer.poll(timeout_ms=300)
+                for messages in batch.values():
+                    for message in messages:
+                        self._handle(message)
+                self._commit()
+                self._poll_model_events()
+                if self._refresh_needed or time.monotonic() - self._last_refresh > self.options.policy_refresh_s:
+                    self._refresh()
+                if time.monotonic() - last_lag > 5:
+                    self._update_lag()
+                    last_lag = time.monotonic()
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        log_event(logger, "worker_stopping", open_requests=self.tracker.open_count())
+        if self.schedules:
+            self.schedules.shutdown()
+        if self.coordinator:
+            ended = self.coordinator.stop(self.options.shutdown_grace_s)
+            if not ended:
+                log_event(logger, "runs_abandoned", logging.WARNING,
+                          note="a run outlived the shutdown grace; its request is redelivered after restart")
+        try:
+            self._commit()
+        except Exception:  # pragma: no cover
+            pass
+        for client in (self._consumer, self._events_consumer):
+            if client is not None:
+                try:
+                    client.close(autocommit=False) if client is self._consumer else client.close()
+                except Exception:
+                    pass
+        if self._producer is not None:
+            try:
+                self._producer.close(10)
+            except Exception:
+                pass
+        if self.status:
+            self.status.set_state("stopped", stopped_at=events.now())
+        with self._reg_lock:
+            for reg in self._registries:
+                try:
+                    reg.close()
+                except Exception:
+                    pass
+        log_event(logger, "worker_stopped")
+        self._consumer = self._events_consumer = self._producer = None
