@@ -1,0 +1,615 @@
+"""Data drift, prediction drift and concept drift.
+
+Data drift is tested per feature on windows of ``drift_window`` events, with
+numpy-vectorised two-sample tests against a reference:
+
+* the model version's **reference profile** from the registry when there is
+  one (numeric: the 101 stored quantiles define a piecewise-linear CDF;
+  categorical: the stored frequencies and row count), or
+* the **stream's own past** otherwise: the first ``reference_size`` values
+  the version saw after its warm-up (numeric: kept as 401 quantiles).
+
+Numeric features use the Kolmogorov-Smirnov statistic (``ks``) or the
+population stability index on reference deciles (``psi``); categorical
+features (and ``chi2``) use Pearson's chi-square test of homogeneity between
+the reference counts and the window counts. River's per-event detectors
+(``kswin``, ``adwin``, ``page_hinkley``) are available for numeric features
+too; they are slower (one Python call per value).
+
+False-alarm budget
+------------------
+``MonitorPolicy.expected_run_length`` (ARL, in events) holds across all
+watched features together. Each window of ``W`` events runs one test per
+feature, ``F`` tests in all, so ``F / W`` tests per event. Bonferroni's
+inequality bounds the probability of any false alarm in ``N`` events by the
+sum of the per-test levels, ``N * F / W * alpha``; setting
+
+    alpha = W / (ARL * F)
+
+keeps the expected number of false alarms in ``N`` events at most
+``N / ARL`` — at most one false alarm per ARL events, however the tests are
+correlated. :func:`per_test_alpha` computes it; River's per-event
+detectors get ``1 / (ARL * F)`` as their level (ADWIN's ``delta``, KSWIN's
+``alpha``), a conservative mapping since their tests overlap.
+
+The KS p-value uses the asymptotic Kolmogorov distribution with Stephens'
+small-sample correction and the effective size ``n*m/(n+m)``; against a
+quantile profile the statistic is first reduced by the profile's resolution
+(0.01 for 101 quantiles), the largest error the interpolated reference CDF
+can have, so the test stays conservative.
+
+Concept drift runs River's detectors on the error stream of joined pairs:
+the binary detectors (DDM, EDDM, HDDM_A, HDDM_W, FHDDM) on "was the
+prediction wrong" (for regression: "was the absolute error above twice the
+warm-up MAE"), ADWIN and Page-Hinkley on the 0/1 error or the absolute
+error. Only *increases* of the error raise a detection.
+
+References
+----------
+.. [1] Bonferroni, C. E. (1936). Teoria statistica delle classi e calcolo
+   delle probabilità.
+.. [2] Stephens, M. A. (1970). Use of the Kolmogorov-Smirnov, Cramér-von
+   Mises and related statistics without extensive tables. JRSS B 32(1).
+.. [3] Rabanser, S., Günnemann, S., Lipton, Z. (2019). Failing loudly: an
+   empirical study of methods for detecting dataset shift. NeurIPS.
+.. [4] Bifet, A., Gavaldà, R. (2007). Learning from time-changing data with
+   adaptive windowing. SDM.
+.. [5] Gama, J. et al. (2004). Learning with drift detection. SBIA.
+
+Examples
+--------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> test = NumericDriftTest(window=500, reference_size=1000)
+>>> test.update(rng.normal(size=3000), alpha=1e-4)
+[]
+>>> [round(r.statistic, 2) for r in test.update(rng.normal(1.0, 1, size=500), alpha=1e-4)]
+[0.43]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import special, stats
+
+from driftline.policy import DetectorSpec, PolicyError
+
+__all__ = [
+    "per_test_alpha",
+    "ks_pvalue",
+    "DriftResult",
+    "NumericDriftTest",
+    "CategoricalDriftTest",
+    "RiverFeatureDetector",
+    "ConceptDriftDetector",
+    "make_feature_test",
+]
+
+#: Smallest per-test level we use (keeps thresholds finite).
+_MIN_ALPHA = 1e-12
+#: Quantiles kept of a self-collected numeric reference.
+_SELF_QUANTILES = 401
+
+
+def per_test_alpha(expected_run_length: float, n_tests: int, window: int) -> float:
+    """Per-test significance level for a false-alarm budget (Bonferroni).
+
+    Parameters
+    ----------
+    expected_run_length
+        Events between two false alarms, across all tests together.
+    n_tests
+        Tests run per window (features watched, plus the prediction).
+    window
+        Events per window (each test runs once per window).
+
+    >>> per_test_alpha(1_000_000, 12, 500)  # doctest: +ELLIPSIS
+    4.16...e-05
+    """
+    if expected_run_length <= 0 or n_tests < 1 or window < 1:
+        raise PolicyError(
+            f"false-alarm budget: expected_run_length, n_tests and window must be positive "
+            f"(got {expected_run_length!r}, {n_tests!r}, {window!r})")
+    return max(_MIN_ALPHA, min(0.5, window / (expected_run_length * n_tests)))
+
+
+def _stephens(d: float, n_eff: float) -> float:
+    root = math.sqrt(n_eff)
+    return (root + 0.12 + 0.11 / root) * d
+
+
+def ks_pvalue(d: float, n_eff: float) -> float:
+    """Asymptotic KS p-value with Stephens' correction.
+
+    >>> round(ks_pvalue(0.1, 500), 4)
+    0.0001
+    """
+    if d <= 0:
+        return 1.0
+    return float(min(1.0, special.kolmogorov(_stephens(d, n_eff))))
+
+
+def ks_critical(alpha: float, n_eff: float) -> float:
+    """Statistic at which :func:`ks_pvalue` equals ``alpha``."""
+    lam = float(special.kolmogi(alpha))
+    root = math.sqrt(n_eff)
+    return lam / (root + 0.12 + 0.11 / root)
+
+
+@dataclass
+class DriftResult:
+    """One detection: the test statistic, its threshold and p-value.
+
+    ``offset`` is the position (in the values passed to ``update``) of the
+    value that completed the window; ``n`` the values in the window.
+    """
+
+    statistic: float
+    threshold: float
+    p_value: float | None
+    alpha: float | None
+    offset: int
+    n: int
+    detector: str
+
+
+# -- references ------------------------------------------------------------------
+
+
+class _QuantileCDF:
+    """A CDF interpolated between stored quantiles (right and left limits)."""
+
+    def __init__(self, quantiles: Sequence[float]):
+        q = np.asarray(quantiles, dtype=np.float64)
+        if q.ndim != 1 or q.size < 3 or not np.all(np.isfinite(q)) or np.any(np.diff(q) < 0):
+            raise ValueError("quantiles must be a non-decreasing list of at least 3 finite numbers")
+        self.q = q
+        self.step = 1.0 / (q.size - 1)
+
+    def _interp(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        q = self.q
+        last = q.size
+        out = np.empty(x.size)
+        low = idx == 0
+        high = idx >= last
+        mid = ~(low | high)
+        i = idx[mid]
+        lo, hi = q[i - 1], q[i]
+        frac = (x[mid] - lo) / np.where(hi > lo, hi - lo, 1.0)
+        out[mid] = (i - 1 + np.clip(frac, 0.0, 1.0)) * self.step
+        out[low] = 0.0
+        out[high] = 1.0
+        return out
+
+    def right(self, x: np.ndarray) -> np.ndarray:
+        return self._interp(x, np.searchsorted(self.q, x, side="right"))
+
+    def left(self, x: np.ndarray) -> np.ndarray:
+        return self._interp(x, np.searchsorted(self.q, x, side="left"))
+
+
+def _ks_statistic(window_sorted: np.ndarray, ref_right, ref_left) -> float:
+    n = window_sorted.size
+    right = np.searchsorted(window_sorted, window_sorted, side="right") / n
+    left = np.searchsorted(window_sorted, window_sorted, side="left") / n
+    return float(max(np.max(np.abs(right - ref_right(window_sorted))),
+                     np.max(np.abs(left - ref_left(window_sorted)))))
+
+
+class NumericDriftTest:
+    """Windowed two-sample test of one numeric feature (``ks`` or ``psi``).
+
+    Parameters
+    ----------
+    window
+        Values per tested window.
+    reference_size
+        Values collected as the reference when there is no profile.
+    profile
+        The feature's entry of a registry profile (``type: numeric`` with
+        ``quantiles`` and ``count``), or ``None``.
+    method
+        ``ks`` (default) or ``psi``.
+    """
+
+    def __init__(self, window: int = 500, reference_size: int = 2000, profile: dict | None = None,
+                 method: str = "ks"):
+        if method not in ("ks", "psi"):
+            raise PolicyError(f"numeric drift test: unknown method {method!r} (use ks or psi)")
+        self.window = int(window)
+        self.reference_size = int(reference_size)
+        self.method = method
+        self.pending: list[np.ndarray] = []
+        self.n_pending = 0
+        self.reference: np.ndarray | None = None  # sorted self-reference sample
+        self.ref_count = 0
+        self.quantiles: _QuantileCDF | None = None
+        self.tests = 0
+        self.last_statistic: float | None = None
+        self.last_p_value: float | None = None
+        if profile is not None and profile.get("quantiles"):
+            self.quantiles = _QuantileCDF(profile["quantiles"])
+            self.ref_count = int(profile.get("count") or profile.get("rows") or 0) or 10 ** 9
+
+    @property
+    def ready(self) -> bool:
+        return self.quantiles is not None
+
+    def reference_range(self) -> tuple[float, float] | None:
+        if self.quantiles is not None:
+            return float(self.quantiles.q[0]), float(self.quantiles.q[-1])
+        return None
+
+    def update(self, values: np.ndarray, alpha: float) -> list[DriftResult]:
+        """Add finite values; run one test per completed window."""
+        values = np.asarray(values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        results: list[DriftResult] = []
+        offset = 0
+        if not self.ready:
+            need = self.reference_size - (0 if self.reference is None else self.reference.size)
+            take = values[:need]
+            ref = take if self.reference is None else np.concatenate([self.reference, take])
+            if ref.size >= self.reference_size:
+                # Keep 401 quantiles, not the sample: a compact state that
+                # restores identically (the KS resolution term covers it).
+                self.quantiles = _QuantileCDF(np.quantile(ref, np.linspace(0.0, 1.0, _SELF_QUANTILES)))
+                self.ref_count = ref.size
+                self.reference = None
+            else:
+                self.reference = ref
+            offset = take.size
+            values = values[take.size:]
+            if not self.ready:
+                return results
+        if values.size == 0:
+            return results
+        self.pending.append(values)
+        self.n_pending += values.size
+        if self.n_pending < self.window:
+            return results
+        data = np.concatenate(self.pending)
+        end = 0
+        while data.size - end >= self.window:
+            chunk = data[end:end + self.window]
+            end += self.window
+            result = self._test(np.sort(chunk), alpha)
+            if result is not None:
+                result.offset = offset + end - 1 - (self.n_pending - values.size)
+                results.append(result)
+        rest = data[end:]
+        self.pending = [rest] if rest.size else []
+        self.n_pending = rest.size
+        return results
+
+    def _ref_cdfs(self):
+        return self.quantiles.right, self.quantiles.left, self.quantiles.step
+
+    def _test(self, window_sorted: np.ndarray, alpha: float) -> DriftResult | None:
+        self.tests += 1
+        n = window_sorted.size
+        m = self.ref_count
+        n_eff = n * m / (n + m)
+        right, left, resolution = self._ref_cdfs()
+        if self.method == "ks":
+            d = max(0.0, _ks_statistic(window_sorted, right, left) - resolution)
+            p = ks_pvalue(d, n_eff)
+            self.last_statistic, self.last_p_value = d, p
+            if p < alpha:
+                return DriftResult(d, ks_critical(alpha, n_eff), p, alpha, 0, n, "ks")
+            return None
+        # PSI on reference deciles; n_eff*PSI is approximately chi-square(B-1) under H0.
+        edges = np.interp(np.linspace(0, 1, 11), np.linspace(0, 1, self.quantiles.q.size), self.quantiles.q)
+        edges = np.unique(edges)
+        inner = edges[1:-1]
+        expected = np.diff(np.concatenate([[0.0], right(inner), [1.0]]))
+        observed = np.bincount(np.searchsorted(inner, window_sorted, side="right"),
+                               minlength=inner.size + 1) / n
+        e = np.clip(expected, 1e-4, None)
+        o = np.clip(observed, 1e-4, None)
+        psi = float(np.sum((o - e) * np.log(o / e)))
+        dof = max(1, inner.size)
+        p = float(stats.chi2.sf(psi * n_eff, dof))
+        self.last_statistic, self.last_p_value = psi, p
+        if p < alpha:
+            return DriftResult(psi, float(stats.chi2.isf(alpha, dof)) / n_eff, p, alpha, 0, n, "psi")
+        return None
+
+    # -- state -------------------------------------------------------------
+    def to_state(self) -> dict:
+        pending = np.concatenate(self.pending) if self.pending else np.zeros(0)
+        return {"window": self.window, "reference_size": self.reference_size, "method": self.method,
+                "pending": pending, "reference": self.reference, "ref_count": self.ref_count,
+                "quantiles": None if self.quantiles is None else self.quantiles.q, "tests": self.tests,
+                "last": [self.last_statistic, self.last_p_value]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "NumericDriftTest":
+        self = cls(state["window"], state["reference_size"], None, state["method"])
+        pending = np.asarray(state["pending"], dtype=np.float64)
+        self.pending = [pending] if pending.size else []
+        self.n_pending = pending.size
+        self.reference = None if state["reference"] is None else np.asarray(state["reference"], dtype=np.float64)
+        self.ref_count = int(state["ref_count"])
+        if state["quantiles"] is not None:
+            self.quantiles = _QuantileCDF(state["quantiles"])
+        self.tests = int(state["tests"])
+        self.last_statistic, self.last_p_value = state["last"]
+        return self
+
+
+class CategoricalDriftTest:
+    """Windowed chi-square test of homogeneity for one categorical feature.
+
+    Reference counts come from the profile (``frequencies`` times ``count``)
+    or from the first ``reference_size`` values. Categories with fewer than
+    5 expected values in the window are pooled into one cell (Cochran's
+    rule), so rare and new categories do not make the test fragile.
+
+    >>> t = CategoricalDriftTest(window=200, profile={"type": "categorical", "count": 10000,
+    ...                                               "frequencies": {"a": 0.7, "b": 0.3}})
+    >>> t.update(["a"] * 140 + ["b"] * 60, alpha=1e-4)
+    []
+    >>> [r.detector for r in t.update(["b"] * 200, alpha=1e-4)]
+    ['chi2']
+    """
+
+    def __init__(self, window: int = 500, reference_size: int = 2000, profile: dict | None = None):
+        self.window = int(window)
+        self.reference_size = int(reference_size)
+        self.ref_counts: dict[str, float] = {}
+        self.ref_total = 0.0
+        self.from_profile = False
+        self.pending: list[str] = []
+        self.tests = 0
+        self.last_statistic: float | None = None
+        self.last_p_value: float | None = None
+        if profile is not None and profile.get("frequencies"):
+            count = float(profile.get("count") or 10 ** 9)
+            self.ref_counts = {str(k): float(v) * count for k, v in profile["frequencies"].items()}
+            self.ref_total = float(sum(self.ref_counts.values()))
+            self.from_profile = True
+
+    @property
+    def ready(self) -> bool:
+        return self.from_profile or self.ref_total >= self.reference_size
+
+    def known(self, value: str) -> bool:
+        return value in self.ref_counts
+
+    def update(self, values: Sequence[str], alpha: float) -> list[DriftResult]:
+        values = list(values)
+        results: list[DriftResult] = []
+        start = 0
+        if not self.ready:
+            need = int(self.reference_size - self.ref_total)
+            for v in values[:need]:
+                self.ref_counts[v] = self.ref_counts.get(v, 0.0) + 1.0
+            start = min(need, len(values))
+            self.ref_total += start
+            if not self.ready:
+                return results
+        before = len(self.pending)
+        self.pending.extend(values[start:])
+        end = 0
+        while len(self.pending) - end >= self.window:
+            chunk = self.pending[end:end + self.window]
+            end += self.window
+            result = self._test(chunk, alpha)
+            if result is not None:
+                result.offset = start + end - 1 - before
+                results.append(result)
+        del self.pending[:end]
+        return results
+
+    def _test(self, chunk: list[str], alpha: float) -> DriftResult | None:
+        self.tests += 1
+        counts: dict[str, int] = {}
+        for v in chunk:
+            counts[v] = counts.get(v, 0) + 1
+        n = len(chunk)
+        cats = sorted(set(counts) | set(self.ref_counts))
+        ref = np.array([self.ref_counts.get(c, 0.0) for c in cats])
+        obs = np.array([counts.get(c, 0) for c in cats], dtype=np.float64)
+        table = np.vstack([ref, obs])
+        total = table.sum()
+        col = table.sum(axis=0)
+        # Pool cells with a small expected window count (Cochran).
+        small = col * n / total < 5
+        if small.any():
+            pooled = table[:, small].sum(axis=1, keepdims=True)
+            table = np.hstack([table[:, ~small], pooled]) if pooled.sum() > 0 else table[:, ~small]
+        if table.shape[1] < 2:
+            self.last_statistic, self.last_p_value = 0.0, 1.0
+            return None
+        row = table.sum(axis=1, keepdims=True)
+        col = table.sum(axis=0, keepdims=True)
+        expected = row * col / table.sum()
+        chi2 = float(np.sum((table - expected) ** 2 / expected))
+        dof = table.shape[1] - 1
+        p = float(stats.chi2.sf(chi2, dof))
+        self.last_statistic, self.last_p_value = chi2, p
+        if p < alpha:
+            return DriftResult(chi2, float(stats.chi2.isf(alpha, dof)), p, alpha, 0, n, "chi2")
+        return None
+
+    def to_state(self) -> dict:
+        return {"window": self.window, "reference_size": self.reference_size, "ref": [list(self.ref_counts),
+                list(self.ref_counts.values())], "ref_total": self.ref_total, "from_profile": self.from_profile,
+                "pending": self.pending, "tests": self.tests, "last": [self.last_statistic, self.last_p_value]}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "CategoricalDriftTest":
+        self = cls(state["window"], state["reference_size"])
+        keys, vals = state["ref"]
+        self.ref_counts = dict(zip(keys, (float(v) for v in vals)))
+        self.ref_total = float(state["ref_total"])
+        self.from_profile = bool(state["from_profile"])
+        self.pending = list(state["pending"])
+        self.tests = int(state["tests"])
+        self.last_statistic, self.last_p_value = state["last"]
+        return self
+
+
+# -- River detectors ----------------------------------------------------------------
+
+
+def _river_detector(name: str, params: dict, level: float | None, concept: bool):
+    from river import drift
+    from river.drift import binary
+
+    params = dict(params)
+    try:
+        if name == "adwin":
+            if level is not None and "delta" not in params:
+                params["delta"] = level
+            return drift.ADWIN(**params)
+        if name == "page_hinkley":
+            if concept:
+                params.setdefault("mode", "up")
+            return drift.PageHinkley(**params)
+        if name == "kswin":
+            if level is not None and "alpha" not in params:
+                params["alpha"] = max(level, 1e-10)
+            params.setdefault("seed", 42)
+            return drift.KSWIN(**params)
+        if name == "ddm":
+            return binary.DDM(**params)
+        if name == "eddm":
+            return binary.EDDM(**params)
+        if name == "hddm_a":
+            return binary.HDDM_A(**params)
+        if name == "hddm_w":
+            return binary.HDDM_W(**params)
+        if name == "fhddm":
+            return binary.FHDDM(**params)
+    except (TypeError, ValueError) as error:
+        raise PolicyError(f"detector {name}: bad parameters {params!r} ({error})") from None
+    raise PolicyError(f"unknown drift detector {name!r}")
+
+
+BINARY_DETECTORS = ("ddm", "eddm", "hddm_a", "hddm_w", "fhddm")
+
+
+class RiverFeatureDetector:
+    """A River per-event detector on one numeric feature (kswin/adwin/page_hinkley).
+
+    The false-alarm level ``alpha`` given at construction becomes ADWIN's
+    ``delta`` or KSWIN's ``alpha`` unless the policy sets them.
+    """
+
+    def __init__(self, spec: DetectorSpec, alpha: float):
+        self.name = spec.name
+        self.detector = _river_detector(spec.name, spec.params, alpha, concept=False)
+        self.seen = 0
+
+    def update(self, values: np.ndarray, alpha: float | None = None) -> list[DriftResult]:
+        values = np.asarray(values, dtype=np.float64)
+        results = []
+        det = self.detector
+        for i, x in enumerate(values[np.isfinite(values)].tolist()):
+            det.update(x)
+            self.seen += 1
+            if det.drift_detected:
+                threshold = float(getattr(det, "delta", getattr(det, "alpha", getattr(det, "threshold", 0.0))))
+                results.append(DriftResult(1.0, threshold, None, None, i, self.seen, self.name))
+        return results
+
+    ready = True
+
+
+def make_feature_test(kind: str, spec: DetectorSpec, window: int, reference_size: int,
+                      profile: dict | None, alpha: float):
+    """Build the data-drift test for one feature (``kind``: numeric or categorical)."""
+    if kind == "categorical" or spec.name == "chi2":
+        if kind == "numeric":
+            # chi2 on a numeric feature: PSI bins are the closest chi-square analogue.
+            return NumericDriftTest(window, reference_size, profile, "psi")
+        return CategoricalDriftTest(window, reference_size, profile)
+    if spec.name in ("ks", "psi"):
+        return NumericDriftTest(window, reference_size, profile, spec.name)
+    return RiverFeatureDetector(spec, alpha)
+
+
+class ConceptDriftDetector:
+    """A River detector on the error stream of joined pairs.
+
+    Parameters
+    ----------
+    spec
+        Detector name and River parameters (``MonitorPolicy.concept_drift``).
+    task
+        ``classification`` (error = prediction != label) or ``regression``
+        (ADWIN/Page-Hinkley on the absolute error; binary detectors on
+        "absolute error > 2 x the warm-up MAE").
+
+    Only increases of the error are reported: an ADWIN cut after which the
+    window's mean error is lower (the model got better) is ignored.
+
+    >>> det = ConceptDriftDetector(DetectorSpec("ddm"), "classification")
+    >>> import random; rng = random.Random(1)
+    >>> errors = [rng.random() < 0.1 for _ in range(3000)] + [rng.random() < 0.5 for _ in range(1000)]
+    >>> hits = det.update(np.array(errors, dtype=float))
+    >>> 3000 <= hits[0] < 3300
+    True
+    """
+
+    def __init__(self, spec: DetectorSpec, task: str):
+        self.spec = spec
+        self.task = task
+        self.binary = spec.name in BINARY_DETECTORS
+        self.detector = _river_detector(spec.name, spec.params, None, concept=True)
+        self.seen = 0
+        self.scale: float | None = None  # regression + binary detector: error threshold
+
+    def set_scale(self, mae: float) -> None:
+        self.scale = 2.0 * mae
+
+    def update(self, errors: np.ndarray) -> list[int]:
+        """Feed errors (0/1 for classification, absolute for regression);
+        returns the offsets at which an increase was detected."""
+        errors = np.asarray(errors, dtype=np.float64)
+        if self.binary and self.task == "regression":
+            if self.scale is None:
+                return []
+            errors = errors > self.scale
+        det = self.detector
+        is_adwin = self.spec.name == "adwin"
+        hits = []
+        values = errors.tolist()
+        for i, x in enumerate(values):
+            before = det.estimation if is_adwin else None
+            det.update(x)
+            if det.drift_detected:
+                if is_adwin and det.estimation <= before:
+                    continue
+                hits.append(i)
+        self.seen += len(values)
+        return hits
+
+    @property
+    def threshold(self) -> float:
+        p = self.detector
+        for name in ("delta", "drift_threshold", "drift_confidence", "threshold"):
+            if hasattr(p, name):
+                return float(getattr(p, name))
+        return 0.0
+
+    def to_state(self) -> dict:
+        return {"spec": [self.spec.name, self.spec.params], "task": self.task, "detector": self.detector,
+                "seen": self.seen, "scale": self.scale}
+
+    @classmethod
+    def from_state(cls, state: dict, spec: DetectorSpec) -> "ConceptDriftDetector":
+        self = cls(spec, state["task"])
+        if [spec.name, spec.params] == list(state["spec"]):
+            # Same detector settings: continue where it stopped. (A changed
+            # policy starts the detector fresh.)
+            self.detector = state["detector"]
+        self.seen = int(state["seen"])
+        self.scale = state["scale"]
+        return self

@@ -1,0 +1,166 @@
+"""Outlier inputs: outside the reference range, or flagged by River's
+Half-Space Trees; and the rolling outlier rate.
+
+*Range* outliers are numeric values outside the reference range widened by
+``margin`` times its span on each side (the reference is a finite sample, so
+its own min/max would flag about ``2/(n+1)`` of stationary values per
+feature), and categorical values the reference never saw. The reference is
+the profile's ``min``/``max``/``frequencies`` or the drift tests'
+self-collected sample.
+
+*HST* scores each event with :class:`river.anomaly.HalfSpaceTrees` on the
+numeric features scaled by the reference range; an event is an outlier when
+its score passes the 99.5th percentile of the scores seen while the
+reference was collected. It costs one Python call per event.
+
+References
+----------
+.. [1] Tan, S. C., Ting, K. M., Liu, T. F. (2011). Fast anomaly detection
+   for streaming data. IJCAI.
+
+Examples
+--------
+>>> import numpy as np
+>>> r = RangeOutliers(margin=0.1)
+>>> r.flags(np.array([0.5, 1.2, -0.05]), (0.0, 1.0)).tolist()
+[False, True, False]
+>>> rate = OutlierRate(window=4)
+>>> rate.update(np.array([True, False, False, False, True]))
+>>> rate.rate()
+0.25
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["RangeOutliers", "HSTOutliers", "OutlierRate"]
+
+
+class RangeOutliers:
+    """Values outside a widened reference range."""
+
+    def __init__(self, margin: float = 0.1):
+        self.margin = margin
+
+    def flags(self, values: np.ndarray, reference_range: tuple[float, float] | None) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        if reference_range is None:
+            return np.zeros(values.size, dtype=bool)
+        lo, hi = reference_range
+        pad = self.margin * (hi - lo)
+        with np.errstate(invalid="ignore"):
+            return (values < lo - pad) | (values > hi + pad)
+
+
+class OutlierRate:
+    """Share of outlier events among the last ``window`` events."""
+
+    def __init__(self, window: int):
+        self.window = int(window)
+        self.buf = np.zeros(self.window, dtype=bool)
+        self.pos = 0
+        self.count = 0
+        self.total = 0
+        self.outliers = 0
+
+    def update(self, flags: np.ndarray) -> None:
+        flags = np.asarray(flags, dtype=bool)
+        self.total += flags.size
+        self.outliers += int(flags.sum())
+        if flags.size >= self.window:
+            self.buf[:] = flags[-self.window:]
+            self.pos = 0
+        else:
+            idx = (self.pos + np.arange(flags.size)) % self.window
+            self.buf[idx] = flags
+            self.pos = (self.pos + flags.size) % self.window
+        self.count = min(self.window, self.count + flags.size)
+
+    def rate(self) -> float:
+        if self.count == 0:
+            return 0.0
+        return float(self.buf[: self.count].sum() / self.count) if self.count < self.window \
+            else float(self.buf.mean())
+
+    def to_state(self) -> dict:
+        return {"window": self.window, "buf": self.buf, "pos": self.pos, "count": self.count,
+                "total": self.total, "outliers": self.outliers}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "OutlierRate":
+        self = cls(state["window"])
+        self.buf = np.asarray(state["buf"], dtype=bool).copy()
+        self.pos, self.count = int(state["pos"]), int(state["count"])
+        self.total, self.outliers = int(state["total"]), int(state["outliers"])
+        return self
+
+
+class HSTOutliers:
+    """River Half-Space Trees over the numeric features.
+
+    Parameters
+    ----------
+    features
+        Numeric feature names.
+    limits
+        Feature -> (low, high) reference range used to scale into [0, 1].
+    reference_events
+        Events learned before scoring starts; the alarm threshold is the
+        99.5th percentile of the scores of the second half of them.
+    """
+
+    def __init__(self, features: list[str], limits: dict[str, tuple[float, float]], reference_events: int = 1000,
+                 n_trees: int = 10, height: int = 8, window_size: int = 250, seed: int = 42):
+        from river.anomaly import HalfSpaceTrees
+
+        self.features = list(features)
+        self.reference_events = reference_events
+        self.model = HalfSpaceTrees(n_trees=n_trees, height=height, window_size=window_size, seed=seed,
+                                    limits={f: (0.0, 1.0) for f in self.features})
+        self.lo = np.array([limits[f][0] for f in self.features], dtype=np.float64)
+        span = np.array([limits[f][1] - limits[f][0] for f in self.features], dtype=np.float64)
+        self.span = np.where(span > 0, span, 1.0)
+        self.seen = 0
+        self.calibration: list[float] = []
+        self.threshold: float | None = None
+
+    def flags(self, columns: dict[str, np.ndarray], n: int) -> np.ndarray:
+        matrix = np.column_stack([np.nan_to_num(np.asarray(columns[f], dtype=np.float64), nan=0.0)
+                                  if f in columns else np.zeros(n) for f in self.features])
+        scaled = np.clip((matrix - self.lo) / self.span, 0.0, 1.0)
+        out = np.zeros(n, dtype=bool)
+        model = self.model
+        names = self.features
+        for i, row in enumerate(scaled.tolist()):
+            x = dict(zip(names, row))
+            if self.threshold is not None:
+                out[i] = model.score_one(x) > self.threshold
+            elif self.seen >= self.reference_events // 2:
+                self.calibration.append(model.score_one(x))
+            model.learn_one(x)
+            self.seen += 1
+            if self.threshold is None and self.seen >= self.reference_events:
+                self.threshold = float(np.quantile(self.calibration, 0.995)) if self.calibration else 1.0
+                self.calibration = []
+        return out
+
+    def to_state(self) -> dict[str, Any]:
+        return {"features": self.features, "reference_events": self.reference_events, "model": self.model,
+                "lo": self.lo, "span": self.span, "seen": self.seen, "calibration": self.calibration,
+                "threshold": self.threshold}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "HSTOutliers":
+        self = cls.__new__(cls)
+        self.features = list(state["features"])
+        self.reference_events = int(state["reference_events"])
+        self.model = state["model"]
+        self.lo = np.asarray(state["lo"], dtype=np.float64)
+        self.span = np.asarray(state["span"], dtype=np.float64)
+        self.seen = int(state["seen"])
+        self.calibration = list(state["calibration"])
+        self.threshold = state["threshold"]
+        return self

@@ -1,0 +1,203 @@
+"""JSON state for the monitor's analytics: no pickle, an explicit type list.
+
+The monitor's state travels in Kafka messages (changelog / checkpoint
+records), so it must be safe to load from a topic anyone with write access
+could fill. Nothing here executes code named by the data:
+
+* plain JSON values pass through;
+* numpy arrays are stored as ``{"__nd__": dtype, "shape": [...], "data":
+  base64(zlib(bytes))}`` with the dtype checked against a short list;
+* River objects (drift detectors, the anomaly detector) are stored as their
+  attribute dictionaries under ``{"__river__": "module.Class"}`` and only
+  classes named in :data:`TRUSTED_RIVER_TYPES` are rebuilt; River's Rust
+  ADWIN helper is stored as its own binary state (``__getstate__``), which
+  is plain data.
+
+Anything else raises :class:`StateError`.
+
+Examples
+--------
+>>> import numpy as np
+>>> from streams.state import dumps, loads
+>>> loads(dumps({"a": np.arange(3), "b": (1, 2)}))["a"].tolist()
+[0, 1, 2]
+>>> loads(b'{"x": {"__river__": "os.system"}}')
+Traceback (most recent call last):
+...
+streams.state.StateError: state: type 'os.system' is not in the trusted type list
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import importlib
+import json
+import random
+import zlib
+from typing import Any
+
+import numpy as np
+
+from driftline.errors import DriftlineError
+
+__all__ = ["StateError", "TRUSTED_RIVER_TYPES", "encode_value", "decode_value", "dumps", "loads"]
+
+#: Classes that :func:`decode_value` may rebuild from their attributes.
+TRUSTED_RIVER_TYPES = frozenset(
+    {
+        "river.drift.adwin.ADWIN",
+        "river.drift.page_hinkley.PageHinkley",
+        "river.drift.kswin.KSWIN",
+        "river.drift.binary.ddm.DDM",
+        "river.drift.binary.eddm.EDDM",
+        "river.drift.binary.hddm_a.HDDM_A",
+        "river.drift.binary.hddm_w.HDDM_W",
+        "river.drift.binary.hddm_w.SampleInfo",
+        "river.drift.binary.fhddm.FHDDM",
+        "river.stats.mean.Mean",
+        "river.stats.var.Var",
+        "river.anomaly.hst.HalfSpaceTrees",
+        "river.anomaly.hst.HSTBranch",
+        "river.anomaly.hst.HSTLeaf",
+    }
+)
+_DTYPES = ("float64", "int64", "uint8", "bool", "int32", "float32")
+_RUST_ADWIN = "river._river_rust.drift.AdaptiveWindowing"
+
+
+class StateError(DriftlineError, ValueError):
+    """A state record is malformed or names a type that is not trusted."""
+
+
+def _qualname(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def encode_value(value: Any) -> Any:
+    """Turn ``value`` into JSON-safe data (see the module docstring)."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        if f != f or f in (float("inf"), float("-inf")):
+            return {"__float__": repr(f)}
+        return f
+    if isinstance(value, np.ndarray):
+        if value.dtype.name not in _DTYPES:
+            raise StateError(f"state: numpy dtype {value.dtype.name!r} cannot be stored")
+        data = np.ascontiguousarray(value).tobytes()
+        return {"__nd__": value.dtype.name, "shape": list(value.shape),
+                "data": base64.b64encode(zlib.compress(data, 1)).decode("ascii")}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value) and not any(k.startswith("__") for k in value):
+            return {k: encode_value(v) for k, v in value.items()}
+        # Non-string or dunder keys: keep the key types.
+        return {"__dict__": [[encode_value(k), encode_value(v)] for k, v in value.items()],
+                "default": _default_factory_name(value)}
+    if isinstance(value, tuple):
+        return {"__tuple__": [encode_value(v) for v in value]}
+    if isinstance(value, collections.deque):
+        return {"__deque__": [encode_value(v) for v in value], "maxlen": value.maxlen}
+    if isinstance(value, list):
+        return [encode_value(v) for v in value]
+    if isinstance(value, random.Random):
+        version, internal, gauss = value.getstate()
+        return {"__random__": [version, list(internal), gauss]}
+    name = _qualname(value)
+    if name == _RUST_ADWIN:
+        return {"__rust_adwin__": base64.b64encode(value.__getstate__()).decode("ascii")}
+    if name in TRUSTED_RIVER_TYPES:
+        return {"__river__": name, "attrs": encode_value(dict(vars(value)))}
+    raise StateError(f"state: cannot store an object of type {name!r}")
+
+
+def _default_factory_name(value: dict) -> str | None:
+    if isinstance(value, collections.defaultdict):
+        factory = value.default_factory
+        if factory in (int, float, list):
+            return factory.__name__
+        raise StateError(f"state: defaultdict factory {factory!r} cannot be stored")
+    return None
+
+
+def decode_value(data: Any) -> Any:
+    """Inverse of :func:`encode_value`; refuses untrusted types."""
+    if data is None or isinstance(data, (bool, str, int, float)):
+        return data
+    if isinstance(data, list):
+        return [decode_value(v) for v in data]
+    if not isinstance(data, dict):
+        raise StateError(f"state: unexpected value {data!r}")
+    if "__nd__" in data:
+        dtype = data["__nd__"]
+        if dtype not in _DTYPES:
+            raise StateError(f"state: numpy dtype {dtype!r} is not allowed")
+        try:
+            raw = zlib.decompress(base64.b64decode(data["data"]))
+            return np.frombuffer(raw, dtype=dtype).reshape(data["shape"]).copy()
+        except (ValueError, zlib.error, TypeError, KeyError) as error:
+            raise StateError(f"state: bad array ({error})") from None
+    if "__float__" in data:
+        return float(data["__float__"])
+    if "__tuple__" in data:
+        return tuple(decode_value(v) for v in data["__tuple__"])
+    if "__deque__" in data:
+        return collections.deque((decode_value(v) for v in data["__deque__"]), maxlen=data.get("maxlen"))
+    if "__dict__" in data:
+        factory = {"int": int, "float": float, "list": list, None: None}.get(data.get("default"), "bad")
+        if factory == "bad":
+            raise StateError(f"state: defaultdict factory {data.get('default')!r} is not allowed")
+        items = [(_hashable(decode_value(k)), decode_value(v)) for k, v in data["__dict__"]]
+        return collections.defaultdict(factory, items) if factory else dict(items)
+    if "__random__" in data:
+        version, internal, gauss = data["__random__"]
+        rng = random.Random()
+        rng.setstate((version, tuple(internal), gauss))
+        return rng
+    if "__rust_adwin__" in data:
+        from river._river_rust.drift import AdaptiveWindowing
+
+        helper = AdaptiveWindowing(delta=0.002, clock=32, max_buckets=5, min_window_length=5, grace_period=10)
+        try:
+            helper.__setstate__(base64.b64decode(data["__rust_adwin__"]))
+        except Exception as error:  # the Rust side raises its own error types
+            raise StateError(f"state: bad ADWIN state ({error})") from None
+        return helper
+    if "__river__" in data:
+        name = data["__river__"]
+        if name not in TRUSTED_RIVER_TYPES:
+            raise StateError(f"state: type {name!r} is not in the trusted type list")
+        module, _, cls_name = name.rpartition(".")
+        cls = getattr(importlib.import_module(module), cls_name)
+        obj = cls.__new__(cls)
+        attrs = decode_value(data.get("attrs", {}))
+        if not isinstance(attrs, dict):
+            raise StateError(f"state: attributes of {name} must be an object")
+        obj.__dict__.update(attrs)
+        return obj
+    bad = [k for k in data if k.startswith("__")]
+    if bad:
+        raise StateError(f"state: type {bad[0]!r} is not in the trusted type list")
+    return {k: decode_value(v) for k, v in data.items()}
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, list) else key
+
+
+def dumps(value: Any) -> bytes:
+    """Encode to compact JSON bytes."""
+    return json.dumps(encode_value(value), separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def loads(data: bytes | str) -> Any:
+    """Decode bytes from :func:`dumps`; raises :class:`StateError` on anything else."""
+    try:
+        raw = json.loads(data)
+    except ValueError as error:
+        raise StateError(f"state: not valid JSON ({error})") from None
+    return decode_value(raw)
