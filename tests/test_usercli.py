@@ -216,3 +216,28 @@ def test_status_lists_topics(settings, test_env):
     assert topics == {name: True for name in settings.topics.all()}
     missing = run_cli(["status"], {**test_env, "DRIFTLINE_TOPIC_PREFIX": "absent."})
     assert missing.returncode == 1 and "absent.alerts" in missing.stdout and "MISSING" in missing.stdout
+
+
+def test_status_shows_registry_champion_and_latest_version(settings, test_env):
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from registry import open_registry
+
+    X = np.array([[0.0], [1.0], [2.0], [3.0]])
+    y = np.array([0, 0, 1, 1])
+    with open_registry(settings, publish=False) as reg:
+        first = reg.register_version("churn", LogisticRegression().fit(X, y), metrics={"accuracy": 0.91})
+        reg.promote("churn", first.version)
+        reg.register_version("churn", LogisticRegression().fit(X, y), metrics={"accuracy": 0.5},
+                             status="rejected", reason="accuracy 0.5 < champion 0.91")
+    result = run_cli(["status", "--json"], test_env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    models = [json.loads(line) for line in result.stdout.splitlines() if json.loads(line)["type"] == "model"]
+    assert len(models) == 1
+    churn = models[0]
+    assert (churn["model"], churn["champion"], churn["versions"], churn["latest"]) == ("churn", 1, 2, 2)
+    assert churn["latest_status"] == "rejected" and churn["latest_reason"].startswith("accuracy 0.5")
+    assert churn["champion_metrics"] == {"accuracy": 0.91}
+    readable = run_cli(["status"], test_env).stdout
+    assert "churn" in readable and "champion v1" in readable and "latest v2 rejected" in readable
