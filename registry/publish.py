@@ -54,7 +54,7 @@ class EventPublisher:
         if self._producer is None:
             from kafka import KafkaProducer
 
-            self._producer = KafkaProducer(
+            options = dict(
                 bootstrap_servers=self.settings.bootstrap_list,
                 acks="all",
                 retries=5,
@@ -62,6 +62,9 @@ class EventPublisher:
                 client_id="driftline-registry",
                 **self.settings.kafka_security(),
             )
+            if "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG:  # kafka-python >= 3: else 30 s
+                options["bootstrap_timeout_ms"] = int(self.timeout_s * 1000)
+            self._producer = KafkaProducer(**options)
         return self._producer
 
     def publish(self, event: ModelEvent) -> None:
