@@ -1,0 +1,666 @@
+"""The monitor's faust-streaming application (see :mod:`streams` for the design).
+
+:func:`create_monitor` builds a :class:`MonitorApp` — a faust app with
+
+* ``join`` (stage 1): an agent on ``predictions`` + ``labels`` that decodes,
+  dead-letters bad records, joins by ``event_id`` (:class:`streams.join.Joiner`
+  over a changelog-backed table), publishes joined pairs to ``labeled`` and
+  forwards observations to ``<app id>-observations`` keyed by model;
+* ``models`` (stage 2): an agent on the observations that drives one
+  :class:`streams.model_monitor.ModelMonitor` per model, publishes alerts and
+  retrain requests, and checkpoints state + watermarks to a second table
+  before acknowledging (:mod:`streams.checkpoint`);
+* timers for label expiry, checkpoints and metric snapshots, and a task that
+  follows ``model-events`` (every process sees every event: no group).
+
+:meth:`MonitorApp.run` runs it as a faust worker until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from driftline import events, observability
+from driftline.config import Settings
+from driftline.errors import DriftlineError
+from driftline.events import DeadLetter, Label, LabeledRecord, ModelEvent, Prediction
+from driftline.policy import Policy
+
+from .checkpoint import CheckpointError, Watermarks, chunk_keys, decode_checkpoint, encode_checkpoint
+from .join import COMPONENT, Joiner
+
+__all__ = ["MonitorOptions", "MonitorApp", "create_monitor", "PolicySource", "MonitorError"]
+
+log = logging.getLogger("driftline.monitor")
+
+_BULK_BYTES = 512 * 1024
+
+
+class MonitorError(DriftlineError):
+    """The monitor cannot start (missing topics, bad options)."""
+
+
+@dataclass
+class MonitorOptions:
+    """Knobs of one monitor process.
+
+    Parameters
+    ----------
+    group_id
+        Consumer group (and faust app id); processes sharing it share the work.
+        Default: ``<topic prefix>monitor``.
+    data_dir
+        faust's data directory.
+    metrics_port
+        Prometheus ``/metrics`` port (``0``: off).
+    web_port
+        faust's own web server port (``None``: off).
+    snapshot_interval
+        Seconds between metric snapshots per model version.
+    checkpoint_events, checkpoint_interval
+        Stage 2 checkpoints after this many observation messages or seconds,
+        whichever comes first; nothing is acknowledged before its checkpoint.
+    batch_size, batch_within
+        Stage 1 joins up to ``batch_size`` messages at a time, waiting at most
+        ``batch_within`` seconds for a batch to fill.
+    expiry_interval
+        Seconds between label-TTL sweeps.
+    session_timeout, heartbeat_interval
+        Consumer-group timing (seconds).
+    """
+
+    group_id: str | None = None
+    data_dir: str = "./.driftline/monitor"
+    metrics_port: int = 0
+    web_port: int | None = None
+    snapshot_interval: float = 10.0
+    checkpoint_events: int = 2000
+    checkpoint_interval: float = 1.0
+    batch_size: int = 1000
+    batch_within: float = 0.05
+    expiry_interval: float = 1.0
+    session_timeout: float = 10.0
+    heartbeat_interval: float = 1.0
+
+    def check(self) -> None:
+        if self.group_id is not None:
+            events.validate_name(self.group_id, "--group-id")
+        for name in ("snapshot_interval", "checkpoint_interval", "batch_within", "expiry_interval",
+                     "session_timeout", "heartbeat_interval"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise MonitorError(f"{name} must be a positive number of seconds (got {value!r})")
+        for name in ("checkpoint_events", "batch_size"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise MonitorError(f"{name} must be a positive integer (got {value!r})")
+        for name in ("metrics_port", "web_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 65536:
+                raise MonitorError(f"--{name.replace('_', '-')} must be between 0 and 65535 (got {value})")
+
+
+class PolicySource:
+    """Policies and reference profiles from the registry, cached per model.
+
+    Falls back to the default policy (and no profile) when the registry is
+    unavailable or does not know the model: monitoring never stops for it.
+    """
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._registry = None
+        self._policies: dict[str, Policy] = {}
+        self._profiles: dict[tuple[str, int], dict | None] = {}
+        self._opened = False
+
+    def _open(self):
+        if not self._opened:
+            self._opened = True
+            try:
+                from registry import open_registry
+
+                self._registry = open_registry(self.settings, publish=False)
+            except Exception as error:  # registry missing or unreadable: defaults
+                log.warning("registry unavailable, using default policies: %s", error)
+        return self._registry
+
+    def policy(self, model: str) -> Policy:
+        policy = self._policies.get(model)
+        if policy is None:
+            policy = Policy()
+            registry = self._open()
+            if registry is not None:
+                try:
+                    policy = registry.get_policy(model)
+                except Exception as error:  # unknown model or registry trouble
+                    log.debug("no policy for %s (%s): defaults", model, error)
+            self._policies[model] = policy
+        return policy
+
+    def profile_for(self, model: str) -> Callable[[int], dict | None]:
+        def lookup(version: int) -> dict | None:
+            key = (model, version)
+            if key not in self._profiles:
+                profile = None
+                registry = self._open()
+                if registry is not None:
+                    try:
+                        profile = registry.get_profile(model, version)
+                    except Exception as error:
+                        log.debug("no profile for %s/%s (%s)", model, version, error)
+                self._profiles[key] = profile
+            return self._profiles[key]
+
+        return lookup
+
+    def label_ttl(self, model: str) -> float:
+        return self.policy(model).monitor.label_ttl_s
+
+    def invalidate(self, model: str) -> None:
+        self._policies.pop(model, None)
+        for key in [k for k in self._profiles if k[0] == model]:
+            del self._profiles[key]
+
+    def close(self) -> None:
+        if self._registry is not None:
+            try:
+                self._registry.close()
+            except Exception:  # pragma: no cover - best effort on shutdown
+                pass
+
+
+class _ModelEntry:
+    """Stage-2 state of one model owned by this process."""
+
+    __slots__ = ("monitor", "watermarks", "partition", "generation", "chunks", "dirty")
+
+    def __init__(self, monitor, watermarks: Watermarks, partition: int, generation: int = 0, chunks: int = 0):
+        self.monitor = monitor
+        self.watermarks = watermarks
+        self.partition = partition
+        self.generation = generation
+        self.chunks = chunks
+        self.dirty = False
+
+
+def _partitioned_table_class():
+    import faust
+
+    class PartitionedTable(faust.Table):
+        """A table whose changelog partition is chosen by the caller: stage 1
+        writes keys of many source partitions from one batch, and timers
+        write outside any event."""
+
+        write_partition: int | None = None
+
+        def partition_for_key(self, key: Any) -> int | None:
+            if self.write_partition is not None:
+                return self.write_partition
+            return super().partition_for_key(key)
+
+        def write(self, partition: int, key: str, value: bytes | None) -> None:
+            self.write_partition = partition
+            try:
+                if value is None:
+                    if key in self.data:
+                        del self[key]
+                else:
+                    self[key] = value
+            finally:
+                self.write_partition = None
+
+    return PartitionedTable
+
+
+def _topic_partitions(settings: Settings, names: list[str]) -> dict[str, int]:
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_list, client_id="driftline-monitor-probe",
+                             **settings.kafka_security())
+    try:
+        found = {}
+        for name in names:
+            partitions = None
+            deadline = time.monotonic() + 10
+            while partitions is None and time.monotonic() < deadline:
+                partitions = consumer.partitions_for_topic(name)
+                if partitions is None:
+                    time.sleep(0.2)
+            if not partitions:
+                raise MonitorError(f"topic {name!r} does not exist: run 'driftline topics create'")
+            found[name] = len(partitions)
+        return found
+    finally:
+        consumer.close()
+
+
+class MonitorApp:
+    """One monitor process: both stages, timers and the model-event follower."""
+
+    def __init__(self, settings: Settings, options: MonitorOptions, partitions: int | None = None):
+        import faust
+
+        options.check()
+        self.settings = settings
+        self.options = options
+        topics = settings.topics
+        self.topics = topics
+        if partitions is None:
+            counts = _topic_partitions(settings, [topics.predictions, topics.labels])
+            if counts[topics.predictions] != counts[topics.labels]:
+                raise MonitorError(
+                    f"{topics.predictions} has {counts[topics.predictions]} partitions and {topics.labels} "
+                    f"{counts[topics.labels]}: the join needs them co-partitioned (equal counts)")
+            partitions = counts[topics.predictions]
+        self.partitions = partitions
+        self.app_id = options.group_id or f"{settings.topic_prefix}monitor"
+        Path(options.data_dir).mkdir(parents=True, exist_ok=True)
+        app_options: dict[str, Any] = dict(
+            store="memory://",
+            topic_partitions=partitions,
+            datadir=options.data_dir,
+            autodiscover=False,
+            web_enabled=options.web_port is not None,
+            broker_session_timeout=options.session_timeout,
+            broker_heartbeat_interval=options.heartbeat_interval,
+            broker_commit_interval=1.0,
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+            producer_max_request_size=events.MAX_MESSAGE_BYTES + 65536,
+            topic_allow_declare=True,
+            table_cleanup_interval=3600.0,
+        )
+        if options.web_port is not None:
+            app_options.update(web_port=options.web_port, web_bind="127.0.0.1")
+        app_options.update(settings.faust_broker_options())
+        self.app = app = faust.App(self.app_id, **app_options)
+        self.policies = PolicySource(settings)
+        self.observations_topic = f"{self.app_id}-observations"
+
+        Table = _partitioned_table_class()
+        self.join_table = app.tables.add(Table(
+            app, name="join", default=None, key_type=str, value_type=bytes, beacon=app.tables.beacon,
+            partitions=partitions, help="stage 1: join state per event_id"))
+        self.state_table = app.tables.add(Table(
+            app, name="models", default=None, key_type=str, value_type=bytes, beacon=app.tables.beacon,
+            partitions=partitions, help="stage 2: checkpoints per model"))
+        self.joiner = Joiner(self.policies.label_ttl, store=self.join_table,
+                             topics={"p": topics.predictions, "l": topics.labels})
+        self._lock = asyncio.Lock()
+        self._indexed: set[int] = set()
+        self.models: dict[str, _ModelEntry] = {}
+        self._pending_acks: list = []
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self._model_stream = None
+        self.counts: dict[str, int] = defaultdict(int)
+
+        inputs = app.topic(topics.predictions, topics.labels, key_serializer="raw", value_serializer="raw")
+        observations = app.topic(self.observations_topic, key_serializer="raw", value_serializer="raw",
+                                 partitions=partitions, internal=True)
+
+        @app.agent(inputs, name="join")
+        async def join_agent(stream):
+            async for batch in stream.take_events(options.batch_size, options.batch_within):
+                await self._join_batch(batch)
+
+        @app.agent(observations, name="models")
+        async def model_agent(stream):
+            manual = stream.noack()
+            self._model_stream = manual
+            async for event in manual.events():
+                self._observe(event)
+                self._pending_acks.append(event)
+                self._since_checkpoint += 1
+                if (self._since_checkpoint >= options.checkpoint_events
+                        or time.monotonic() - self._last_checkpoint >= options.checkpoint_interval):
+                    await self._checkpoint()
+
+        @app.timer(options.expiry_interval)
+        async def expiry_timer():
+            await self._expire()
+
+        @app.timer(options.checkpoint_interval)
+        async def checkpoint_timer():
+            if time.monotonic() - self._last_checkpoint >= options.checkpoint_interval:
+                await self._checkpoint()
+
+        @app.timer(options.snapshot_interval)
+        async def snapshot_timer():
+            await self._publish_snapshots()
+
+        @app.task
+        async def follow_model_events():
+            await self._follow_model_events()
+
+        @app.on_partitions_revoked.connect
+        async def on_revoked(app, revoked, **kwargs):
+            self._on_revoked(revoked)
+
+        @app.on_before_shutdown.connect
+        async def on_shutdown(app, **kwargs):
+            await self._on_shutdown()
+
+    # -- publishing --------------------------------------------------------------------
+    async def _send(self, topic: str, key: bytes | None, value: bytes):
+        return await self.app.producer.send(topic, key, value, None, None, None)
+
+    async def _dead_letters(self, letters: list[DeadLetter]) -> list:
+        futures = []
+        for letter in letters:
+            futures.append(await self._send(self.topics.dead_letter, letter.error_id.encode(), events.encode(letter)))
+        if letters:
+            observability.EVENTS_PROCESSED.labels(COMPONENT, "dead_letter").inc(len(letters))
+            self.counts["dead_letter"] += len(letters)
+        return futures
+
+    async def _publish_join_output(self, out) -> None:
+        futures = await self._dead_letters(out.dead_letters)
+        by_model: dict[str, list[LabeledRecord]] = defaultdict(list)
+        for record in out.labeled:
+            by_model[record.model].append(record)
+        for model, records in by_model.items():
+            for chunk in _chunks(records):
+                futures.append(await self._send(self.topics.labeled, model.encode(),
+                                                events.encode_many(chunk) if len(chunk) > 1 else events.encode(chunk[0])))
+        for (model, kind, partition), items in out.observations.items():
+            for start in range(0, len(items), 500):
+                payload = json.dumps({"model": model, "t": kind, "part": partition, "items": items[start:start + 500]},
+                                     separators=(",", ":"), allow_nan=False).encode()
+                futures.append(await self._send(self.observations_topic, model.encode(), payload))
+        if futures:
+            # Outputs must be on the broker before the state that stands for them.
+            await asyncio.gather(*futures)
+        for name, value in out.counts.items():
+            self.counts[name] += value
+            if name != "dead_letter":
+                observability.EVENTS_PROCESSED.labels(COMPONENT, name).inc(value)
+
+    # -- stage 1 -----------------------------------------------------------------------
+    def _sync_partitions(self) -> None:
+        assignment = self.app.consumer.assignment() if self.app.consumer else set()
+        owned = {tp.partition for tp in assignment if tp.topic == self.topics.predictions}
+        gone = self._indexed - owned
+        if gone:
+            self.joiner.forget(gone)
+        new = owned - self._indexed
+        if new:
+            self.joiner.rebuild(new)
+        self._indexed = owned
+
+    async def _join_batch(self, batch) -> None:
+        items = []
+        dead: list[DeadLetter] = []
+        predictions = self.topics.predictions
+        for event in batch:
+            message = event.message
+            kind, record_type = ("p", Prediction) if message.topic == predictions else ("l", Label)
+            payload = message.value if message.value is not None else b""
+            decoded = events.decode_batch(record_type, payload)
+            if decoded.errors:
+                bad = set()
+                for error in decoded.errors:
+                    dead.append(DeadLetter.for_payload(payload, error, source_topic=message.topic,
+                                                       component=COMPONENT, partition=message.partition,
+                                                       offset=message.offset))
+                    if error.index is not None:
+                        bad.add(error.index)
+                positions = [i for i in range(len(decoded.records) + len(bad)) if i not in bad]
+            else:
+                positions = range(len(decoded.records))
+            for index, record in zip(positions, decoded.records):
+                items.append((kind, message.partition, message.offset, index, record))
+        async with self._lock:
+            self._sync_partitions()
+            out = self.joiner.process(items, time.time())
+            out.dead_letters[:0] = dead
+            out.counts["dead_letter"] += len(dead)
+            await self._publish_join_output(out)
+            self._apply(out.writes)
+
+    def _apply(self, writes) -> None:
+        write = self.join_table.write
+        for partition, key, value in writes:
+            write(partition, key, value)
+
+    async def _expire(self) -> None:
+        if self.app.consumer is None:
+            return
+        async with self._lock:
+            self._sync_partitions()
+            out = self.joiner.expire(time.time(), self._indexed)
+            if out.writes or out.dead_letters:
+                await self._publish_join_output(out)
+                self._apply(out.writes)
+
+    # -- stage 2 -----------------------------------------------------------------------
+    def _entry(self, model: str, partition: int) -> _ModelEntry:
+        entry = self.models.get(model)
+        if entry is not None:
+            entry.partition = partition
+            return entry
+        from .model_monitor import ModelMonitor
+
+        policy = self.policies.policy(model).monitor
+        profile_for = self.policies.profile_for(model)
+        try:
+            found = decode_checkpoint(model, self.state_table)
+        except CheckpointError as error:
+            log.error("%s; starting model %s afresh", error, model)
+            found = None
+        if found is not None:
+            state, watermarks, _extra = found
+            header = json.loads(self.state_table[model])
+            monitor = ModelMonitor.from_state(state, policy, profile_for)
+            entry = _ModelEntry(monitor, watermarks, partition, header["generation"], header["chunks"])
+            log.info("model %s restored from checkpoint (%d watermarks)", model, len(watermarks))
+        else:
+            entry = _ModelEntry(ModelMonitor(model, policy, profile_for), Watermarks(), partition)
+        self.models[model] = entry
+        return entry
+
+    def _observe(self, event) -> None:
+        try:
+            message = json.loads(event.message.value)
+            model = events.validate_name(message["model"])
+            kind_topic, source_partition, items = message["t"], int(message["part"]), message["items"]
+        except Exception as error:  # internal topic: only we write it, but never crash
+            log.error("unreadable observation message at %s/%s: %s", event.message.tp, event.message.offset, error)
+            return
+        entry = self._entry(model, event.message.partition)
+        admit = entry.watermarks.admit
+        predictions, joined, expired = [], [], defaultdict(int)
+        skipped = 0
+        for kind, offset, index, payload in items:
+            if not admit(kind, kind_topic, source_partition, offset, index):
+                skipped += 1
+                continue
+            if kind == "p":
+                predictions.append(Prediction.from_dict(payload))
+            elif kind == "j":
+                joined.append(LabeledRecord.from_dict(payload))
+            else:
+                expired[int(payload)] += 1
+        if skipped:
+            self.counts["replayed_skipped"] += skipped
+        if not (predictions or joined or expired):
+            return
+        now = time.time()
+        monitor = entry.monitor
+        outputs = []
+        if predictions:
+            outputs.append(monitor.observe_predictions(predictions, now))
+        if joined:
+            outputs.append(monitor.observe_joined(joined, now))
+        for version, count in expired.items():
+            monitor.observe_expired(version, count, now)
+        entry.dirty = True
+        for output in outputs:
+            self._publish_monitor_output(model, output)
+
+    def _publish_monitor_output(self, model: str, output) -> None:
+        if output is None:
+            return
+        producer = self.app.producer
+        for alert in output.alerts:
+            # Not awaited here: the commit flushes the producer before it
+            # commits, and nothing is acknowledged before its checkpoint.
+            asyncio.ensure_future(producer.send(self.topics.alerts, model.encode(), events.encode(alert),
+                                                None, None, None))
+            observability.ALERTS.labels(model, alert.kind).inc()
+            self.counts["alerts"] += 1
+        for request in output.retrain_requests:
+            asyncio.ensure_future(producer.send(self.topics.retrain_requests, model.encode(),
+                                                events.encode(request), None, None, None))
+            observability.EVENTS_PROCESSED.labels(COMPONENT, "retrain_request").inc()
+            self.counts["retrain_requests"] += 1
+
+    async def _checkpoint(self) -> None:
+        self._last_checkpoint = time.monotonic()
+        self._since_checkpoint = 0
+        write = self.state_table.write
+        for model, entry in self.models.items():
+            if not entry.dirty:
+                continue
+            state = entry.monitor.to_state()
+            old_generation, old_chunks = entry.generation, entry.chunks
+            entry.generation += 1
+            pairs = list(encode_checkpoint(model, state, entry.watermarks, entry.generation))
+            entry.chunks = len(pairs) - 1
+            for key, value in pairs:
+                write(entry.partition, key, value)
+            for key in chunk_keys(model, old_generation, old_chunks):
+                write(entry.partition, key, None)
+            entry.dirty = False
+        pending, self._pending_acks = self._pending_acks, []
+        stream = self._model_stream
+        for event in pending:
+            if stream is not None:
+                await stream.ack(event)
+            else:  # pragma: no cover
+                event.ack()
+        self.counts["checkpoints"] += 1
+
+    def _on_revoked(self, revoked) -> None:
+        stage2 = {tp.partition for tp in revoked if tp.topic == self.observations_topic}
+        for model in [m for m, e in self.models.items() if e.partition in stage2]:
+            del self.models[model]  # the next owner restores from the checkpoint
+        if stage2:
+            self._pending_acks = [e for e in self._pending_acks if e.message.partition not in stage2]
+        stage1 = {tp.partition for tp in revoked if tp.topic == self.topics.predictions}
+        if stage1:
+            self.joiner.forget(stage1)
+            self._indexed -= stage1
+
+    async def _publish_snapshots(self) -> None:
+        now = time.time()
+        futures = []
+        for model, entry in list(self.models.items()):
+            try:
+                snapshots = entry.monitor.snapshots(now)
+            except Exception as error:  # a bug in one model's analytics must not stop the rest
+                log.exception("snapshot of %s failed: %s", model, error)
+                continue
+            for snapshot in snapshots:
+                futures.append(await self._send(self.topics.metrics, model.encode(), events.encode(snapshot)))
+                for window, values in (("cumulative", snapshot.cumulative), ("rolling", snapshot.rolling)):
+                    for metric, value in values.items():
+                        if value is not None:
+                            observability.MODEL_METRIC.labels(model, str(snapshot.model_version), metric,
+                                                              window).set(value)
+        if futures:
+            await asyncio.gather(*futures)
+
+    async def _on_shutdown(self) -> None:
+        try:
+            await self._checkpoint()
+            await self._publish_snapshots()
+        except Exception as error:  # pragma: no cover - best effort while stopping
+            log.warning("final checkpoint/snapshot failed: %s", error)
+        self.policies.close()
+
+    # -- model events ------------------------------------------------------------------
+    async def _follow_model_events(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        topic = self.topics.model_events
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
+                                    client_id="driftline-monitor-model-events", **self.settings.kafka_security())
+        await consumer.start()
+        try:
+            partitions = None
+            while not partitions:
+                partitions = consumer.partitions_for_topic(topic)
+                if not partitions:
+                    await consumer._client.force_metadata_update()
+                    partitions = consumer.partitions_for_topic(topic)
+                    if not partitions:
+                        await asyncio.sleep(1.0)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    for record in records:
+                        self._on_model_event(record.value)
+        finally:
+            await consumer.stop()
+
+    def _on_model_event(self, payload: bytes | None) -> None:
+        try:
+            model_events = events.decode(ModelEvent, payload or b"")
+        except events.ValidationError as error:
+            log.warning("ignoring malformed model event: %s", error)
+            return
+        for event in model_events:
+            if event.event in ("policy_changed", "promoted", "rolled_back"):
+                self.policies.invalidate(event.model)
+            entry = self.models.get(event.model)
+            if entry is None:
+                continue
+            if event.event == "promoted" and event.version is not None:
+                entry.monitor.on_promoted(event.version, time.time())
+                entry.dirty = True
+            elif event.event == "policy_changed":
+                from .model_monitor import ModelMonitor
+
+                policy = self.policies.policy(event.model).monitor
+                entry.monitor = ModelMonitor.from_state(entry.monitor.to_state(), policy,
+                                                        self.policies.profile_for(event.model))
+                entry.dirty = True
+                log.info("model %s: policy reloaded", event.model)
+
+    # -- running ------------------------------------------------------------------------
+    def run(self, loglevel: str = "WARNING") -> int:
+        """Run as a faust worker until SIGINT/SIGTERM."""
+        import faust
+
+        observability.start_metrics_server(self.options.metrics_port)
+        worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, override_logging=False)
+        try:
+            worker.execute_from_commandline()
+        except SystemExit as stop:
+            return int(stop.code or 0)
+        return 0
+
+
+def create_monitor(settings: Settings, options: MonitorOptions | None = None, **kwargs: Any) -> MonitorApp:
+    """Build a monitor process for ``settings`` (see :class:`MonitorOptions`)."""
+    return MonitorApp(settings, options or MonitorOptions(), **kwargs)
+
+
+def _chunks(records: list) -> list[list]:
+    if not records:
+        return []
+    approx = len(events.encode(records[0])) + 1
+    per = max(1, min(events.MAX_BATCH_EVENTS, _BULK_BYTES // approx))
+    return [records[i:i + per] for i in range(0, len(records), per)]

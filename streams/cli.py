@@ -1,0 +1,57 @@
+"""``driftline monitor`` (also ``python -m streams``): run the monitor."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register", "build_parser", "run"]
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--group-id", default=None,
+                        help="consumer group / faust app id shared by all monitor processes "
+                             "(default: <topic prefix>monitor)")
+    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics here (0: off)")
+    parser.add_argument("--data-dir", default="./.driftline/monitor", help="faust data directory")
+    parser.add_argument("--snapshot-interval", type=float, default=10.0,
+                        help="seconds between metric snapshots (default 10)")
+    parser.add_argument("--checkpoint-interval", type=float, default=1.0,
+                        help="seconds between state checkpoints (default 1)")
+    parser.add_argument("--checkpoint-events", type=int, default=2000,
+                        help="observation messages between checkpoints (default 2000)")
+    parser.add_argument("--web-port", type=int, default=None, help="faust web server port (default: off)")
+    parser.add_argument("--session-timeout", type=float, default=10.0,
+                        help="consumer-group session timeout in seconds (default 10)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    from driftline.config import load_settings
+
+    from .app import MonitorOptions, create_monitor
+
+    options = MonitorOptions(
+        group_id=args.group_id, data_dir=args.data_dir, metrics_port=args.metrics_port,
+        web_port=args.web_port, snapshot_interval=args.snapshot_interval,
+        checkpoint_interval=args.checkpoint_interval, checkpoint_events=args.checkpoint_events,
+        session_timeout=args.session_timeout, heartbeat_interval=min(1.0, args.session_timeout / 3),
+    )
+    monitor = create_monitor(load_settings(), options)
+    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    return monitor.run(loglevel=level if isinstance(level, str) else "INFO")
+
+
+def register(subparsers) -> None:
+    """Add ``monitor`` to the ``driftline`` command."""
+    parser = subparsers.add_parser("monitor", help="run the monitor: join, metrics, drift, alerts (faust)")
+    _add_arguments(parser)
+    parser.set_defaults(handler=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m streams", description="Run the Driftline monitor.")
+    parser.add_argument("--log-level", default="INFO")
+    _add_arguments(parser)
+    parser.set_defaults(handler=run)
+    return parser

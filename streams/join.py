@@ -1,0 +1,300 @@
+"""Stage 1 of the monitor: join predictions with labels by ``event_id``.
+
+:class:`Joiner` is the join's logic without Kafka: it takes decoded records
+with their *source coordinates* — ``(topic kind, partition, offset, index)``,
+``index`` being the position inside a bulk message — and returns what to
+publish plus the state changes to write. The faust application
+(:mod:`streams.app`) feeds it batches, publishes the outputs, waits until the
+broker has them, and only then writes the state changes (to a changelog-
+backed faust table) and acknowledges the input. That order is what makes a
+crash safe: a state change is never durable before the output it stands for,
+so replaying the input after a crash either finds the state untouched (and
+produces the same outputs again, with the same coordinates, which stage 2
+recognises and skips) or finds the state already updated (and the outputs
+already delivered).
+
+State per ``event_id`` (one compact JSON value):
+
+``{"s": "p", ...}``
+    a prediction waiting for its label, until its deadline (label TTL);
+``{"s": "l", ...}``
+    a label waiting for its prediction (a label may arrive first);
+``{"s": "j", ...}``
+    a small "joined" marker, kept for one TTL so that a re-sent label or
+    prediction is not joined twice;
+``{"s": "x", ...}``
+    an "expired" marker: the prediction's label never came (counted for
+    label coverage); a label arriving later is dead-lettered as late.
+
+Every entry carries its partition and the coordinates of the records that
+made it, so a replayed record (same coordinates) is recognised and ignored,
+while a *different* record with a known ``event_id`` is a duplicate and goes
+to the dead-letter topic. Expiry walks a heap per partition; per (model,
+partition) deadlines never decrease, so expirations leave in offset order —
+stage 2 relies on that to skip replays by a watermark.
+
+Examples
+--------
+>>> from driftline.events import Prediction, Label
+>>> j = Joiner(ttl_for=lambda model: 60.0)
+>>> p = Prediction(event_id="e1", model="m", model_version=1, timestamp=0.0,
+...                features={"x": 1.0}, prediction=1)
+>>> out = j.process([("p", 0, 10, 0, p)], now=100.0)
+>>> [(k, len(v)) for k, v in out.observations.items()]
+[(('m', 'p', 0), 1)]
+>>> j.apply(out.writes)
+>>> out = j.process([("l", 0, 7, 0, Label(event_id="e1", model="m", label=1, timestamp=5.0))], now=101.0)
+>>> [r.label for r in out.labeled], j.apply(out.writes), j.store["e1"][:8]
+([1], None, b'{"s":"j"')
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, MutableMapping
+
+from driftline import events
+from driftline.events import DeadLetter, LabeledRecord, Label, Prediction, ValidationError
+
+__all__ = ["Joiner", "JoinOutput", "Item", "COMPONENT"]
+
+COMPONENT = "monitor"
+
+#: (topic kind 'p'|'l', partition, offset, index, record)
+Item = tuple
+
+_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_loads = json.loads
+
+
+@dataclass
+class JoinOutput:
+    """What one batch (or one expiry sweep) produced.
+
+    ``observations`` maps ``(model, topic kind, partition)`` to a list of
+    ``[kind, offset, index, payload]`` items for stage 2 (kind ``p``: a
+    prediction, ``j``: a joined pair, ``x``: an expired prediction's model
+    version). ``writes`` are ``(partition, key, value-or-None)`` state changes
+    to apply *after* the outputs are delivered.
+    """
+
+    observations: dict[tuple[str, str, int], list] = field(default_factory=lambda: defaultdict(list))
+    labeled: list[LabeledRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    writes: list[tuple[int, str, bytes | None]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
+class Joiner:
+    """Join state over a key-value store of ``event_id -> bytes``.
+
+    Parameters
+    ----------
+    ttl_for
+        Label TTL in seconds for a model (from its policy).
+    store
+        Mapping ``event_id -> bytes`` holding the state; :meth:`apply` writes
+        to it (the faust app passes a changelog-backed table wrapper).
+    topics
+        Source topic names for dead letters: ``{"p": ..., "l": ...}``.
+    """
+
+    def __init__(
+        self,
+        ttl_for: Callable[[str], float],
+        store: MutableMapping[str, bytes] | None = None,
+        topics: dict[str, str] | None = None,
+    ):
+        self.ttl_for = ttl_for
+        self.store: MutableMapping[str, bytes] = {} if store is None else store
+        self.topics = topics or {"p": "predictions", "l": "labels"}
+        # partition -> heap of (deadline, kind, offset, index, key)
+        self._heaps: dict[int, list] = defaultdict(list)
+        # (model, partition) -> last deadline given to a pending prediction
+        self._last_deadline: dict[tuple[str, int], float] = {}
+
+    # -- the join ---------------------------------------------------------------
+    def process(self, items: Iterable[Item], now: float) -> JoinOutput:
+        """Join a batch of decoded records, in consumption order."""
+        out = JoinOutput()
+        overlay: dict[str, Any] = {}  # this batch's changes, visible to later items
+
+        def lookup(key: str):
+            if key in overlay:
+                return overlay[key]
+            raw = self.store.get(key)
+            return None if raw is None else _loads(raw)
+
+        def put(partition: int, key: str, value: dict) -> None:
+            overlay[key] = value
+            out.writes.append((partition, key, _dumps(value).encode()))
+
+        for kind, partition, offset, index, record in items:
+            key = record.event_id
+            state = lookup(key)
+            if kind == "p":
+                out.counts["prediction"] += 1
+                self._on_prediction(record, partition, offset, index, state, now, out, put)
+            else:
+                out.counts["label"] += 1
+                self._on_label(record, partition, offset, index, state, now, out, put)
+        return out
+
+    def _on_prediction(self, p: Prediction, partition, offset, index, state, now, out, put) -> None:
+        coords = [offset, index]
+        if state is None or state["s"] == "l":
+            out.observations[(p.model, "p", partition)].append(["p", offset, index, p.to_dict()])
+        if state is None:
+            deadline = self._deadline(p.model, partition, now)
+            put(partition, p.event_id, {"s": "p", "p": partition, "pc": coords, "d": deadline, "r": p.to_dict()})
+            heapq.heappush(self._heaps[partition], (deadline, "p", offset, index, p.event_id))
+        elif state["s"] == "l":
+            label = Label.from_dict(state["r"])
+            if label.model != p.model:
+                self._dead(out, "p", partition, offset, p, "model",
+                           f"label for event_id {p.event_id!r} names model {label.model!r}, the prediction {p.model!r}")
+                return
+            self._join(p, label, partition, "p", offset, index, coords, state["lc"], now, out, put)
+        elif state.get("pc") == coords:
+            return  # a replay of a record already applied
+        else:
+            what = {"p": "is already waiting for its label", "j": "was already joined with its label",
+                    "x": "already expired without a label"}[state["s"]]
+            self._dead(out, "p", partition, offset, p, "event_id",
+                       f"duplicate prediction: event_id {p.event_id!r} {what}")
+
+    def _on_label(self, label: Label, partition, offset, index, state, now, out, put) -> None:
+        coords = [offset, index]
+        if state is None:
+            deadline = now + self.ttl_for(label.model)
+            put(partition, label.event_id, {"s": "l", "p": partition, "lc": coords, "d": deadline,
+                                            "r": label.to_dict()})
+            heapq.heappush(self._heaps[partition], (deadline, "l", offset, index, label.event_id))
+        elif state["s"] == "p":
+            p = Prediction.from_dict(state["r"])
+            if p.model != label.model:
+                self._dead(out, "l", partition, offset, label, "model",
+                           f"label names model {label.model!r} but the prediction for event_id "
+                           f"{label.event_id!r} was made by {p.model!r}")
+                return
+            self._join(p, label, partition, "l", offset, index, state["pc"], coords, now, out, put)
+        elif state.get("lc") == coords:
+            return  # replay
+        elif state["s"] == "x":
+            self._dead(out, "l", partition, offset, label, "event_id",
+                       f"late label: the prediction for event_id {label.event_id!r} expired without a label "
+                       f"(label TTL {self.ttl_for(label.model):g}s)")
+        else:
+            what = "is already waiting for its prediction" if state["s"] == "l" else "was already joined"
+            self._dead(out, "l", partition, offset, label, "event_id",
+                       f"duplicate label: event_id {label.event_id!r} {what}")
+
+    def _join(self, p, label, partition, kind, offset, index, pc, lc, now, out, put) -> None:
+        record = LabeledRecord(
+            event_id=p.event_id, model=p.model, model_version=p.model_version, features=p.features,
+            prediction=p.prediction, label=label.label, prediction_timestamp=p.timestamp,
+            label_timestamp=label.timestamp, probabilities=p.probabilities, latency_ms=p.latency_ms,
+        )
+        out.labeled.append(record)
+        out.observations[(p.model, kind, partition)].append(["j", offset, index, record.to_dict()])
+        out.counts["joined"] += 1
+        remove_at = now + self.ttl_for(p.model)
+        put(partition, p.event_id, {"s": "j", "p": partition, "pc": pc, "lc": lc, "d": remove_at})
+        heapq.heappush(self._heaps[partition], (remove_at, "m", offset, index, p.event_id))
+
+    def _deadline(self, model: str, partition: int, now: float) -> float:
+        # Never earlier than the previous one for this (model, partition), so
+        # expirations leave in offset order even after a TTL change.
+        deadline = max(now + self.ttl_for(model), self._last_deadline.get((model, partition), 0.0))
+        self._last_deadline[(model, partition)] = deadline
+        return deadline
+
+    def _dead(self, out: JoinOutput, kind: str, partition: int, offset: int, record, field_name: str,
+              reason: str) -> None:
+        error = ValidationError(field_name, getattr(record, "event_id", None), reason)
+        out.dead_letters.append(DeadLetter.for_payload(
+            events.encode(record), error, source_topic=self.topics[kind], component=COMPONENT,
+            partition=partition, offset=offset))
+        out.counts["dead_letter"] += 1
+
+    # -- expiry -------------------------------------------------------------------------
+    def expire(self, now: float, partitions: Iterable[int] | None = None) -> JoinOutput:
+        """Expire predictions and labels past their TTL and drop old markers."""
+        out = JoinOutput()
+        for partition in list(self._heaps) if partitions is None else partitions:
+            heap = self._heaps.get(partition)
+            while heap and heap[0][0] <= now:
+                deadline, kind, offset, index, key = heapq.heappop(heap)
+                raw = self.store.get(key)
+                if raw is None:
+                    continue
+                state = _loads(raw)
+                if state.get("d") != deadline:
+                    continue  # superseded entry (lazy deletion)
+                if state["s"] == "p":
+                    p = state["r"]
+                    out.observations[(p["model"], "p", partition)].append(["x", offset, index, p["model_version"]])
+                    out.counts["expired"] += 1
+                    remove_at = now + self.ttl_for(p["model"])
+                    out.writes.append((partition, key, _dumps(
+                        {"s": "x", "p": partition, "pc": state["pc"], "d": remove_at}).encode()))
+                    heapq.heappush(heap, (remove_at, "m", offset, index, key))
+                elif state["s"] == "l":
+                    label = Label.from_dict(state["r"])
+                    self._dead(out, "l", partition, state["lc"][0], label, "event_id",
+                               f"no prediction with event_id {key!r} arrived within the label TTL "
+                               f"({self.ttl_for(label.model):g}s)")
+                    out.counts["expired_label"] += 1
+                    out.writes.append((partition, key, None))
+                else:
+                    out.writes.append((partition, key, None))
+        return out
+
+    def apply(self, writes: Iterable[tuple[int, str, bytes | None]]) -> None:
+        """Write state changes to the store (after the outputs are delivered)."""
+        store = self.store
+        for _partition, key, value in writes:
+            if value is None:
+                store.pop(key, None)
+            else:
+                store[key] = value
+
+    # -- recovery -----------------------------------------------------------------------
+    def rebuild(self, partitions: Iterable[int]) -> int:
+        """Rebuild the expiry heaps of ``partitions`` from the store (after a
+        restart or a rebalance). Returns the number of entries indexed."""
+        wanted = set(partitions)
+        for partition in wanted:
+            self._heaps[partition] = []
+        count = 0
+        for key, raw in list(self.store.items()):
+            state = _loads(raw)
+            partition = state.get("p")
+            if partition not in wanted:
+                continue
+            kind = {"p": "p", "l": "l"}.get(state["s"], "m")
+            offset, index = state.get("pc") or state.get("lc") or [0, 0]
+            self._heaps[partition].append((state["d"], kind, offset, index, key))
+            if state["s"] == "p":
+                k = (state["r"]["model"], partition)
+                self._last_deadline[k] = max(self._last_deadline.get(k, 0.0), state["d"])
+            count += 1
+        for partition in wanted:
+            heapq.heapify(self._heaps[partition])
+        return count
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the in-memory indexes of partitions this process no longer owns."""
+        for partition in partitions:
+            self._heaps.pop(partition, None)
+            for k in [k for k in self._last_deadline if k[1] == partition]:
+                del self._last_deadline[k]
+
+    def pending(self, partition: int | None = None) -> int:
+        """Entries (waiting records and markers) indexed for expiry."""
+        if partition is None:
+            return sum(len(h) for h in self._heaps.values())
+        return len(self._heaps.get(partition, ()))
