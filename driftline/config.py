@@ -86,6 +86,9 @@ class Settings:
     security_protocol, sasl_mechanism, sasl_username, sasl_password,
     ssl_cafile, ssl_certfile, ssl_keyfile
         Kafka security settings, passed through to every client.
+    metrics_addr
+        Address the daemons' Prometheus ``/metrics`` endpoint binds to
+        (default ``127.0.0.1``; ``0.0.0.0`` in a container).
     """
 
     bootstrap_servers: str = "localhost:9092"
@@ -99,6 +102,7 @@ class Settings:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    metrics_addr: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         servers = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
@@ -217,6 +221,7 @@ _ENV_FIELDS = {
     "ssl_cafile": "DRIFTLINE_SSL_CAFILE",
     "ssl_certfile": "DRIFTLINE_SSL_CERTFILE",
     "ssl_keyfile": "DRIFTLINE_SSL_KEYFILE",
+    "metrics_addr": "DRIFTLINE_METRICS_ADDR",
 }
 
 

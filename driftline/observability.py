@@ -58,11 +58,17 @@ RETRAIN_DURATION = Histogram(
 _started: set[int] = set()
 
 
-def start_metrics_server(port: int | None, addr: str = "127.0.0.1") -> int | None:
+def start_metrics_server(port: int | None, addr: str | None = None) -> int | None:
     """Serve ``/metrics`` on ``addr:port``; ``0``/``None`` disables it.
+    ``addr`` defaults to ``DRIFTLINE_METRICS_ADDR`` (``127.0.0.1``; set
+    ``0.0.0.0`` in a container so Prometheus can reach it).
     Returns the port served (or ``None``). Safe to call twice."""
     if not port:
         return None
+    if addr is None:
+        from .config import load_settings
+
+        addr = load_settings().metrics_addr
     if not 0 < port < 65536:
         raise ValueError(f"metrics port must be between 1 and 65535 (got {port})")
     if port not in _started:

@@ -1,0 +1,101 @@
+"""docker-compose.yml: validated by the compose command where one exists,
+and always parsed to check the services, ports, volumes and healthchecks
+Driftline relies on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+
+
+def _compose_command() -> list[str] | None:
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run([docker, "compose", "version"], capture_output=True, text=True)
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    return [legacy] if legacy else None
+
+
+def test_compose_config_validates():
+    command = _compose_command()
+    if command is None:
+        pytest.skip("no compose command (neither 'docker compose' nor 'docker-compose') on this machine")
+    result = subprocess.run(command + ["-f", str(COMPOSE_FILE), "config", "--quiet"], capture_output=True,
+                            text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    services = subprocess.run(command + ["-f", str(COMPOSE_FILE), "config", "--services"], capture_output=True,
+                              text=True, cwd=ROOT, timeout=120)
+    assert services.returncode == 0, services.stderr
+    assert set(services.stdout.split()) == {"kafka", "topics", "monitor", "worker", "prometheus"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    yaml = pytest.importorskip("yaml", reason="PyYAML (dev extra) is needed to parse docker-compose.yml")
+    return yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+
+
+def test_kafka_is_the_official_image_in_kraft_mode(compose):
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    env = kafka["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft: no ZooKeeper
+    assert "zookeeper" not in " ".join(compose["services"]).lower()
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "29092:29092" in kafka["ports"]
+    assert "kafka-data:/var/lib/kafka/data" in kafka["volumes"]
+    assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+    assert len(env["CLUSTER_ID"]) == 22  # a base64-encoded UUID, as kafka-storage.sh wants
+
+
+def test_topic_initialiser_runs_once_after_kafka_is_healthy(compose):
+    topics = compose["services"]["topics"]
+    assert topics["command"][:2] == ["topics", "create"]
+    assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert topics["restart"] == "no"
+
+
+@pytest.mark.parametrize("name, port", [("monitor", 9464), ("worker", 9465)])
+def test_daemons_restart_share_the_registry_and_expose_metrics(compose, name, port):
+    service = compose["services"][name]
+    assert service["command"][0] == name
+    assert service["command"][service["command"].index("--metrics-port") + 1] == str(port)
+    assert service["restart"] == "unless-stopped"
+    assert "registry:/data/registry" in service["volumes"]
+    assert f"{port}:{port}" in service["ports"]
+    assert service["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    env = service["environment"]
+    assert env["DRIFTLINE_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["DRIFTLINE_REGISTRY"] == "/data/registry"
+    assert env["DRIFTLINE_METRICS_ADDR"] == "0.0.0.0"  # reachable from the prometheus container
+    assert f"127.0.0.1:{port}/metrics" in " ".join(service["healthcheck"]["test"])
+    assert service.get("build") == "."
+
+
+def test_prometheus_scrapes_both_daemons(compose):
+    yaml = pytest.importorskip("yaml")
+    prometheus = compose["services"]["prometheus"]
+    assert prometheus["image"].startswith("prom/prometheus:")
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
+    targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
+    assert targets == {"driftline-monitor": ["monitor:9464"], "driftline-worker": ["worker:9465"]}
+    assert set(compose["volumes"]) == {"kafka-data", "registry", "monitor-data", "prometheus-data"}
+
+
+def test_dockerfile_installs_driftline_and_runs_unprivileged():
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "pip install ." in text
+    assert 'ENTRYPOINT ["driftline"]' in text
+    assert "\nUSER driftline" in text
+    for package in ("driftline", "streams", "retrain", "registry"):
+        assert f"COPY {package} ./{package}" in text
