@@ -67,12 +67,12 @@ def profile_column(values: Any) -> dict[str, Any]:
     series = values if isinstance(values, pd.Series) else pd.Series(list(values))
     n = len(series)
     present = series.dropna()
-    missing_share = float(1.0 - len(present) / n) if n else 0.0
+    missing_share = (n - len(present)) / n if n else 0.0
     numeric = pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
     if numeric:
         data = present.to_numpy(dtype=float)
         data = data[np.isfinite(data)]  # +/-inf count as missing: they have no place in a histogram
-        missing_share = float(1.0 - len(data) / n) if n else 0.0
+        missing_share = (n - len(data)) / n if n else 0.0
         if len(data) == 0:
             return {"type": "numeric", "count": 0, "missing_share": missing_share, "min": None, "max": None,
                     "mean": None, "std": None, "quantiles": [], "histogram": {"edges": [], "counts": []}}
