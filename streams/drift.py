@@ -482,9 +482,9 @@ def _river_detector(name: str, params: dict, level: float | None, concept: bool)
         if name == "eddm":
             return binary.EDDM(**params)
         if name == "hddm_a":
-            return binary.HDDM_A(**params)
+            return binary.HDDMA(**params)
         if name == "hddm_w":
-            return binary.HDDM_W(**params)
+            return binary.HDDMW(**params)
         if name == "fhddm":
             return binary.FHDDM(**params)
     except (TypeError, ValueError) as error:

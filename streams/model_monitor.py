@@ -191,11 +191,17 @@ class VersionMonitor:
     positive_label
         Positive class for binary metrics (``None``: the rule in
         :mod:`streams.metrics`).
+    chunk
+        Events are buffered and processed (vectorised) in chunks of at least
+        this many; :meth:`flush` processes what is buffered.
     """
 
     def __init__(self, model: str, version: int, policy: MonitorPolicy, profile: dict | None = None,
-                 positive_label: str | None = None):
+                 positive_label: str | None = None, chunk: int = 64):
         self.model = model
+        self.chunk = int(chunk)
+        self.pending_predictions: list[Prediction] = []
+        self.pending_joined: list[LabeledRecord] = []
         self.version = version
         self.policy = policy
         self.profile = _normalise_profile(profile)
@@ -267,11 +273,40 @@ class VersionMonitor:
             self.pred_test = CategoricalDriftTest(self.policy.drift_window, self.reference_size, prof)
 
     def restart_warmup(self) -> None:
+        """Start a warm-up at the current position (call :meth:`flush` first)."""
         self.warm_predictions = self.predictions + self.policy.warmup
         self.warm_joined = self.joined + self.policy.warmup
 
-    # -- predictions -------------------------------------------------------------
+    # -- buffering -----------------------------------------------------------------
     def observe_predictions(self, preds: Sequence[Prediction], now: float) -> list[_Finding]:
+        """Buffer predictions; process them once a chunk is full."""
+        self.pending_predictions.extend(preds)
+        self.last_seen = now
+        if len(self.pending_predictions) >= self.chunk:
+            return self.flush(now)
+        return []
+
+    def observe_joined(self, records: Sequence[LabeledRecord], now: float) -> list[_Finding]:
+        """Buffer joined pairs; process them once a chunk is full."""
+        self.pending_joined.extend(records)
+        self.last_seen = now
+        if len(self.pending_joined) >= self.chunk:
+            return self.flush(now)
+        return []
+
+    def flush(self, now: float) -> list[_Finding]:
+        """Process everything buffered."""
+        findings: list[_Finding] = []
+        if self.pending_predictions:
+            batch, self.pending_predictions = self.pending_predictions, []
+            findings += self._process_predictions(batch, now)
+        if self.pending_joined:
+            batch, self.pending_joined = self.pending_joined, []
+            findings += self._process_joined(batch, now)
+        return findings
+
+    # -- predictions -------------------------------------------------------------
+    def _process_predictions(self, preds: Sequence[Prediction], now: float) -> list[_Finding]:
         n = len(preds)
         if n == 0:
             return []
@@ -412,7 +447,7 @@ class VersionMonitor:
             self.rolling = RollingClassification(w, self.positive_label)
         self.concept = ConceptDriftDetector(self.policy.concept_drift, self.task)
 
-    def observe_joined(self, records: Sequence[LabeledRecord], now: float) -> list[_Finding]:
+    def _process_joined(self, records: Sequence[LabeledRecord], now: float) -> list[_Finding]:
         n = len(records)
         if n == 0:
             return []
@@ -510,7 +545,9 @@ class VersionMonitor:
     # -- state --------------------------------------------------------------------
     def to_state(self) -> dict:
         return {
-            "model": self.model, "version": self.version, "profile": self.profile,
+            "model": self.model, "version": self.version, "profile": self.profile, "chunk": self.chunk,
+            "pending_predictions": [e.to_dict() for e in self.pending_predictions],
+            "pending_joined": [e.to_dict() for e in self.pending_joined],
             "positive_label": self.positive_label, "task": self.task, "pred_kind": self.pred_kind,
             "counts": [self.predictions, self.joined, self.expired, self.warm_predictions, self.warm_joined,
                        self.latency_unchecked, self.joined_unchecked],
@@ -531,8 +568,10 @@ class VersionMonitor:
 
     @classmethod
     def from_state(cls, data: dict, policy: MonitorPolicy) -> "VersionMonitor":
-        self = cls(data["model"], int(data["version"]), policy, None, data["positive_label"])
+        self = cls(data["model"], int(data["version"]), policy, None, data["positive_label"], int(data["chunk"]))
         self.profile = data["profile"]
+        self.pending_predictions = [Prediction.from_dict(e) for e in data["pending_predictions"]]
+        self.pending_joined = [LabeledRecord.from_dict(e) for e in data["pending_joined"]]
         self.task, self.pred_kind = data["task"], data["pred_kind"]
         (self.predictions, self.joined, self.expired, self.warm_predictions, self.warm_joined,
          self.latency_unchecked, self.joined_unchecked) = (int(v) for v in data["counts"])
@@ -580,11 +619,18 @@ class ModelMonitor:
     max_versions
         Versions kept; the least recently active beyond this are dropped
         (bounded state).
+    chunk
+        Events per version buffered before vectorised processing (single-
+        event calls stay cheap). Buffered events are part of the state;
+        :meth:`snapshots` and :meth:`flush` process them first, and alerts a
+        snapshot's flush finds come out of the next ``observe_*``/``flush``.
     """
 
     def __init__(self, model: str, policy: MonitorPolicy, profile_for: Callable[[int], dict | None],
-                 positive_label: Any = None, max_versions: int = 3):
+                 positive_label: Any = None, max_versions: int = 3, chunk: int = 64):
         self.model = model
+        self.chunk = int(chunk)
+        self.deferred: list[tuple[int, _Finding]] = []
         self.policy = policy
         self.profile_for = profile_for
         self.positive_label = None if positive_label is None else class_key(positive_label)
@@ -602,7 +648,7 @@ class ModelMonitor:
             except Exception:  # the registry may be unreachable: fall back to self-reference
                 profile = None
             vm = self.versions[version] = VersionMonitor(self.model, version, self.policy, profile,
-                                                         self.positive_label)
+                                                         self.positive_label, self.chunk)
             vm.last_seen = now
             self._evict()
         return vm
@@ -616,6 +662,7 @@ class ModelMonitor:
     def on_promoted(self, version: int, now: float) -> None:
         """A ``promoted`` model event: the version starts (or restarts) its warm-up."""
         vm = self.version(version, now)
+        self.deferred.extend((version, f) for f in vm.flush(now))
         vm.restart_warmup()
         vm.last_seen = now
 
@@ -642,10 +689,22 @@ class ModelMonitor:
             self.version(model_version, now).expired += int(count)
 
     def snapshots(self, now: float) -> list[MetricsSnapshot]:
-        """One metrics snapshot per kept version."""
+        """One metrics snapshot per kept version (buffered events included)."""
+        for v in sorted(self.versions):
+            self.deferred.extend((v, f) for f in self.versions[v].flush(now))
         return [self.versions[v].snapshot(now) for v in sorted(self.versions)]
 
+    def flush(self, now: float) -> MonitorOutput:
+        """Process every buffered event; alerts and requests they raise."""
+        findings: list[tuple[int, _Finding]] = []
+        for v in sorted(self.versions):
+            findings.extend((v, f) for f in self.versions[v].flush(now))
+        return self._emit(findings, now)
+
     def _emit(self, findings: list[tuple[int, _Finding]], now: float) -> MonitorOutput:
+        if self.deferred:
+            findings = self.deferred + findings
+            self.deferred = []
         out = MonitorOutput()
         p = self.policy
         for version, f in findings:
@@ -675,7 +734,9 @@ class ModelMonitor:
         """Serialise to JSON bytes (no pickle; see :mod:`streams.state`)."""
         return state_codec.dumps({
             "format": STATE_FORMAT, "model": self.model, "positive_label": self.positive_label,
-            "max_versions": self.max_versions,
+            "max_versions": self.max_versions, "chunk": self.chunk,
+            "deferred": [[v, f.kind, f.subject, f.detector, f.value, f.threshold, f.message]
+                         for v, f in self.deferred],
             "versions": [vm.to_state() for vm in self.versions.values()],
             "cooldowns": [[v, k, s, t] for (v, k, s), t in self.cooldowns.items()],
             "last_retrain": self.last_retrain,
@@ -689,7 +750,8 @@ class ModelMonitor:
         if not isinstance(raw, dict) or raw.get("format") != STATE_FORMAT:
             raise state_codec.StateError(f"state: unknown monitor state format {raw.get('format') if isinstance(raw, dict) else raw!r}")
         try:
-            self = cls(raw["model"], policy, profile_for, None, int(raw["max_versions"]))
+            self = cls(raw["model"], policy, profile_for, None, int(raw["max_versions"]), int(raw["chunk"]))
+            self.deferred = [(int(v), _Finding(*rest)) for v, *rest in raw["deferred"]]
             self.positive_label = raw["positive_label"]
             for vs in raw["versions"]:
                 vm = VersionMonitor.from_state(vs, policy)
