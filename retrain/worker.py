@@ -625,18 +625,23 @@ class Worker:
             return 0.0
 
     def _handle(self, message) -> None:
+        from kafka import TopicPartition
+
         EVENTS_PROCESSED.labels(component=COMPONENT, kind="retrain_request").inc()
+        tp = TopicPartition(message.topic, message.partition)
         decoded = events.decode_batch(RetrainRequest, message.value if message.value is not None else b"")
         for error in decoded.errors:
             self._dead_letter(message, error)
-        self.tracker.add(message.tp, message.offset, tickets=len(decoded.records) + 1)
-        for request in decoded.records:
-            log_event(logger, "request_received", model=request.model, request_id=request.request_id,
-                      reason=request.reason, partition=message.partition, offset=message.offset)
-            self.submit(Ticket(model=request.model, request_id=request.request_id, trigger=request.reason,
-                               token=(message.tp, message.offset)))
-        # the extra ticket stands for the dead letters: done once they are sent
-        self.tracker.done(message.tp, message.offset)
+        self.tracker.add(tp, message.offset, tickets=len(decoded.records) + 1)
+        try:
+            for request in decoded.records:
+                log_event(logger, "request_received", model=request.model, request_id=request.request_id,
+                          reason=request.reason, partition=message.partition, offset=message.offset)
+                self.submit(Ticket(model=request.model, request_id=request.request_id, trigger=request.reason,
+                                   token=(tp, message.offset)))
+        finally:
+            # the extra ticket stands for the dead letters: done once they are sent
+            self.tracker.done(tp, message.offset)
 
     def _dead_letter(self, message, error: Exception) -> None:
         EVENTS_PROCESSED.labels(component=COMPONENT, kind="dead_letter").inc()
