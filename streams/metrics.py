@@ -100,6 +100,16 @@ def class_key(value: Any) -> str:
         return str(value)
     if kind is float and value.is_integer():
         return str(int(value))
+    # Subclasses and numpy scalars (events built in Python rather than decoded from JSON).
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return str(int(value)) if value.is_integer() else repr(value)
     return repr(value)
 
 

@@ -12,8 +12,9 @@ back. Nothing here touches Kafka, and every method takes the caller's clock
   registry profile, or the stream's own past), the concept-drift detector on
   the error stream, outlier and latency windows.
 * **Warm-up**: a version's first ``policy.warmup`` predictions are not fed to
-  data-drift, outlier and latency alerting, and its first ``policy.warmup``
-  joined pairs not to concept drift or metric thresholds. A ``promoted``
+  data-drift and outlier tests, and its first ``policy.warmup`` joined pairs
+  not to concept drift; latency and metric-threshold alerts wait for a
+  rolling window (``policy.window``) wholly after the warm-up. A ``promoted``
   model event (:meth:`ModelMonitor.on_promoted`) restarts the warm-up of
   that version, so a promotion does not itself raise alerts.
 * **Cooldown**: at most one alert per (model, version, kind, subject) per
@@ -227,6 +228,7 @@ class VersionMonitor:
         self.pred_values = RollingQuantiles(policy.window)
         self.throughput = Throughput()
         self.latency_unchecked = 0
+        self.latency_post = 0  # latencies seen since the warm-up ended
         self.joined_unchecked = 0
         self.last_seen = 0.0
         self.range = RangeOutliers(0.1)
@@ -276,6 +278,7 @@ class VersionMonitor:
         """Start a warm-up at the current position (call :meth:`flush` first)."""
         self.warm_predictions = self.predictions + self.policy.warmup
         self.warm_joined = self.joined + self.policy.warmup
+        self.latency_post = 0
 
     # -- buffering -----------------------------------------------------------------
     def observe_predictions(self, preds: Sequence[Prediction], now: float) -> list[_Finding]:
@@ -415,9 +418,12 @@ class VersionMonitor:
 
         if latencies:
             self.latency.update(np.asarray(latencies, dtype=np.float64))
-            if p.latency_p95_ms is not None and n > skip:
+            if n > skip:
+                self.latency_post += sum(1 for e in preds[skip:] if e.latency_ms is not None)
+            # Alert only on a window that lies wholly after the warm-up.
+            if p.latency_p95_ms is not None and n > skip and self.latency_post >= p.window:
                 self.latency_unchecked += len(latencies)
-                if self.latency_unchecked >= min(50, p.window) and self.latency.count >= min(p.window, 100):
+                if self.latency_unchecked >= min(50, p.window):
                     self.latency_unchecked = 0
                     p95 = self.latency.percentiles([95])[0]
                     if p95 > p.latency_p95_ms:
@@ -491,7 +497,8 @@ class VersionMonitor:
                 f"detected an increase (recent error {est:.4g})"))
         if p.metric_thresholds and errors.size > skip:
             self.joined_unchecked += n
-            if self.joined_unchecked >= max(1, p.window // 20) and self.rolling.count >= min(p.window, p.warmup):
+            # Only a rolling window wholly after the warm-up is compared.
+            if self.joined_unchecked >= max(1, p.window // 20) and self.joined - self.warm_joined >= p.window:
                 self.joined_unchecked = 0
                 values = self.rolling.get(only=p.metric_thresholds)
                 for metric, limit in p.metric_thresholds.items():
@@ -550,7 +557,7 @@ class VersionMonitor:
             "pending_joined": [e.to_dict() for e in self.pending_joined],
             "positive_label": self.positive_label, "task": self.task, "pred_kind": self.pred_kind,
             "counts": [self.predictions, self.joined, self.expired, self.warm_predictions, self.warm_joined,
-                       self.latency_unchecked, self.joined_unchecked],
+                       self.latency_unchecked, self.joined_unchecked, self.latency_post],
             "last_seen": self.last_seen,
             "features": {name: f.to_state() for name, f in self.features.items()},
             "feature_order": list(self.features),
@@ -574,7 +581,7 @@ class VersionMonitor:
         self.pending_joined = [LabeledRecord.from_dict(e) for e in data["pending_joined"]]
         self.task, self.pred_kind = data["task"], data["pred_kind"]
         (self.predictions, self.joined, self.expired, self.warm_predictions, self.warm_joined,
-         self.latency_unchecked, self.joined_unchecked) = (int(v) for v in data["counts"])
+         self.latency_unchecked, self.joined_unchecked, self.latency_post) = (int(v) for v in data["counts"])
         self.last_seen = float(data["last_seen"])
         self.features = {name: _Feature.from_state(data["features"][name], policy) for name in data["feature_order"]}
         if data["pred_test"] is not None:

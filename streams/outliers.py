@@ -148,7 +148,14 @@ class HSTOutliers:
         return out
 
     def to_state(self) -> dict[str, Any]:
-        return {"features": self.features, "reference_events": self.reference_events, "model": self.model,
+        m = self.model
+        # HalfSpaceTrees keeps a second list of the same tree nodes and a
+        # defaultdict with a partial factory: store the trees once, rebuild the rest.
+        model = {"n_trees": m.n_trees, "window_size": m.window_size, "height": m.height, "seed": m.seed,
+                 "limits": {k: list(v) for k, v in m.limits.items()}, "rng": m.rng,
+                 "trees": [_tree_arrays(t) for t in m.trees],
+                 "counter": m.counter, "first_window": m._first_window}
+        return {"features": self.features, "reference_events": self.reference_events, "model": model,
                 "lo": self.lo, "span": self.span, "seen": self.seen, "calibration": self.calibration,
                 "threshold": self.threshold}
 
@@ -157,10 +164,71 @@ class HSTOutliers:
         self = cls.__new__(cls)
         self.features = list(state["features"])
         self.reference_events = int(state["reference_events"])
-        self.model = state["model"]
+        from river.anomaly import HalfSpaceTrees
+
+        m = state["model"]
+        self.model = HalfSpaceTrees(n_trees=m["n_trees"], height=m["height"], window_size=m["window_size"],
+                                    seed=m["seed"], limits={k: tuple(v) for k, v in m["limits"].items()})
+        self.model.rng = m["rng"]
+        self.model.trees = [_tree_from_arrays(t) for t in m["trees"]]
+        self.model.counter = m["counter"]
+        self.model._first_window = m["first_window"]
+        self.model._tree_nodes = [list(t.iter_dfs()) for t in self.model.trees] if self.model.trees else []
         self.lo = np.asarray(state["lo"], dtype=np.float64)
         self.span = np.asarray(state["span"], dtype=np.float64)
         self.seen = int(state["seen"])
         self.calibration = list(state["calibration"])
         self.threshold = state["threshold"]
         return self
+
+
+def _tree_arrays(root: Any) -> dict[str, Any]:
+    """A padded HST tree as flat arrays in depth-first (pre-)order."""
+    from river.tree.padded import PaddedBranch
+
+    names: list[Any] = []
+    index: dict[Any, int] = {}
+    leaf, feature, threshold, l_mass, r_mass = [], [], [], [], []
+    for node in root.iter_dfs():
+        is_branch = isinstance(node, PaddedBranch)
+        leaf.append(0 if is_branch else 1)
+        if is_branch:
+            if node.feature not in index:
+                index[node.feature] = len(names)
+                names.append(node.feature)
+            feature.append(index[node.feature])
+            threshold.append(node.threshold)
+        else:
+            feature.append(-1)
+            threshold.append(0.0)
+        l_mass.append(node.l_mass)
+        r_mass.append(node.r_mass)
+    return {"names": names, "leaf": np.array(leaf, dtype=np.uint8), "feature": np.array(feature, dtype=np.int32),
+            "threshold": np.array(threshold, dtype=np.float64), "l_mass": np.array(l_mass, dtype=np.int64),
+            "r_mass": np.array(r_mass, dtype=np.int64)}
+
+
+def _tree_from_arrays(data: dict[str, Any]) -> Any:
+    from river.tree.padded import PaddedBranch, PaddedLeaf
+
+    leaf = data["leaf"].tolist()
+    feature = data["feature"].tolist()
+    threshold = data["threshold"].tolist()
+    l_mass = data["l_mass"].tolist()
+    r_mass = data["r_mass"].tolist()
+    names = data["names"]
+    pos = 0
+
+    def build() -> Any:
+        nonlocal pos
+        if pos >= len(leaf):
+            raise ValueError("truncated tree state")
+        i = pos
+        pos += 1
+        if leaf[i]:
+            return PaddedLeaf(l_mass=l_mass[i], r_mass=r_mass[i])
+        left = build()
+        right = build()
+        return PaddedBranch(left, right, names[feature[i]], threshold[i], l_mass[i], r_mass[i])
+
+    return build()

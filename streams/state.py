@@ -57,9 +57,6 @@ TRUSTED_RIVER_TYPES = frozenset(
         "river.drift.binary.fhddm.FHDDM",
         "river.stats.mean.Mean",
         "river.stats.var.Var",
-        "river.anomaly.hst.HalfSpaceTrees",
-        "river.anomaly.hst.HSTBranch",
-        "river.anomaly.hst.HSTLeaf",
     }
 )
 _DTYPES = ("float64", "int64", "uint8", "bool", "int32", "float32")
