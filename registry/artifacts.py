@@ -32,6 +32,7 @@ __all__ = [
     "TRUSTED_PREFIXES",
     "ArtifactStore",
     "dumps",
+    "dumps_checked",
     "loads",
     "sha256",
     "trusted_types",
@@ -57,15 +58,20 @@ def sha256(data: bytes) -> str:
 
 def dumps(estimator: Any) -> bytes:
     """Serialise ``estimator`` with skops; refuse it (before anything is
-    stored) if loading it back would need an untrusted type."""
+    stored) if loading it back would need an untrusted type.
+    (:func:`dumps_checked` also returns the trusted list.)"""
+    return dumps_checked(estimator)[0]
+
+
+def dumps_checked(estimator: Any) -> tuple[bytes, list[str]]:
+    """``(data, trusted types)`` for ``estimator``; see :func:`dumps`."""
     import skops.io as sio
 
     try:
         data = sio.dumps(estimator)
     except Exception as error:  # skops raises TypeError/UnsupportedTypeException
         raise ArtifactError(f"cannot serialise {type(estimator).__name__} with skops: {error}") from error
-    trusted_types(data)  # raises UntrustedArtifactError
-    return data
+    return data, trusted_types(data)  # raises UntrustedArtifactError
 
 
 def trusted_types(data: bytes, extra: Iterable[str] = ()) -> list[str]:
@@ -102,10 +108,20 @@ def _allowed(name: str) -> bool:
     return all(part and part.isidentifier() for part in parts) and not _REFUSED_SEGMENTS.intersection(parts)
 
 
-def loads(data: bytes, expected_sha256: str, extra_trusted: Iterable[str] = ()) -> Any:
-    """Check ``data`` against ``expected_sha256`` and the trusted types,
-    then load it with skops (an explicit trusted list, never ``trusted=True``)."""
+def loads(data: bytes, expected_sha256: str, trusted: Iterable[str] | None = None) -> Any:
+    """Check ``data`` against ``expected_sha256`` and load it with skops,
+    passing an explicit trusted list (never ``trusted=True``).
+
+    ``trusted`` is the list recorded at registration for exactly these bytes
+    (the checksum proves they are unchanged); it is re-checked against
+    :data:`TRUSTED_PREFIXES`, and skops audits the whole tree against it
+    before constructing anything. Without it, :func:`trusted_types` reads it
+    from the data.
+    """
+    import zipfile
+
     import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
 
     actual = sha256(data)
     if actual != expected_sha256:
@@ -113,11 +129,25 @@ def loads(data: bytes, expected_sha256: str, extra_trusted: Iterable[str] = ()) 
             f"artifact checksum mismatch: expected sha256 {expected_sha256}, found {actual}; "
             "the artifact was changed or corrupted and is not loaded"
         )
-    trusted = trusted_types(data, extra_trusted)
+    if trusted is None:
+        trusted = trusted_types(data)
+    else:
+        trusted = list(trusted)
+        refused = sorted(name for name in trusted if not _allowed(name))
+        if refused:
+            raise UntrustedArtifactError(f"the recorded trusted types include {', '.join(refused)}; refused")
     try:
         return sio.loads(data, trusted=trusted)
-    except Exception as error:  # an audit failure here means the check above missed something
-        raise UntrustedArtifactError(f"artifact refused by skops: {type(error).__name__}: {error}") from None
+    except UntrustedTypesFoundException:
+        # Only on this error path: name the offending types for the message.
+        extra = sorted(set(sio.get_untrusted_types(data=data)) - set(trusted))
+        raise UntrustedArtifactError(
+            f"artifact needs untrusted type(s) {', '.join(extra)}; refused, nothing was loaded"
+        ) from None
+    except (zipfile.BadZipFile, KeyError, ValueError) as error:  # not a skops zip (e.g. a pickle)
+        raise UntrustedArtifactError(
+            f"artifact is not a readable skops file and is refused ({type(error).__name__}: {error})"
+        ) from None
 
 
 class ArtifactStore:

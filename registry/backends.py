@@ -53,6 +53,7 @@ _DDL = [
         artifact_path TEXT NOT NULL,
         artifact_sha256 TEXT NOT NULL,
         artifact_size BIGINT NOT NULL,
+        trusted_types TEXT,
         request_id TEXT,
         reason TEXT,
         PRIMARY KEY (model, version))""",
@@ -156,6 +157,9 @@ class Backend:
             self._init_lock(tx)
             for statement in _DDL:
                 tx.execute(statement.replace("{serial}", self.serial))
+            # Columns added after a registry may already have been created.
+            if not self._has_column(tx, "versions", "trusted_types"):
+                tx.execute("ALTER TABLE versions ADD COLUMN trusted_types TEXT")
             row = tx.one("SELECT value FROM registry_meta WHERE key = 'schema_version'")
             if row is None:
                 tx.execute("INSERT INTO registry_meta (key, value) VALUES ('schema_version', ?)",
@@ -165,6 +169,11 @@ class Backend:
                     f"the registry at {self.describe()} has schema version {row[0]}, newer than this "
                     f"Driftline understands ({SCHEMA_VERSION}); upgrade Driftline"
                 )
+
+    def _has_column(self, tx: "Tx", table: str, column: str) -> bool:
+        return tx.one(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = ? AND column_name = ?", (table, column)) is not None
 
     def _init_lock(self, tx: "Tx") -> None:
         """Serialise schema creation between processes (SQLite: already by
@@ -229,6 +238,9 @@ class SQLiteBackend(Backend):
 
     def _begin(self, conn: sqlite3.Connection, write: bool) -> None:
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    def _has_column(self, tx: Tx, table: str, column: str) -> bool:
+        return any(row[1] == column for row in tx.all(f"PRAGMA table_info({table})"))
 
 
 class PostgresBackend(Backend):

@@ -58,7 +58,7 @@ _MAX_TEXT = 4096
 
 _VERSION_COLUMNS = (
     "model, version, status, created_at, metrics, params, tags, lineage, profile, "
-    "artifact_sha256, request_id, reason, artifact_size, artifact_path"
+    "artifact_sha256, request_id, reason, artifact_size, artifact_path, trusted_types"
 )
 
 
@@ -293,7 +293,7 @@ class Registry:
         request_id = _optional_text(request_id, "request_id")
         reason = _optional_text(reason, "reason")
 
-        data = artifacts.dumps(estimator)
+        data, trusted = artifacts.dumps_checked(estimator)
         digest = artifacts.sha256(data)
         relative = self.store.write(name, data)
         created_at = time.time()
@@ -304,9 +304,9 @@ class Registry:
                 version = last + 1
                 tx.execute("UPDATE models SET last_version = ? WHERE name = ?", (version, name))
                 tx.execute(
-                    f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (name, version, status, created_at, metrics_json, params_json, tags_json, lineage_json,
-                     profile_json, digest, request_id, reason, len(data), relative),
+                     profile_json, digest, request_id, reason, len(data), relative, json.dumps(trusted)),
                 )
                 if self._before_commit is not None:
                     self._before_commit(version)
@@ -443,12 +443,16 @@ class Registry:
         name, alias, version = parse_ref(ref)
         found = self.resolve(ref)
         with self.backend.transaction() as tx:
-            row = tx.one("SELECT artifact_path, artifact_sha256 FROM versions WHERE model = ? AND version = ?",
-                         (found.model, found.version))
+            row = tx.one("SELECT artifact_path, artifact_sha256, trusted_types FROM versions "
+                         "WHERE model = ? AND version = ?", (found.model, found.version))
         if row is None:  # deleted between resolve and now
             raise NotFoundError(f"version {found.version} of model {name!r} was deleted")
         try:
-            estimator = artifacts.loads(self.store.read(row[0]), row[1])
+            # The trusted list recorded at registration is valid for exactly
+            # the bytes the checksum proves unchanged; it saves re-reading
+            # the schema, and skops still audits every node against it.
+            trusted = None if row[2] is None else json.loads(row[2])
+            estimator = artifacts.loads(self.store.read(row[0]), row[1], trusted)
         except RegistryError as error:
             raise type(error)(f"{found.ref}: {error}") from None
         return LoadedModel(estimator=estimator, version=found)
