@@ -79,6 +79,7 @@ class RunResult:
     metrics: dict[str, float | None] = field(default_factory=dict)
     rows: int = 0
     cleaning: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
 
     @property
     def duration_s(self) -> float:
@@ -166,7 +167,8 @@ class Trainer:
         RETRAIN_DURATION.labels(model=model).observe(time.monotonic() - started)
         log_event(logger, "run_ended", model=model, outcome=result.outcome, version=result.version,
                   reason=result.reason, metrics=result.metrics, rows=result.rows,
-                  request_ids=list(request_ids), duration_s=round(time.monotonic() - started, 3))
+                  request_ids=list(request_ids), timings=result.timings,
+                  duration_s=round(time.monotonic() - started, 3))
         return result
 
     # -- internals ------------------------------------------------------------------
@@ -212,6 +214,14 @@ class Trainer:
     def _run(self, result: RunResult, on_phase: Callable[[str], None]) -> None:
         from registry import NotFoundError
 
+        clock = [time.monotonic(), "prepare"]
+
+        def phase(name: str) -> None:
+            now = time.monotonic()
+            result.timings[clock[1]] = round(result.timings.get(clock[1], 0.0) + now - clock[0], 3)
+            clock[0], clock[1] = now, name
+            on_phase(name)
+
         model = events.validate_name(result.model)
         if not self._model_exists(model):
             raise RunError(f"unknown model {model!r}: register a first version with 'driftline train'")
@@ -228,7 +238,7 @@ class Trainer:
         parent = champion.version.version if champion else None
         result.parent_version = parent
 
-        on_phase("reading")
+        phase("reading")
         window = self.reader.read(model, window_rows=retrain.window_rows, window_s=retrain.window_s)
         data = build_frame(window.rows, window.unparseable)
         result.rows = len(data)
@@ -261,15 +271,15 @@ class Trainer:
         pause = os.environ.get(PAUSE_ENV)
         if pause:
             log_event(logger, "pause_hook", model=model, seconds=float(pause))
-            on_phase("paused")
+            phase("paused")
             time.sleep(float(pause))
-        on_phase("training")
+        phase("training")
         try:
             fitted, search_info = fit_candidate(estimator, train, policy)
         except (ValueError, TypeError) as error:
             raise RunError(f"fitting {recipe} failed: {error}") from error
 
-        on_phase("validating")
+        phase("validating")
         scores = {f"candidate_{metric}": score(fitted, holdout.X, holdout.y, metric)}
         scores[f"champion_{metric}"] = score(champion.estimator, holdout.X, holdout.y, metric) if champion else None
         for name in retrain.minimums:
@@ -289,7 +299,7 @@ class Trainer:
                 reasons.append(f"candidate {name}={shown} misses the minimum {limit:g}")
         promote = not reasons
 
-        on_phase("registering")
+        phase("registering")
         profile = _profile(data, fitted)
         lineage = {
             "window": window.lineage(),
@@ -317,6 +327,7 @@ class Trainer:
             status="ready" if promote else "rejected", request_id=lineage["request_id"], reason=reason,
         )
         result.version = version.version
+        phase("promoting")
         if promote:
             self.registry.promote(model, version.version, request_id=lineage["request_id"],
                                   metrics=_event_metrics(metrics))
@@ -324,6 +335,7 @@ class Trainer:
         else:
             result.outcome = "rejected"
             result.reason = reason
+        phase("done")
 
 
 def _event_metrics(metrics: dict[str, Any]) -> dict[str, float]:
