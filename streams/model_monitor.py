@@ -194,7 +194,8 @@ class VersionMonitor:
         :mod:`streams.metrics`).
     chunk
         Events are buffered and processed (vectorised) in chunks of at least
-        this many; :meth:`flush` processes what is buffered.
+        this many, or when the oldest buffered event waited ``max_delay_s``
+        (1 s) by the caller's clock; :meth:`flush` processes what is buffered.
     """
 
     def __init__(self, model: str, version: int, policy: MonitorPolicy, profile: dict | None = None,
@@ -203,6 +204,8 @@ class VersionMonitor:
         self.chunk = int(chunk)
         self.pending_predictions: list[Prediction] = []
         self.pending_joined: list[LabeledRecord] = []
+        self.pending_since = self.pending_joined_since = 0.0
+        self.max_delay_s = 1.0
         self.version = version
         self.policy = policy
         self.profile = _normalise_profile(profile)
@@ -283,17 +286,21 @@ class VersionMonitor:
     # -- buffering -----------------------------------------------------------------
     def observe_predictions(self, preds: Sequence[Prediction], now: float) -> list[_Finding]:
         """Buffer predictions; process them once a chunk is full."""
+        if not self.pending_predictions:
+            self.pending_since = now
         self.pending_predictions.extend(preds)
         self.last_seen = now
-        if len(self.pending_predictions) >= self.chunk:
+        if len(self.pending_predictions) >= self.chunk or now - self.pending_since >= self.max_delay_s:
             return self.flush(now)
         return []
 
     def observe_joined(self, records: Sequence[LabeledRecord], now: float) -> list[_Finding]:
         """Buffer joined pairs; process them once a chunk is full."""
+        if not self.pending_joined:
+            self.pending_joined_since = now
         self.pending_joined.extend(records)
         self.last_seen = now
-        if len(self.pending_joined) >= self.chunk:
+        if len(self.pending_joined) >= self.chunk or now - self.pending_joined_since >= self.max_delay_s:
             return self.flush(now)
         return []
 
@@ -394,6 +401,9 @@ class VersionMonitor:
                     f"> {r.threshold:.4g}" + (f" (p={r.p_value:.3g})" if r.p_value is not None else "")))
 
         if n > skip:
+            if p.outlier_detector == "hst":
+                # Range flags still count per feature (stats); only HST decides the rate.
+                outlier_flags = np.zeros(n - skip, dtype=bool)
             if p.outlier_detector in ("hst", "both"):
                 if self.hst is None:
                     limits = {name: self.features[name].test.reference_range()
@@ -404,9 +414,6 @@ class VersionMonitor:
                         self.hst = HSTOutliers(sorted(limits), limits, reference_events=self.reference_size)
                 if self.hst is not None:
                     outlier_flags |= self.hst.flags(numeric_cols, n - skip)
-            if p.outlier_detector == "hst":
-                # Range flags were computed above but only HST decides.
-                pass
             self.outlier_rate.update(outlier_flags)
             if self.outlier_rate.count >= min(p.window, 200):
                 rate = self.outlier_rate.rate()
@@ -555,6 +562,7 @@ class VersionMonitor:
             "model": self.model, "version": self.version, "profile": self.profile, "chunk": self.chunk,
             "pending_predictions": [e.to_dict() for e in self.pending_predictions],
             "pending_joined": [e.to_dict() for e in self.pending_joined],
+            "pending_since": [self.pending_since, self.pending_joined_since],
             "positive_label": self.positive_label, "task": self.task, "pred_kind": self.pred_kind,
             "counts": [self.predictions, self.joined, self.expired, self.warm_predictions, self.warm_joined,
                        self.latency_unchecked, self.joined_unchecked, self.latency_post],
@@ -579,6 +587,7 @@ class VersionMonitor:
         self.profile = data["profile"]
         self.pending_predictions = [Prediction.from_dict(e) for e in data["pending_predictions"]]
         self.pending_joined = [LabeledRecord.from_dict(e) for e in data["pending_joined"]]
+        self.pending_since, self.pending_joined_since = (float(t) for t in data["pending_since"])
         self.task, self.pred_kind = data["task"], data["pred_kind"]
         (self.predictions, self.joined, self.expired, self.warm_predictions, self.warm_joined,
          self.latency_unchecked, self.joined_unchecked, self.latency_post) = (int(v) for v in data["counts"])
