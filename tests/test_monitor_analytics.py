@@ -376,3 +376,34 @@ def test_expired_predictions_give_label_coverage_and_events_of_other_models_are_
     other.model = "other"
     with pytest.raises(ValueError, match="other"):
         mon.observe_predictions([other], now=5.0)
+
+
+def test_half_space_trees_flag_low_density_inputs():
+    """outlier_detector="hst": River's HalfSpaceTrees flags inputs inside the
+    reference range but in a region the reference never populated."""
+    rng = np.random.default_rng(15)
+    policy = MonitorPolicy(warmup=100, window=500, outlier_rate=0.05, outlier_detector="hst",
+                           prediction_drift=False, data_drift=DetectorSpec("ks", {"reference_size": 1000}),
+                           expected_run_length=1e12)
+
+    def batch(start, odd_share):
+        x = rng.uniform(0.0, 1.0, size=(100, 2))
+        odd = rng.random(100) < odd_share
+        # Normal inputs live near the diagonal; odd ones in the empty corner (each value in range).
+        x[:, 1] = np.where(odd, 1.0 - x[:, 0], np.clip(x[:, 0] + rng.normal(0, 0.03, 100), 0, 1))
+        x[odd, 0] = rng.uniform(0.85, 1.0, odd.sum())
+        x[odd, 1] = rng.uniform(0.0, 0.15, odd.sum())
+        return [Prediction(f"h{start + i}", MODEL, 1, 0.0, {"a": float(x[i, 0]), "b": float(x[i, 1])}, 1,
+                           None, None) for i in range(100)]
+
+    mon = ModelMonitor(MODEL, policy, lambda v: None)
+    quiet = []
+    for step in range(40):
+        quiet += mon.observe_predictions(batch(step * 100, 0.0), now=step).alerts
+    assert quiet == []
+    loud = []
+    for step in range(40, 50):
+        loud += mon.observe_predictions(batch(step * 100, 0.3), now=step).alerts
+    assert [(a.kind, a.detector) for a in loud][:1] == [("outliers", "hst")]
+    # Range flags alone see nothing: every value is inside the reference range.
+    assert all(f["outliers"] == 0 for f in mon.snapshots(now=60.0)[0].stats["drift"].values())
