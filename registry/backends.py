@@ -255,6 +255,7 @@ class PostgresBackend(Backend):
 
     def __init__(self, url: str):
         super().__init__()
+        self._last_used = 0.0
         # SQLAlchemy-style URLs name the driver; libpq does not accept that.
         self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)
 
@@ -272,9 +273,25 @@ class PostgresBackend(Backend):
             raise RegistryError(f"cannot connect to the registry database {self.describe()}: "
                                 f"{str(error).strip().splitlines()[0] if str(error).strip() else error}") from None
 
+    #: A connection idle longer than this is pinged before use, so a server
+    #: restart or an idle-session timeout costs a reconnect, not an error.
+    ping_after_s = 5.0
+
     def connection(self) -> Any:
+        import time
+
+        import psycopg
+
+        conn = self._conn
+        if conn is not None and not conn.closed and time.monotonic() - self._last_used > self.ping_after_s:
+            try:
+                conn.execute("SELECT 1")
+                conn.rollback()
+            except psycopg.Error:
+                self._drop()
         if self._conn is not None and self._conn.closed:
             self._conn = None
+        self._last_used = time.monotonic()
         return super().connection()
 
     def _begin(self, conn: Any, write: bool) -> None:

@@ -224,3 +224,19 @@ def test_registry_reopens_with_its_data(reg_settings):
     with open_registry(reg_settings) as second:
         assert second.resolve("churn@champion").version == 1
         assert second.register_version("churn", small_model()).version == 2
+
+
+def test_postgres_reconnects_after_the_server_drops_the_connection(tmp_path, request):
+    import psycopg
+
+    from tests.registry_fixtures import PG_URL, registry_settings_for
+
+    settings = registry_settings_for("postgres", tmp_path, request=request)
+    with open_registry(settings) as reg:
+        reg.register_version("churn", small_model())
+        reg.backend.ping_after_s = 0.0  # ping before every use (default: after 5 s idle)
+        pid = reg.backend.connection().info.backend_pid
+        with psycopg.connect(PG_URL, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        assert reg.register_version("churn", small_model()).version == 2
+        assert reg.backend.connection().info.backend_pid != pid
