@@ -591,14 +591,6 @@ class ConceptDriftDetector:
         self.seen += len(values)
         return hits
 
-    @property
-    def threshold(self) -> float:
-        p = self.detector
-        for name in ("delta", "drift_threshold", "drift_confidence", "threshold"):
-            if hasattr(p, name):
-                return float(getattr(p, name))
-        return 0.0
-
     def to_state(self) -> dict:
         return {"spec": [self.spec.name, self.spec.params], "task": self.task, "detector": self.detector,
                 "seen": self.seen, "scale": self.scale}

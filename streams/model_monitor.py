@@ -491,17 +491,23 @@ class VersionMonitor:
             self.rolling.update(yk, pk, probs)
             errors = np.fromiter((a != b for a, b in zip(yk, pk)), dtype=np.float64, count=n)
         skip = min(errors.size, max(0, self.warm_joined - start))
-        if skip and skip == errors.size and self.concept.binary and self.task == "regression":
-            pass
         if self.concept.scale is None and self.task == "regression" and self.joined >= self.warm_joined:
             self.concept.set_scale(self.metrics.get()["mae"] or 0.0)
         hits = self.concept.update(errors[skip:]) if errors.size > skip else []
         if hits:
-            est = float(errors[skip:][max(0, hits[-1] - 99): hits[-1] + 1].mean())
+            # value: recent error (rate, or mean absolute error); threshold: the
+            # version's overall error so far, the level it rose from.
+            fed = errors[skip:]
+            est = float(fed[max(0, hits[-1] - 99): hits[-1] + 1].mean())
+            if self.task == "regression":
+                baseline = self.metrics.abs_err.value() / max(1, self.metrics.n)
+            else:
+                baseline = 1.0 - float(np.trace(self.metrics.cm)) / max(1, self.metrics.n)
+            params = ", ".join(f"{k}={v}" for k, v in sorted(self.concept.spec.params.items())) or "defaults"
             findings.append(_Finding(
-                "concept_drift", "error", self.concept.spec.name, est, self.concept.threshold,
+                "concept_drift", "error", self.concept.spec.name, est, baseline,
                 f"concept drift in the error stream of {self.model} v{self.version}: {self.concept.spec.name} "
-                f"detected an increase (recent error {est:.4g})"))
+                f"({params}) detected an increase; recent error {est:.4g} vs {baseline:.4g} overall"))
         if p.metric_thresholds and errors.size > skip:
             self.joined_unchecked += n
             # Only a rolling window wholly after the warm-up is compared.

@@ -132,6 +132,8 @@ def test_concept_drift_raises_alert_and_retrain_request():
     assert concept, alerts
     first, alert = concept[0]
     assert alert.detector == "adwin" and alert.subject == "error"
+    # Recent error rate against the version's overall rate (0.2 before the change).
+    assert alert.value > alert.threshold and 0.18 < alert.threshold < 0.25
     assert first - SHIFT_AT <= 1000
     assert requests and requests[0][1].reason == "drift" and alert.alert_id in requests[0][1].alert_ids
     # The inputs did not change: no data drift.
