@@ -456,6 +456,9 @@ def run_demo(events: int | None = None, report_dir: str | Path = "demo-report", 
     root = logging.getLogger()
     previous_level = root.level
     root.setLevel(max(previous_level, logging.WARNING))
+    kafka_logger = logging.getLogger("kafka")
+    previous_kafka = kafka_logger.level
+    kafka_logger.setLevel(logging.ERROR)  # slow-poll warnings on a busy machine are not news here
     try:
         from .broker import EmbeddedBroker, free_port
         from .config import load_settings
@@ -608,6 +611,7 @@ def run_demo(events: int | None = None, report_dir: str | Path = "demo-report", 
             broker.stop()
         shutil.rmtree(work, ignore_errors=True)
         root.setLevel(previous_level)
+        kafka_logger.setLevel(previous_kafka)
 
 
 def _raise_interrupt(signum, frame):
