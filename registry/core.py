@@ -2,11 +2,12 @@
 
 Examples
 --------
->>> import tempfile
+>>> import shutil, tempfile
+>>> tmp = tempfile.mkdtemp()
 >>> from sklearn.linear_model import LogisticRegression
 >>> from driftline.config import load_settings
 >>> from registry import open_registry
->>> reg = open_registry(load_settings(environ={}, registry=tempfile.mkdtemp()), publish=False)
+>>> reg = open_registry(load_settings(environ={}, registry=tmp), publish=False)
 >>> v1 = reg.register_version("churn", LogisticRegression().fit([[0.0], [1.0]], [0, 1]), metrics={"accuracy": 1.0})
 >>> v2 = reg.register_version("churn", LogisticRegression(C=0.5).fit([[0.0], [1.0]], [0, 1]))
 >>> v1.version, v2.version
@@ -21,7 +22,7 @@ Examples
 Traceback (most recent call last):
 ...
 registry.errors.NotFoundError: model 'churn' has no version 3 (versions: 1, 2)
->>> reg.close()
+>>> reg.close(); shutil.rmtree(tmp)
 """
 
 from __future__ import annotations
@@ -440,13 +441,12 @@ class Registry:
         otherwise :class:`ArtifactIntegrityError` or
         :class:`UntrustedArtifactError`, and nothing is constructed.
         """
-        name, alias, version = parse_ref(ref)
         found = self.resolve(ref)
         with self.backend.transaction() as tx:
             row = tx.one("SELECT artifact_path, artifact_sha256, trusted_types FROM versions "
                          "WHERE model = ? AND version = ?", (found.model, found.version))
         if row is None:  # deleted between resolve and now
-            raise NotFoundError(f"version {found.version} of model {name!r} was deleted")
+            raise NotFoundError(f"version {found.version} of model {found.model!r} was deleted")
         try:
             # The trusted list recorded at registration is valid for exactly
             # the bytes the checksum proves unchanged; it saves re-reading
