@@ -329,15 +329,21 @@ def _canonical(value: Any) -> Any:
 
 
 def data_hash(data: TrainingData) -> str:
-    """sha256 of the rows used, one canonical JSON line per row:
-    ``[event_id or row number, {feature: value, ...} (sorted keys), label]``."""
+    """sha256 of the rows used, in a canonical serialisation: first the
+    JSON list of column names, then one compact JSON line per row,
+    ``[event_id (or row number), [feature values in column order], label]``
+    (missing values as ``null``), lines joined by ``\\n``."""
     digest = hashlib.sha256()
     columns = [str(c) for c in data.X.columns]
+    digest.update(json.dumps(columns, separators=(",", ":")).encode("utf-8") + b"\n")
+    encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_canonical).encode
     ids = data.meta["event_id"].tolist() if "event_id" in data.meta else list(range(len(data.y)))
-    for event_id, values, label in zip(ids, data.X.itertuples(index=False, name=None), data.y.tolist()):
-        row = [event_id, {c: _canonical(v) for c, v in zip(columns, values)}, _canonical(label)]
-        digest.update(json.dumps(row, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8"))
-        digest.update(b"\n")
+    X = data.X.astype(object).where(data.X.notna(), None)
+    labels = [_canonical(v) for v in data.y.tolist()]
+    # numpy scalars go through ``default``; NaN was replaced by None above
+    lines = [encode([event_id, list(values), label])
+             for event_id, values, label in zip(ids, X.itertuples(index=False, name=None), labels)]
+    digest.update("\n".join(lines).encode("utf-8"))
     return digest.hexdigest()
 
 
