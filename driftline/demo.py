@@ -474,7 +474,8 @@ def run_demo(events: int | None = None, report_dir: str | Path = "demo-report", 
         settings = load_settings(environ={}, bootstrap_servers=broker.bootstrap_servers, topic_prefix="demo.",
                                  registry=str(work / "registry"))
         create_topics(settings, partitions=2)
-        view.line(f"[{mark('broker_ready'):6.2f}s] broker {broker.bootstrap_servers} up, topics created")
+        view.line(f"[{mark('broker_ready'):6.2f}s] broker {broker.bootstrap_servers} (pid {broker.process.pid}) up, "
+                  "topics created")
 
         from registry import open_registry
         from retrain.trainer import train_frame
