@@ -99,3 +99,19 @@ def test_dockerfile_installs_driftline_and_runs_unprivileged():
     assert "\nUSER driftline" in text
     for package in ("driftline", "streams", "retrain", "registry"):
         assert f"COPY {package} ./{package}" in text
+
+
+@pytest.mark.parametrize("name, command", [("worker", "driftline worker --metrics-port 9465"),
+                                           ("monitor", "driftline monitor --metrics-port 9464")])
+def test_systemd_units_run_the_daemons(name, command):
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # systemd keys are case-sensitive
+    unit.read(ROOT / "deploy" / f"driftline-{name}.service", encoding="utf-8")
+    service = unit["Service"]
+    assert command in service["ExecStart"]
+    assert service["Restart"] == "on-failure" and service["KillSignal"] == "SIGTERM"
+    assert service["EnvironmentFile"] == "/etc/driftline/driftline.env"  # secrets stay out of the unit
+    assert service["User"] == "driftline"
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
