@@ -564,6 +564,8 @@ class ConceptDriftDetector:
         self.binary = spec.name in BINARY_DETECTORS
         self.detector = _river_detector(spec.name, spec.params, None, concept=True)
         self.seen = 0
+        self.since_sum = 0.0
+        self.since_n = 0
         self.scale: float | None = None  # regression + binary detector: error threshold
 
     def set_scale(self, mae: float) -> None:
@@ -581,19 +583,33 @@ class ConceptDriftDetector:
         is_adwin = self.spec.name == "adwin"
         hits = []
         values = errors.tolist()
+        # Sum and count fed since the detector last reset (River's ADWIN starts
+        # afresh after a detection), to tell the mean of the part ADWIN drops.
+        cums = np.cumsum(errors).tolist() if is_adwin else None
+        base_sum, base_n = self.since_sum, self.since_n
+        update = det.update
         for i, x in enumerate(values):
-            before = det.estimation if is_adwin else None
-            det.update(x)
+            update(x)
             if det.drift_detected:
-                if is_adwin and det.estimation <= before:
-                    continue
+                if is_adwin:
+                    fed_sum = base_sum + cums[i]
+                    fed_n = base_n + i + 1
+                    kept_n = det.width
+                    dropped_n = fed_n - kept_n
+                    dropped_mean = (fed_sum - det.total) / dropped_n if dropped_n > 0 else 0.0
+                    base_sum, base_n = -cums[i], -(i + 1)  # the next update starts a fresh window
+                    if det.estimation <= dropped_mean:
+                        continue  # the error went down: not a degradation
                 hits.append(i)
+        if is_adwin and values:
+            self.since_sum = base_sum + cums[-1]
+            self.since_n = base_n + len(values)
         self.seen += len(values)
         return hits
 
     def to_state(self) -> dict:
         return {"spec": [self.spec.name, self.spec.params], "task": self.task, "detector": self.detector,
-                "seen": self.seen, "scale": self.scale}
+                "seen": self.seen, "scale": self.scale, "since": [self.since_sum, self.since_n]}
 
     @classmethod
     def from_state(cls, state: dict, spec: DetectorSpec) -> "ConceptDriftDetector":
@@ -602,6 +618,7 @@ class ConceptDriftDetector:
             # Same detector settings: continue where it stopped. (A changed
             # policy starts the detector fresh.)
             self.detector = state["detector"]
+            self.since_sum, self.since_n = float(state["since"][0]), int(state["since"][1])
         self.seen = int(state["seen"])
         self.scale = state["scale"]
         return self

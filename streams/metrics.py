@@ -59,6 +59,7 @@ Examples
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -68,6 +69,7 @@ __all__ = [
     "class_key",
     "canonical_probabilities",
     "ExactSum",
+    "ProbaBatch",
     "ClassificationMetrics",
     "RegressionMetrics",
     "RollingClassification",
@@ -194,6 +196,13 @@ def canonical_probabilities(probabilities: Sequence[dict | None]) -> list[dict |
     [{'true': 0.8, 'false': 0.2}, None]
     """
     cache = _KEY_CACHE
+    rows = [p for p in probabilities if p]
+    keys = set().union(*rows) if rows else set()
+    if len(rows) == len(probabilities) and all(cache.get(k) == k for k in keys):
+        return list(probabilities)  # already canonical: the usual case
+    for k in keys:
+        if k not in cache:
+            cache[k] = _canonical_prob_key(k)
     out = []
     for probs in probabilities:
         if not probs:
@@ -243,6 +252,63 @@ def roc_auc_exact(y_pos: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[y_pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+class ProbaBatch:
+    """A batch's probabilities as a matrix, shared by cumulative and rolling metrics.
+
+    ``keys``: classes named in any probability dict (sorted); ``matrix``:
+    ``n x len(keys)`` (0 for a class missing from a row's dict, NaN for rows
+    without probabilities); ``p_true``: the probability of each row's label
+    (NaN without probabilities); ``true_col``: the label's column or -1.
+    """
+
+    def __init__(self, y_true: Sequence[str], probabilities: Sequence[dict | None]):
+        n = len(y_true)
+        self.n = n
+        self.has = np.fromiter((bool(p) for p in probabilities), dtype=bool, count=n)
+        rows = [p for p in probabilities if p]
+        self.keys: list[str] = sorted(set().union(*rows)) if rows else []
+        k = len(self.keys)
+        matrix = np.full((n, k), np.nan)
+        if rows:
+            if sum(map(len, rows)) == k * len(rows):
+                # Every dict has every key (the usual case): C-level extraction.
+                if k == 1:
+                    dense = np.array([[p[self.keys[0]]] for p in rows], dtype=np.float64)
+                else:
+                    dense = np.array(list(map(operator.itemgetter(*self.keys), rows)), dtype=np.float64)
+            else:
+                dense = np.array([[p.get(key, 0.0) for key in self.keys] for p in rows], dtype=np.float64)
+            matrix[self.has] = dense.reshape(len(rows), k)
+        self.matrix = matrix
+        col = {key: j for j, key in enumerate(self.keys)}
+        self.true_col = np.fromiter(map(col.get, y_true, [-1] * n), dtype=np.int64, count=n) if n else \
+            np.zeros(0, dtype=np.int64)
+        p_true = np.zeros(n)
+        known = self.true_col >= 0
+        p_true[known] = matrix[np.flatnonzero(known), self.true_col[known]]
+        p_true[~self.has] = np.nan
+        self.p_true = p_true
+        self.y_true = y_true
+
+    def column(self, key: str) -> np.ndarray:
+        """Scores of ``key`` (0 where a row's dict lacks it, NaN without probabilities)."""
+        try:
+            return self.matrix[:, self.keys.index(key)]
+        except ValueError:
+            return np.where(self.has, 0.0, np.nan)
+
+    def is_label(self, key: str) -> np.ndarray:
+        if key in self.keys:
+            return self.true_col == self.keys.index(key)
+        return np.fromiter((t == key for t in self.y_true), dtype=bool, count=self.n)
+
+
+def _as_proba(y_true: Sequence[str], probabilities: "Sequence[dict | None] | ProbaBatch | None") -> "ProbaBatch | None":
+    if probabilities is None or isinstance(probabilities, ProbaBatch):
+        return probabilities
+    return ProbaBatch(y_true, probabilities) if any(probabilities) else None
+
+
 class _Classes:
     """Class key <-> index, in order of first appearance."""
 
@@ -252,6 +318,10 @@ class _Classes:
 
     def encode(self, keys: Sequence[str]) -> np.ndarray:
         index = self.index
+        try:
+            return np.fromiter(map(index.__getitem__, keys), dtype=np.int64, count=len(keys))
+        except KeyError:
+            pass
         out = []
         for k in keys:
             i = index.get(k)
@@ -329,26 +399,21 @@ class ClassificationMetrics:
         k = self.cm.shape[0]
         self.cm += np.bincount(yi * k + pi, minlength=k * k).reshape(k, k)
         self.n += n
-        if probabilities is not None:
-            self._update_proba(y_true, probabilities)
+        batch = _as_proba(y_true, probabilities)
+        if batch is not None:
+            self._update_proba(batch)
 
-    def _update_proba(self, y_true, probabilities) -> None:
-        rows = [(i, p) for i, p in enumerate(probabilities) if p]
-        if not rows:
+    def _update_proba(self, batch: ProbaBatch) -> None:
+        has = batch.has
+        n_rows = int(has.sum())
+        if not n_rows:
             return
-        p_true = np.empty(len(rows))
-        for j, (i, probs) in enumerate(rows):
-            p_true[j] = probs.get(y_true[i], 0.0)
-        self.log_loss_sum.add(-np.log(np.clip(p_true, _EPS, 1 - _EPS)))
-        self.n_proba += len(rows)
+        self.log_loss_sum.add(-np.log(np.clip(batch.p_true[has], _EPS, 1 - _EPS)))
+        self.n_proba += n_rows
         # Scores per class for ROC AUC: every class that has had a probability.
-        keys = set(self.hist)
-        for _, probs in rows:
-            keys.update(probs)
-        truth = [y_true[i] for i, _ in rows]
-        for key in keys:
-            scores = np.fromiter((probs.get(key, 0.0) for _, probs in rows), dtype=np.float64, count=len(rows))
-            is_pos = np.fromiter((t == key for t in truth), dtype=bool, count=len(rows))
+        for key in sorted(set(self.hist) | set(batch.keys)):
+            scores = batch.column(key)[has]
+            is_pos = batch.is_label(key)[has]
             hist = self.hist.get(key)
             if hist is None:
                 hist = self.hist[key] = np.zeros((2, _N_BINS), dtype=np.int64)
@@ -572,21 +637,17 @@ class RollingClassification:
             return
         self.y.extend(self.classes.encode(y_true))
         self.p.extend(self.classes.encode(y_pred))
-        loss = np.full(n, np.nan)
-        if probabilities is not None:
-            for i, probs in enumerate(probabilities):
-                if probs:
-                    p = probs.get(y_true[i], 0.0)
-                    loss[i] = -math.log(min(max(p, _EPS), 1 - _EPS))
-            keys = set(self.scores) | {k for probs in probabilities if probs for k in probs}
-            for key in keys:
+        batch = _as_proba(y_true, probabilities)
+        if batch is not None:
+            loss = -np.log(np.clip(batch.p_true, _EPS, 1 - _EPS))  # NaN stays NaN
+            for key in sorted(set(self.scores) | set(batch.keys)):
                 ring = self.scores.get(key)
                 if ring is None:
                     ring = self.scores[key] = _Ring(self.window)
                     ring.extend(np.full(self.y.count - n, np.nan))
-                ring.extend(np.fromiter(((probs.get(key, 0.0) if probs else np.nan) for probs in probabilities),
-                                        dtype=np.float64, count=n))
+                ring.extend(batch.column(key))
         else:
+            loss = np.full(n, np.nan)
             for ring in self.scores.values():
                 ring.extend(np.full(n, np.nan))
         self.loss.extend(loss)

@@ -47,6 +47,7 @@ True
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -67,6 +68,7 @@ from .drift import (
 from .latency import RollingQuantiles, Throughput
 from .metrics import (
     ClassificationMetrics,
+    ProbaBatch,
     RegressionMetrics,
     RollingClassification,
     RollingRegression,
@@ -483,13 +485,13 @@ class VersionMonitor:
             self.rolling.update(y, yp)
             errors = np.abs(y - yp)
         else:
-            yk = [class_key(r.label) for r in records]
-            pk = [class_key(r.prediction) for r in records]
+            yk = list(map(class_key, [r.label for r in records]))
+            pk = list(map(class_key, [r.prediction for r in records]))
             probs = [r.probabilities for r in records]
-            probs = canonical_probabilities(probs) if any(probs) else None
-            self.metrics.update(yk, pk, probs)
-            self.rolling.update(yk, pk, probs)
-            errors = np.fromiter((a != b for a, b in zip(yk, pk)), dtype=np.float64, count=n)
+            batch = ProbaBatch(yk, canonical_probabilities(probs)) if any(probs) else None
+            self.metrics.update(yk, pk, batch)
+            self.rolling.update(yk, pk, batch)
+            errors = np.fromiter(map(operator.ne, yk, pk), dtype=np.float64, count=n)
         skip = min(errors.size, max(0, self.warm_joined - start))
         if self.concept.scale is None and self.task == "regression" and self.joined >= self.warm_joined:
             self.concept.set_scale(self.metrics.get()["mae"] or 0.0)
@@ -786,6 +788,10 @@ class ModelMonitor:
 
 
 def _by_version(events: Sequence[Any], model: str) -> dict[int, list]:
+    models = {e.model for e in events}
+    versions = {e.model_version for e in events}
+    if models <= {model} and len(versions) == 1:
+        return {versions.pop(): list(events)}
     groups: dict[int, list] = {}
     for e in events:
         if e.model != model:
