@@ -22,6 +22,10 @@ Metric names
 
 from __future__ import annotations
 
+import logging
+import threading
+from typing import Any, Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = [
@@ -33,6 +37,7 @@ __all__ = [
     "RETRAIN_RUNS",
     "RETRAIN_DURATION",
     "start_metrics_server",
+    "LagProbe",
 ]
 
 # A registry of our own: only Driftline's series (plus nothing from other libraries).
@@ -75,3 +80,106 @@ def start_metrics_server(port: int | None, addr: str | None = None) -> int | Non
         start_http_server(port, addr=addr, registry=REGISTRY)
         _started.add(port)
     return port
+
+
+class LagProbe:
+    """Consumer lag of a consumer group, measured from outside the consumer.
+
+    Compares the group's committed offsets with the partitions' end offsets
+    every ``interval_s`` seconds and sets ``driftline_consumer_lag`` — for
+    consumers whose client does not expose its own lag (the monitor's faust
+    app). A partition without a committed offset counts its whole length.
+    End offsets are a hint on tansu (DESIGN.md), and so is this gauge there.
+
+    Parameters
+    ----------
+    settings
+        Connection settings (:class:`driftline.config.Settings`).
+    group_id
+        The consumer group to watch.
+    topics
+        Topics the group consumes.
+    component
+        The ``component`` label (``monitor``).
+    interval_s
+        Seconds between measurements.
+
+    Examples
+    --------
+    >>> probe = LagProbe(settings, "driftline.monitor", [settings.topics.predictions],  # doctest: +SKIP
+    ...                  "monitor").start()
+    >>> probe.stop()                                                                      # doctest: +SKIP
+    """
+
+    def __init__(self, settings: Any, group_id: str, topics: Iterable[str], component: str,
+                 interval_s: float = 15.0):
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be positive (got {interval_s!r})")
+        self.settings = settings
+        self.group_id = group_id
+        self.topics = list(topics)
+        self.component = component
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._admin = None
+        self._consumer = None
+
+    def update(self) -> dict[tuple[str, int], int]:
+        """Measure once; returns ``(topic, partition) -> lag`` and sets the gauge."""
+        from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+        security = self.settings.kafka_security()
+        if self._admin is None:
+            self._admin = KafkaAdminClient(bootstrap_servers=self.settings.bootstrap_list,
+                                           client_id=f"driftline-{self.component}-lag", **security)
+            self._consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_list, enable_auto_commit=False,
+                                           client_id=f"driftline-{self.component}-lag", **security)
+        partitions = [TopicPartition(topic, p) for topic in self.topics
+                      for p in sorted(self._consumer.partitions_for_topic(topic) or [])]
+        if not partitions:
+            return {}
+        if hasattr(self._admin, "list_group_offsets"):  # kafka-python >= 3
+            committed = self._admin.list_group_offsets({self.group_id: partitions}).get(self.group_id, {})
+        else:  # pragma: no cover - kafka-python 2.x
+            committed = self._admin.list_consumer_group_offsets(self.group_id, partitions=partitions)
+        ends = self._consumer.end_offsets(partitions)
+        lags: dict[tuple[str, int], int] = {}
+        for tp in partitions:
+            meta = committed.get(tp)
+            position = meta.offset if meta is not None and meta.offset is not None and meta.offset >= 0 else 0
+            lag = max(0, (ends.get(tp) or 0) - position)
+            lags[(tp.topic, tp.partition)] = lag
+            CONSUMER_LAG.labels(component=self.component, topic=tp.topic, partition=str(tp.partition)).set(lag)
+        return lags
+
+    def start(self) -> "LagProbe":
+        """Measure every ``interval_s`` on a daemon thread."""
+        self._thread = threading.Thread(target=self._loop, name=f"{self.component}-lag-probe", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.update()
+            except Exception as error:  # lag is best-effort: never stop the daemon for it
+                logging.getLogger("driftline.observability").debug("lag probe failed: %s", error)
+            self._stop.wait(self.interval_s)
+        self._close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        else:
+            self._close()
+
+    def _close(self) -> None:
+        for client in (self._admin, self._consumer):
+            if client is not None:
+                try:
+                    client.close()
+                except Exception:  # closing a broken connection
+                    pass
+        self._admin = self._consumer = None
