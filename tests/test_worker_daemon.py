@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import urllib.request
 
 import pandas as pd
 from kafka import KafkaConsumer, TopicPartition
@@ -66,7 +67,8 @@ def test_worker_serves_coalesces_dead_letters_schedules_and_stops(settings, test
         request("churn", "c-3", "drift"), b'{"request_id": "x", "model": "churn", "reason": "boredom", "timestamp": 1}',
         request("ghost", "g-1"),
     ])
-    with WorkerProcess(test_env, tmp_path / "worker.log", "--metrics-port", "0") as worker:
+    metrics_port = free_port()
+    with WorkerProcess(test_env, tmp_path / "worker.log", "--metrics-port", str(metrics_port)) as worker:
         worker.wait_for_log("event=worker_started")
         events_ = read_records(settings, "model_events", ModelEvent, quiet_s=60, timeout_s=120,
                                until=lambda msgs: any(b'"c-1"' in m.value and b'"promoted"' in m.value for m in msgs)
@@ -96,6 +98,11 @@ def test_worker_serves_coalesces_dead_letters_schedules_and_stops(settings, test
         scheduled = wait_until(lambda: [v for v in _versions(settings, "churn") if v.tags.get("trigger") == "schedule"],
                                timeout=90, what="a scheduled version")
         assert scheduled[0].request_id.startswith("schedule-churn-")
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+            exposition = response.read().decode()
+        assert 'driftline_retrain_runs_total{model="ghost",outcome="failed"} 1.0' in exposition
+        assert 'driftline_events_processed_total{component="worker",kind="dead_letter"} 2.0' in exposition
+        assert 'driftline_retrain_duration_seconds_count{model="churn"}' in exposition
         assert worker.terminate() == 0
         log = worker.log()
     assert "event=worker_stopped" in log and "event=requests_coalesced" in log

@@ -248,3 +248,27 @@ def test_search_and_regression_recipe(settings, reg):
                                                                          {"model__alpha": 10.0})
     assert 0 < v1.metrics["candidate_rmse"] < 0.5
     assert score(reg.load("price/1").estimator, frame[["a", "b"]], frame["y"], "rmse") < 0.5
+
+
+def test_reader_keeps_the_newest_rows_and_the_time_window(settings):
+    from driftline import events as ev
+
+    now = ev.now()
+    old = make_records("w", 300, seed=20, start_ts=now - 10_000)
+    new = make_records("w", 250, seed=21, start_ts=now - 1_000)
+    publish_records(settings, old + new + make_records("x", 40, seed=22), chunk=100)
+    from .worker_helpers import producer
+
+    prod = producer(settings)  # a broken message that mentions the model: counted, not fatal
+    prod.send(settings.topics.labeled, b'[{"model": "w", "event_id": 5}]')
+    prod.flush(10)
+    prod.close(10)
+    reader = LabeledReader(settings, quiet_ms=500)
+    newest = reader.read("w", window_rows=100)
+    assert [row.record.event_id for row in newest.rows] == [r.event_id for r in new[-100:]]
+    assert newest.unparseable == 1
+    young = reader.read("w", window_rows=10_000, window_s=5_000)
+    assert len(young.rows) == 250 and {r.record.model for r in young.rows} == {"w"}
+    lineage = young.lineage()
+    assert lineage["first_timestamp"] == new[0].label_timestamp
+    assert lineage["last_timestamp"] == new[-1].label_timestamp
