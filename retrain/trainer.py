@@ -392,6 +392,9 @@ def train_frame(registry: Any, model: str, frame: pd.DataFrame, target: str, *, 
     classification = task_of(policy) == "classification"
     if classification and data.y.nunique() < 2:
         raise RunError(f"single class in column {target!r}: nothing to learn")
+    if classification and all(isinstance(v, float) for v in data.y) and not all(float(v).is_integer() for v in data.y):
+        raise RunError(f"column {target!r} holds continuous numbers but the model's task is classification: "
+                       "pass --estimator gradient_boosting_regressor (or another regressor)")
     if not classification:
         data.y = data.y.astype(float)
     train, holdout = split_holdout(data, policy.retrain.holdout_fraction)

@@ -272,3 +272,13 @@ def test_reader_keeps_the_newest_rows_and_the_time_window(settings):
     lineage = young.lineage()
     assert lineage["first_timestamp"] == new[0].label_timestamp
     assert lineage["last_timestamp"] == new[-1].label_timestamp
+
+
+def test_train_refuses_a_continuous_target_for_a_classifier(reg):
+    from retrain.trainer import RunError
+
+    frame = pd.DataFrame({"a": np.arange(50.0), "y": np.arange(50.0) * 0.37})
+    with pytest.raises(RunError, match="gradient_boosting_regressor"):
+        train_frame(reg, "cont", frame, "y")
+    result = train_frame(reg, "cont", frame, "y", estimator="linear_regression")
+    assert result.outcome == "promoted" and reg.get_policy("cont").retrain.promotion_metric == "rmse"
