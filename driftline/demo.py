@@ -63,9 +63,7 @@ BEFORE_FUNCTION, AFTER_FUNCTION = 0, 2
 #: window_s together make sure of that).
 DEMO_POLICY: dict[str, Any] = {
     "monitor": {
-        # "auto" (decided from the first labels) rather than "classification":
-        # works around a monitor start-up issue with a fixed task (see report).
-        "task": "auto",
+        "task": "classification",
         "window": 500,
         "warmup": 200,
         "label_ttl_s": 60,
