@@ -82,6 +82,9 @@ __all__ = ["ModelMonitor", "VersionMonitor", "MonitorOutput", "STATE_FORMAT"]
 
 STATE_FORMAT = 1
 _MISSING = "<null>"
+_OTHER = "<other>"
+_MAX_CLASSES = 1000
+_MAX_OUTLIER_CATEGORIES = 50
 
 
 @dataclass
@@ -269,9 +272,11 @@ class VersionMonitor:
         feat = self.features[name] = _Feature(kind, test)
         return feat
 
-    def _make_pred_test(self, sample: Any) -> None:
+    def _make_pred_test(self, first_batch: Sequence[Any]) -> None:
         if self.pred_kind is None:
-            self.pred_kind = "numeric" if type(sample) is float and not float(sample).is_integer() else "categorical"
+            # Numbers that are not all integral mean a regression model.
+            numeric = any(type(v) is float and not v.is_integer() for v in first_batch)
+            self.pred_kind = "numeric" if numeric else "categorical"
         prof = (self.profile or {}).get("prediction") if self.profile else None
         prof = prof if isinstance(prof, dict) else None
         if self.pred_kind == "numeric":
@@ -333,16 +338,21 @@ class VersionMonitor:
 
         latencies = [e.latency_ms for e in preds if e.latency_ms is not None]
         raw_preds = [e.prediction for e in preds]
-        if self.pred_kind is None:
-            self._make_pred_test(raw_preds[0])
+        if self.pred_test is None:
+            self._make_pred_test(raw_preds)
         if self.pred_kind == "numeric":
             values = np.array([v if _is_number(v) else np.nan for v in raw_preds], dtype=np.float64)
             self.pred_values.update(values[np.isfinite(values)])
         else:
-            values = [class_key(v) for v in raw_preds]
+            values = list(map(class_key, raw_preds))
             counts = self.pred_counts
             for v in values:
-                counts[v] = counts.get(v, 0) + 1
+                if v in counts:
+                    counts[v] += 1
+                elif len(counts) < _MAX_CLASSES:
+                    counts[v] = 1
+                else:  # bounded state even for a mis-detected regression model
+                    counts[_OTHER] = counts.get(_OTHER, 0) + 1
 
         feats = [e.features for e in preds]
         names = set().union(*feats)
@@ -380,7 +390,9 @@ class VersionMonitor:
                 if not keys:
                     continue
                 test = feat.test
-                if test.ready:
+                # Unseen categories are outliers only for low-cardinality features
+                # (an ID-like feature sees new values all the time).
+                if test.ready and len(test.ref_counts) <= _MAX_OUTLIER_CATEGORIES:
                     flags = np.fromiter((k != _MISSING and not test.known(k) for k in keys), dtype=bool,
                                         count=len(keys))
                     feat.outliers += int(flags.sum())

@@ -10,8 +10,10 @@ could fill. Nothing here executes code named by the data:
 * River objects (drift detectors, the anomaly detector) are stored as their
   attribute dictionaries under ``{"__river__": "module.Class"}`` and only
   classes named in :data:`TRUSTED_RIVER_TYPES` are rebuilt; River's Rust
-  ADWIN helper is stored as its own binary state (``__getstate__``), which
-  is plain data.
+  helpers (ADWIN's window, the exponentially weighted mean) are stored as
+  their own binary state (``__getstate__``), which is plain data; a bound
+  method of the object itself (Page-Hinkley's test) is stored by name and
+  re-bound only to a method its trusted class defines.
 
 Anything else raises :class:`StateError`.
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import base64
 import collections
 import importlib
+import inspect
 import json
 import random
 import zlib
@@ -57,10 +60,25 @@ TRUSTED_RIVER_TYPES = frozenset(
         "river.drift.binary.fhddm.FHDDM",
         "river.stats.mean.Mean",
         "river.stats.var.Var",
+        "river.stats.ewmean.EWMean",
     }
 )
 _DTYPES = ("float64", "int64", "uint8", "bool", "int32", "float32")
-_RUST_ADWIN = "river._river_rust.drift.AdaptiveWindowing"
+#: River's Rust helpers: stored as their own (plain-data) binary state.
+_RUST_TYPES = ("river._river_rust.drift.AdaptiveWindowing", "river._river_rust.stats.RsEWMean")
+
+
+def _new_rust(name: str) -> Any:
+    """A fresh River Rust helper, to receive a stored binary state."""
+    if name == "river._river_rust.drift.AdaptiveWindowing":
+        from river._river_rust.drift import AdaptiveWindowing
+
+        return AdaptiveWindowing(delta=0.002, clock=32, max_buckets=5, min_window_length=5, grace_period=10)
+    if name == "river._river_rust.stats.RsEWMean":
+        from river._river_rust.stats import RsEWMean
+
+        return RsEWMean(0.5)
+    raise StateError(f"state: type {name!r} is not in the trusted type list")
 
 
 class StateError(DriftlineError, ValueError):
@@ -105,10 +123,17 @@ def encode_value(value: Any) -> Any:
         version, internal, gauss = value.getstate()
         return {"__random__": [version, list(internal), gauss]}
     name = _qualname(value)
-    if name == _RUST_ADWIN:
-        return {"__rust_adwin__": base64.b64encode(value.__getstate__()).decode("ascii")}
+    if name in _RUST_TYPES:
+        return {"__rust__": name, "state": base64.b64encode(value.__getstate__()).decode("ascii")}
     if name in TRUSTED_RIVER_TYPES:
-        return {"__river__": name, "attrs": encode_value(dict(vars(value)))}
+        attrs = {}
+        for key, item in vars(value).items():
+            if inspect.ismethod(item) and item.__self__ is value:
+                # A bound method of the object itself (PageHinkley's test by mode).
+                attrs[key] = {"__method__": item.__func__.__name__}
+            else:
+                attrs[key] = encode_value(item)
+        return {"__river__": name, "attrs": attrs}
     raise StateError(f"state: cannot store an object of type {name!r}")
 
 
@@ -155,14 +180,12 @@ def decode_value(data: Any) -> Any:
         rng = random.Random()
         rng.setstate((version, tuple(internal), gauss))
         return rng
-    if "__rust_adwin__" in data:
-        from river._river_rust.drift import AdaptiveWindowing
-
-        helper = AdaptiveWindowing(delta=0.002, clock=32, max_buckets=5, min_window_length=5, grace_period=10)
+    if "__rust__" in data:
+        helper = _new_rust(data["__rust__"])
         try:
-            helper.__setstate__(base64.b64decode(data["__rust_adwin__"]))
+            helper.__setstate__(base64.b64decode(data["state"]))
         except Exception as error:  # the Rust side raises its own error types
-            raise StateError(f"state: bad ADWIN state ({error})") from None
+            raise StateError(f"state: bad {data['__rust__']} state ({error})") from None
         return helper
     if "__river__" in data:
         name = data["__river__"]
@@ -171,10 +194,18 @@ def decode_value(data: Any) -> Any:
         module, _, cls_name = name.rpartition(".")
         cls = getattr(importlib.import_module(module), cls_name)
         obj = cls.__new__(cls)
-        attrs = decode_value(data.get("attrs", {}))
-        if not isinstance(attrs, dict):
+        raw_attrs = data.get("attrs", {})
+        if not isinstance(raw_attrs, dict):
             raise StateError(f"state: attributes of {name} must be an object")
-        obj.__dict__.update(attrs)
+        for key, item in raw_attrs.items():
+            if isinstance(item, dict) and "__method__" in item:
+                method = item["__method__"]
+                if not isinstance(method, str) or not callable(getattr(cls, method, None)) \
+                        or method.startswith("__"):
+                    raise StateError(f"state: {name} has no method {method!r}")
+                setattr(obj, key, getattr(obj, method))
+            else:
+                setattr(obj, key, decode_value(item))
         return obj
     bad = [k for k in data if k.startswith("__")]
     if bad:

@@ -407,3 +407,51 @@ def test_half_space_trees_flag_low_density_inputs():
     assert [(a.kind, a.detector) for a in loud][:1] == [("outliers", "hst")]
     # Range flags alone see nothing: every value is inside the reference range.
     assert all(f["outliers"] == 0 for f in mon.snapshots(now=60.0)[0].stats["drift"].values())
+
+
+@pytest.mark.parametrize("task", ["classification", "regression", "auto"])
+def test_every_task_setting_runs_predictions_and_prediction_drift(task):
+    rng = np.random.default_rng(16)
+    policy = MonitorPolicy(task=task, warmup=50, drift_window=100, prediction_drift=True)
+    mon = ModelMonitor(MODEL, policy, lambda v: None)
+    regression = task == "regression"
+    for step in range(20):
+        batch = _predictions(100, rng, start=step * 100)
+        for e in batch:
+            e.prediction = float(rng.normal()) if regression else e.prediction
+        mon.observe_predictions(batch, now=step)
+    snap = mon.snapshots(now=30.0)[0]
+    dist = snap.stats["prediction_distribution"]
+    assert (set(dist) == {"p05", "p50", "p95"}) if regression else (set(dist) == {"0", "1"})
+    assert mon.versions[1].pred_test.tests >= 5
+
+
+@pytest.mark.parametrize("concept,data", [("adwin", "adwin"), ("ddm", "kswin"), ("eddm", "page_hinkley"),
+                                          ("hddm_a", "psi"), ("hddm_w", "chi2"), ("fhddm", "ks"),
+                                          ("page_hinkley", "ks")])
+def test_state_round_trip_for_every_detector(concept, data):
+    rng = np.random.default_rng(17)
+    policy = MonitorPolicy(warmup=100, drift_window=100, concept_drift=DetectorSpec(concept),
+                           data_drift=DetectorSpec(data), cooldown_s=1e-9, expected_run_length=1e3)
+    n = 3000
+    preds = _predictions(n, rng, shift=0.0)
+    for e in preds[n // 2:]:
+        e.features["a"] += 1.5
+    labels = [e.prediction if rng.random() < (0.9 if i < n // 2 else 0.5) else 1 - e.prediction
+              for i, e in enumerate(preds)]
+    joined = [LabeledRecord(e.event_id, MODEL, 1, e.features, e.prediction, y, e.timestamp, e.timestamp + 1)
+              for e, y in zip(preds, labels)]
+
+    def run(mon, lo, hi):
+        found = []
+        for s in range(lo, hi, 100):
+            for o in (mon.observe_predictions(preds[s:s + 100], now=s), mon.observe_joined(joined[s:s + 100], now=s)):
+                found += [(a.kind, a.subject, a.detector, a.value) for a in o.alerts]
+        return found
+
+    a = ModelMonitor(MODEL, policy, lambda v: None)
+    run(a, 0, 1200)
+    b = ModelMonitor.from_state(a.to_state(), policy, lambda v: None)
+    rest = run(a, 1200, n)
+    assert rest == run(b, 1200, n)
+    assert {k for k, *_ in rest} & {"data_drift", "concept_drift"}
