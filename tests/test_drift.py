@@ -190,3 +190,44 @@ def test_ks_p_values_are_valid_under_no_change():
     test.update(rng.normal(size=2000), alpha=1e-12)
     test.update(rng.normal(0.3, 1.0, size=500), alpha=1e-12)
     assert test.last_p_value < 1e-3
+
+
+def test_registry_profile_with_discrete_bool_and_text_features():
+    """The reference profile as the registry builds it (registry.profile.build_profile)."""
+    pd = pytest.importorskip("pandas")
+    from registry.profile import build_profile
+
+    rng = np.random.default_rng(31)
+
+    def draw(n, shift=False):
+        return pd.DataFrame({
+            "amount": rng.lognormal(3.0, 1.0, n),
+            "visits": rng.poisson(4.0 if shift else 2.0, n),  # discrete: many ties
+            "vip": rng.random(n) < 0.3,
+            "plan": rng.choice(["basic", "pro"], n, p=[0.7, 0.3]),
+        })
+
+    train = draw(20_000)
+    profile = build_profile(train, predictions=(train["amount"] > 20).astype(int).to_numpy())
+    policy = MonitorPolicy(expected_run_length=1e6)
+
+    def events(df, start):
+        rows = df.to_dict("records")
+        return [Prediction(f"r{start + i}", "churn", 1, 0.0,
+                           {"amount": r["amount"], "visits": int(r["visits"]), "vip": bool(r["vip"]),
+                            "plan": r["plan"]}, int(r["amount"] > 20), None, None) for i, r in enumerate(rows)]
+
+    mon = ModelMonitor("churn", policy, lambda v: profile)
+    quiet = []
+    live = events(draw(30_000), 0)
+    for s in range(0, len(live), 500):
+        quiet += mon.observe_predictions(live[s:s + 500], now=float(s)).alerts
+    assert quiet == []
+    tests = {name: f.test for name, f in mon.versions[1].features.items()}
+    assert type(tests["visits"]).__name__ == "NumericDriftTest" and tests["visits"].quantiles is not None
+    assert type(tests["vip"]).__name__ == "CategoricalDriftTest" and tests["vip"].from_profile
+    shifted = events(draw(2000, shift=True), 30_000)
+    loud = []
+    for s in range(0, len(shifted), 500):
+        loud += mon.observe_predictions(shifted[s:s + 500], now=1e6 + s).alerts
+    assert {(a.kind, a.subject) for a in loud} >= {("data_drift", "visits")}
