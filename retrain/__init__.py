@@ -1,25 +1,42 @@
 """The retraining worker: retrain requests and schedules in, validated and
 promoted versions out (``driftline worker``, ``driftline train``,
-``python -m retrain``)."""
+``python -m retrain``).
 
-from .data import CleaningReport, LabeledReader, TrainingData, build_frame, clean_frame, data_hash, split_holdout
-from .recipes import build_recipe, is_improvement, meets_minimum, score
-from .trainer import RunError, RunResult, Trainer, train_frame
+Names are imported lazily, so ``driftline --help`` does not load pandas or
+scikit-learn.
+"""
 
-__all__ = [
-    "CleaningReport",
-    "LabeledReader",
-    "TrainingData",
-    "build_frame",
-    "clean_frame",
-    "data_hash",
-    "split_holdout",
-    "build_recipe",
-    "is_improvement",
-    "meets_minimum",
-    "score",
-    "RunError",
-    "RunResult",
-    "Trainer",
-    "train_frame",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CleaningReport": "data",
+    "LabeledReader": "data",
+    "TrainingData": "data",
+    "build_frame": "data",
+    "clean_frame": "data",
+    "data_hash": "data",
+    "split_holdout": "data",
+    "build_recipe": "recipes",
+    "is_improvement": "recipes",
+    "meets_minimum": "recipes",
+    "score": "recipes",
+    "RunError": "trainer",
+    "RunResult": "trainer",
+    "Trainer": "trainer",
+    "train_frame": "trainer",
+    "Worker": "worker",
+    "WorkerOptions": "worker",
+    "WorkerConfigError": "worker",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'retrain' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"retrain.{module}"), name)
