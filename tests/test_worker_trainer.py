@@ -282,3 +282,17 @@ def test_train_refuses_a_continuous_target_for_a_classifier(reg):
         train_frame(reg, "cont", frame, "y")
     result = train_frame(reg, "cont", frame, "y", estimator="linear_regression")
     assert result.outcome == "promoted" and reg.get_policy("cont").retrain.promotion_metric == "rmse"
+
+
+def test_rerun_after_a_crash_between_register_and_promote_finishes_the_promotion(settings, reg):
+    frame = _frame(make_records("half", 300, seed=30))
+    train_frame(reg, "half", frame, "label", estimator="logistic_regression")
+    fitted = reg.load("half/1").estimator
+    # what a killed run leaves behind: registered with the decision, never promoted
+    reg.register_version("half", fitted, tags={"decision": "promote", "trigger": "drift"}, request_id="h-1",
+                         metrics={"candidate_accuracy": 0.9, "champion_accuracy": 0.8}, lineage={"rows": 300})
+    assert reg.resolve("half@champion").version == 1
+    result = Trainer(settings, reg, LabeledReader(settings, quiet_ms=200)).run("half", ["h-1"], "drift")
+    assert result.outcome == "promoted" and result.version == 2
+    assert reg.resolve("half@champion").version == 2
+    assert [v.version for v in reg.list_versions("half")] == [1, 2]
