@@ -43,6 +43,14 @@ Conventions (the same as scikit-learn's batch metrics on the same pairs)
 * R² is 1 when labels are constant and predicted perfectly, else 0 for
   constant labels (scikit-learn's ``force_finite``).
 
+References
+----------
+.. [1] Dekker, T. J. (1971). A floating-point technique for extending the
+   available precision. Numerische Mathematik 18 (exact products).
+.. [2] Hanley, J. A., McNeil, B. J. (1982). The meaning and use of the area
+   under a receiver operating characteristic (ROC) curve. Radiology 143.
+.. [3] scikit-learn ``sklearn.metrics`` (the batch definitions matched here).
+
 Examples
 --------
 >>> m = ClassificationMetrics()
