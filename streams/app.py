@@ -36,6 +36,13 @@ from driftline.policy import Policy
 from .checkpoint import CheckpointError, Watermarks, chunk_keys, decode_checkpoint, encode_checkpoint
 from .join import COMPONENT, Joiner
 
+try:  # faust's TopicPartition (a namedtuple), used as key of committed offsets
+    from faust.types import TP
+except ImportError:  # pragma: no cover
+    from collections import namedtuple
+
+    TP = namedtuple("TP", "topic partition")
+
 __all__ = ["MonitorOptions", "MonitorApp", "create_monitor", "PolicySource", "MonitorError"]
 
 log = logging.getLogger("driftline.monitor")
@@ -180,10 +187,14 @@ class PolicySource:
 class _ModelEntry:
     """Stage-2 state of one model owned by this process."""
 
-    __slots__ = ("monitor", "watermarks", "partition", "generation", "chunks", "dirty")
+    __slots__ = ("monitor", "watermarks", "partition", "generation", "chunks", "dirty", "recent")
 
-    def __init__(self, monitor, watermarks: Watermarks, partition: int, generation: int = 0, chunks: int = 0):
+    def __init__(self, monitor, watermarks: Watermarks, partition: int, generation: int = 0, chunks: int = 0,
+                 recent: dict | None = None):
         self.monitor = monitor
+        # event_id -> [source partition, prediction offset, label offset] of
+        # pairs applied whose inputs stage 1 might still replay.
+        self.recent: dict[str, list[int]] = recent or {}
         self.watermarks = watermarks
         self.partition = partition
         self.generation = generation
@@ -371,9 +382,15 @@ class MonitorApp:
             for chunk in _chunks(records):
                 futures.append(await self._send(self.topics.labeled, model.encode(),
                                                 events.encode_many(chunk) if len(chunk) > 1 else events.encode(chunk[0])))
+        committed = self.app.consumer._committed_offset if self.app.consumer is not None else {}
         for (model, kind, partition), items in out.observations.items():
+            # Lowest offsets stage 1 could still replay in this partition:
+            # stage 2 forgets re-join guards below them.
+            low = [committed.get(TP(self.topics.predictions, partition)) or 0,
+                   committed.get(TP(self.topics.labels, partition)) or 0]
             for start in range(0, len(items), 500):
-                payload = json.dumps({"model": model, "t": kind, "part": partition, "items": items[start:start + 500]},
+                payload = json.dumps({"model": model, "t": kind, "part": partition, "low": low,
+                                      "items": items[start:start + 500]},
                                      separators=(",", ":"), allow_nan=False).encode()
                 futures.append(await self._send(self.observations_topic, model.encode(), payload))
         if futures:
@@ -459,9 +476,11 @@ class MonitorApp:
         if found is not None:
             state, watermarks, _extra = found
             header = json.loads(self.state_table[model])
-            monitor = ModelMonitor.from_state(state, policy, profile_for)
-            entry = _ModelEntry(monitor, watermarks, partition, header["generation"], header["chunks"])
-            log.info("model %s restored from checkpoint (%d watermarks)", model, len(watermarks))
+            size = int.from_bytes(state[:4], "big")
+            recent = json.loads(state[4:4 + size])
+            monitor = ModelMonitor.from_state(state[4 + size:], policy, profile_for)
+            entry = _ModelEntry(monitor, watermarks, partition, header["generation"], header["chunks"], recent)
+            log.warning("model %s restored from checkpoint (%d watermarks)", model, len(watermarks))
         else:
             entry = _ModelEntry(ModelMonitor(model, policy, profile_for), Watermarks(), partition)
         self.models[model] = entry
@@ -477,16 +496,30 @@ class MonitorApp:
             return
         entry = self._entry(model, event.message.partition)
         admit = entry.watermarks.admit
+        recent = entry.recent
+        low_p, low_l = message.get("low") or (0, 0)
+        if recent:
+            for key in [k for k, (part, po, lo) in recent.items()
+                        if part == source_partition and po < low_p and lo < low_l]:
+                del recent[key]
         predictions, joined, expired = [], [], defaultdict(int)
         skipped = 0
-        for kind, offset, index, payload in items:
+        for item in items:
+            kind, offset, index, payload = item[:4]
+            if kind == "j":
+                # a pair is joined once per event_id; a replay may complete it from the other side
+                event_id = payload["event_id"]
+                if event_id in recent:
+                    skipped += 1
+                    continue
+                recent[event_id] = [source_partition, item[4][0], item[5][0]]
+                joined.append(LabeledRecord.from_dict(payload))
+                continue
             if not admit(kind, kind_topic, source_partition, offset, index):
                 skipped += 1
                 continue
             if kind == "p":
                 predictions.append(Prediction.from_dict(payload))
-            elif kind == "j":
-                joined.append(LabeledRecord.from_dict(payload))
             else:
                 expired[int(payload)] += 1
         if skipped:
@@ -530,7 +563,8 @@ class MonitorApp:
         for model, entry in self.models.items():
             if not entry.dirty:
                 continue
-            state = entry.monitor.to_state()
+            recent = json.dumps(entry.recent, separators=(",", ":")).encode()
+            state = len(recent).to_bytes(4, "big") + recent + entry.monitor.to_state()
             old_generation, old_chunks = entry.generation, entry.chunks
             entry.generation += 1
             pairs = list(encode_checkpoint(model, state, entry.watermarks, entry.generation))

@@ -199,7 +199,10 @@ class Joiner:
             label_timestamp=label.timestamp, probabilities=p.probabilities, latency_ms=p.latency_ms,
         )
         out.labeled.append(record)
-        out.observations[(p.model, kind, partition)].append(["j", offset, index, record.to_dict()])
+        # Joined pairs carry both sides' coordinates: which side completes a
+        # join depends on arrival order, which a replay may change, so stage 2
+        # recognises a re-joined pair by event_id (see streams.app).
+        out.observations[(p.model, kind, partition)].append(["j", offset, index, record.to_dict(), pc, lc])
         out.counts["joined"] += 1
         remove_at = now + self.ttl_for(p.model)
         put(partition, p.event_id, {"s": "j", "p": partition, "pc": pc, "lc": lc, "d": remove_at})
