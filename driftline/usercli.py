@@ -253,6 +253,37 @@ def _settings():
     return load_settings()
 
 
+def _quiet_kafka_logs() -> None:
+    """Kafka clients log every connection at INFO; users of these commands
+    want their output, not that (still shown with --log-level DEBUG)."""
+    import logging
+
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+
+
+def _require_topic(settings, topic: str) -> None:
+    """Refuse a missing topic up front: a producer's metadata request would
+    otherwise create it on brokers that auto-create topics."""
+    from kafka.errors import KafkaError
+
+    from .topics import admin_client
+
+    try:
+        admin = admin_client(settings)
+        try:
+            existing = set(admin.list_topics())
+        finally:
+            admin.close()
+    except KafkaError as error:
+        raise UserCliError(
+            f"cannot reach Kafka at {settings.bootstrap_servers} ({type(error).__name__}); "
+            "check DRIFTLINE_BOOTSTRAP_SERVERS"
+        ) from None
+    if topic not in existing:
+        raise UserCliError(f"topic {topic!r} does not exist; run 'driftline topics create'")
+
+
 def _open_publisher(settings):
     from kafka.errors import KafkaError
 
@@ -272,10 +303,14 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     record_type = events.Prediction if args.kind == "predictions" else events.Label
     settings = _settings()
+    _quiet_kafka_logs()
+    _require_topic(settings, getattr(settings.topics, args.kind))
     if args.file == "-":
         stream: TextIO = sys.stdin
-        first = ""
-        if not sys.stdin.seekable():
+        if sys.stdin.seekable():  # redirected from a file: sniff, then rewind
+            first = sys.stdin.read(64)
+            sys.stdin.seek(0)
+        else:  # a pipe cannot rewind: the format is sniffed from what was read
             data = sys.stdin.read()
             stream, first = io.StringIO(data), data[:64]
     else:
@@ -443,6 +478,7 @@ def _follow_command(args: argparse.Namespace, topic_name: str, record_type, form
     if args.count is not None and args.count < 1:
         raise UserCliError(f"--count must be at least 1 (got {args.count})")
     settings = _settings()
+    _quiet_kafka_logs()
     topic = getattr(settings.topics, topic_name)
 
     def ready() -> None:
@@ -541,6 +577,7 @@ def _as_epoch(value: Any) -> Any:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    _quiet_kafka_logs()
     status = collect_status(_settings())
     if args.json:
         _print_json({"type": "broker", "bootstrap_servers": status["bootstrap_servers"],

@@ -241,3 +241,33 @@ def test_status_shows_registry_champion_and_latest_version(settings, test_env):
     assert churn["champion_metrics"] == {"accuracy": 0.91}
     readable = run_cli(["status"], test_env).stdout
     assert "churn" in readable and "champion v1" in readable and "latest v2 rejected" in readable
+
+
+def test_publish_to_a_missing_topic_is_refused_and_not_created(settings, test_env, tmp_path):
+    from driftline.topics import admin_client
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"event_id": "e1", "model": "m", "model_version": 1, "features": {"a": 1},
+                                "prediction": 1}) + "\n")
+    env = {**test_env, "DRIFTLINE_TOPIC_PREFIX": settings.topic_prefix + "missing."}
+    result = run_cli(["publish", "predictions", str(path)], env)
+    assert result.returncode == 1
+    assert f"topic '{settings.topic_prefix}missing.predictions' does not exist" in result.stderr
+    admin = admin_client(settings)
+    try:
+        assert f"{settings.topic_prefix}missing.predictions" not in admin.list_topics()
+    finally:
+        admin.close()
+
+
+def test_publish_from_redirected_stdin_sniffs_the_format(settings, test_env, tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("event_id,model,label,timestamp\nr1,m,yes,5\nr2,m,no,6\n")
+    with open(path) as handle:
+        result = subprocess.run(CLI + ["publish", "labels", "-"], env=test_env, stdin=handle,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "INFO kafka" not in result.stderr  # client chatter stays out of the user's way
+    labels = read_events_of(settings, "labels", Label, 2)
+    assert sorted((label.event_id, label.label, label.timestamp) for label in labels) == [
+        ("r1", "yes", 5.0), ("r2", "no", 6.0)]
