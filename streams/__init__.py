@@ -1,1 +1,31 @@
-"""streams package."""
+"""Driftline's monitor: a faust-streaming application (``driftline monitor``).
+
+Design
+------
+Stage 1, join (:mod:`streams.join`, agent ``join``): consumes ``predictions``
+and ``labels``, both keyed by ``event_id`` so a prediction and its label share
+a partition (co-partitioned; equal partition counts are checked at start).
+Bad records go to ``dead-letter`` with the reason (per element for bulk
+messages). Join state per ``event_id`` lives in a changelog-backed faust
+table; unmatched predictions expire after the model's ``label_ttl_s``
+(counted for label coverage), joined/expired markers are kept one TTL more.
+Joined pairs go to ``labeled`` keyed by model (the retraining data);
+predictions, joined pairs and expirations are forwarded, keyed by model, to
+the internal topic ``<app id>-observations`` together with their source
+coordinates (partition, offset, index in a bulk message).
+
+Stage 2, per model (:mod:`streams.app`, agent ``models``): the observations
+topic is partitioned by model, so exactly one process owns a model and
+combines all of its results; it drives :class:`streams.model_monitor.ModelMonitor`,
+publishes alerts, retrain requests and periodic ``metrics`` snapshots.
+
+No loss, no double counting: stage 1 writes a state change only after the
+outputs it stands for are on the broker, and faust commits input offsets only
+after flushing the producer. Stage 2 checkpoints (monitor state + per-source
+watermarks + re-join guards by event_id) into a changelog-backed table before
+it acknowledges observations (:mod:`streams.checkpoint`); replayed
+observations at or below a watermark are skipped.
+
+Scale out: run more processes with the same ``--group-id``; Kafka spreads the
+input partitions (by ``event_id``) and the observation partitions (by model).
+"""
