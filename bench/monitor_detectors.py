@@ -8,7 +8,7 @@ Streams (seeded):
 * data drift: 10 numeric N(0, 1) features + 1 categorical (a/b/c at
   0.5/0.3/0.2) through a full :class:`ModelMonitor` with the default policy
   except the data-drift detector; the shifted stream moves feature ``f3`` by
-  +0.5 standard deviations at the middle event. Reference: a registry-style
+  +0.5 (and +0.25) standard deviations. Reference: a registry-style
   profile built from 20,000 separate events ("profile") or the stream's own
   first events ("self"). Events go in batches of 100, so data-drift delays
   are rounded up to the batch end.
@@ -83,8 +83,10 @@ def data_table(n: int, seeds: int) -> list[tuple]:
     rows = []
     # Off the window grid: a real shift lands mid-window.
     half = n // 2 + 137
-    for name in ("ks", "psi", "chi2"):
-        for ref in ("profile", "self"):
+    cases = [(name, ref, 0.5) for name in ("ks", "psi", "chi2") for ref in ("profile", "self")]
+    cases += [("ks", "profile", 0.25), ("ks", "self", 0.25)]
+    for name, ref, size in cases:
+        if True:
             # cooldown 0: count every detection, not just one per cooldown.
             policy = MonitorPolicy(data_drift=DetectorSpec(name), cooldown_s=1e-9)
             false, delays = 0, []
@@ -92,12 +94,12 @@ def data_table(n: int, seeds: int) -> list[tuple]:
                 rng = np.random.default_rng(seed)
                 profile = make_profile(rng) if ref == "profile" else None
                 false += len(run_data(make_events(rng, n, None), policy, profile))
-                hits = run_data(make_events(rng, n, half), policy, profile)
+                hits = run_data(make_events(rng, n, half, shift=size), policy, profile)
                 false += sum(1 for i, _ in hits if i < half)
                 after = [i for i, subj in hits if i >= half and subj == "f3"]
                 if after:
                     delays.append(after[0] - half)
-            rows.append((f"data {name} ({ref})", seeds * 2 * n, false, delays, seeds))
+            rows.append((f"data {name} ({ref}), {size} sd", seeds * 2 * n, false, delays, seeds))
     # River per-event detectors on one feature (slow: one Python call per value).
     for name in ("kswin", "adwin", "page_hinkley"):
         policy = MonitorPolicy(data_drift=DetectorSpec(name), cooldown_s=1e-9)
