@@ -589,28 +589,38 @@ def run_demo(events: int | None = None, report_dir: str | Path = "demo-report", 
         print("\ninterrupted: stopping the monitor, the worker and the broker ...", file=sys.stderr, flush=True)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous_term)
-        signal.signal(signal.SIGINT, previous_int)
-        if watcher is not None:
-            watcher.stop_event.set()
-        if serving is not None:
-            try:
-                serving.close()
-            except Exception:  # the broker may be gone already; nothing left to deliver
-                pass
-        for daemon in daemons:  # in parallel: SIGTERM all, then wait for each
-            daemon.terminate()
-        for daemon in daemons:
-            daemon.stop()
-        if watcher is not None:
-            watcher.join(5)
-        if registry is not None:
-            registry.close()
-        if broker is not None:
-            broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        root.setLevel(previous_level)
-        kafka_logger.setLevel(previous_kafka)
+        # A second Ctrl-C must not cut the cleanup short and leave daemons behind,
+        # and one failing step must not skip the others.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            if watcher is not None:
+                watcher.stop_event.set()
+            if serving is not None:
+                _quietly("closing the publisher", serving.close)
+            for daemon in daemons:  # in parallel: SIGTERM all, then wait for each
+                _quietly(f"stopping the {daemon.name}", daemon.terminate)
+            for daemon in daemons:
+                _quietly(f"stopping the {daemon.name}", daemon.stop)
+            if watcher is not None:
+                watcher.join(5)
+            if registry is not None:
+                _quietly("closing the registry", registry.close)
+            if broker is not None:
+                _quietly("stopping the broker", broker.stop)
+            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            root.setLevel(previous_level)
+            kafka_logger.setLevel(previous_kafka)
+            signal.signal(signal.SIGTERM, previous_term)
+            signal.signal(signal.SIGINT, previous_int)
+
+
+def _quietly(what: str, step) -> None:
+    try:
+        step()
+    except Exception as error:  # report and go on: the remaining steps still run
+        print(f"driftline demo: {what} failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
 
 
 def _raise_interrupt(signum, frame):
