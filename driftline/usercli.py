@@ -549,6 +549,7 @@ def collect_status(settings) -> dict[str, Any]:
     except Exception as error:
         status["registry_error"] = f"{type(error).__name__}: {error}"
         return status
+    runs = _worker_runs(settings)
     try:
         for model in reg.list_models():
             name = getattr(model, "name", model)
@@ -564,10 +565,29 @@ def collect_status(settings) -> dict[str, Any]:
                 "latest_status": latest.status if latest else None,
                 "latest_created_at": _as_epoch(latest.created_at) if latest else None,
                 "latest_reason": getattr(latest, "reason", None) if latest else None,
+                "last_run": runs.get(name),
             })
     finally:
         reg.close()
     return status
+
+
+def _worker_runs(settings) -> dict[str, dict[str, Any]]:
+    """The worker's last run per model, from its status file (if any)."""
+    try:
+        from retrain.worker import status_path
+    except ImportError:
+        return {}
+    try:
+        data = json.loads(status_path(settings).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    last: dict[str, dict[str, Any]] = {}
+    for run in data.get("runs", []) if isinstance(data, dict) else []:
+        if isinstance(run, dict) and isinstance(run.get("model"), str):
+            keep = ("outcome", "version", "trigger", "started_at", "ended_at", "duration_s", "reason", "rows")
+            last[run["model"]] = {k: run.get(k) for k in keep}  # runs are oldest first
+    return last
 
 
 def _as_epoch(value: Any) -> Any:
@@ -602,6 +622,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
             m["latest_created_at"] or "-")
         print(f"  model   {m['model']:<20} champion {champion:<5} versions {m['versions']:<3} "
               f"latest v{m['latest']} {m['latest_status']} at {created}" + (f"  [{shown}]" if shown else ""))
+        run = m.get("last_run")
+        if run:
+            ended = _when(run["ended_at"]) if isinstance(run.get("ended_at"), (int, float)) else "-"
+            print(f"          last run: {run.get('outcome')} (trigger {run.get('trigger')}, "
+                  f"{_num(run.get('duration_s'))}s, {run.get('rows')} rows) at {ended}"
+                  + (f": {run['reason']}" if run.get("reason") else ""))
     missing = [t for t, present in status["topics"].items() if not present]
     return 1 if status["broker_error"] or missing else 0
 

@@ -231,6 +231,13 @@ def test_status_shows_registry_champion_and_latest_version(settings, test_env):
         reg.promote("churn", first.version)
         reg.register_version("churn", LogisticRegression().fit(X, y), metrics={"accuracy": 0.5},
                              status="rejected", reason="accuracy 0.5 < champion 0.91")
+    # the worker's status file, written the way the worker writes it
+    from retrain.trainer import RunResult
+    from retrain.worker import StatusBoard, status_path
+
+    StatusBoard(status_path(settings)).finished(RunResult(
+        model="churn", request_ids=["r1"], trigger="drift", outcome="rejected", started_at=100.0, ended_at=103.5,
+        version=2, reason="no better", rows=640).to_dict())
     result = run_cli(["status", "--json"], test_env)
     assert result.returncode == 0, result.stdout + result.stderr
     models = [json.loads(line) for line in result.stdout.splitlines() if json.loads(line)["type"] == "model"]
@@ -239,8 +246,10 @@ def test_status_shows_registry_champion_and_latest_version(settings, test_env):
     assert (churn["model"], churn["champion"], churn["versions"], churn["latest"]) == ("churn", 1, 2, 2)
     assert churn["latest_status"] == "rejected" and churn["latest_reason"].startswith("accuracy 0.5")
     assert churn["champion_metrics"] == {"accuracy": 0.91}
+    assert churn["last_run"]["outcome"] == "rejected" and churn["last_run"]["rows"] == 640
     readable = run_cli(["status"], test_env).stdout
     assert "churn" in readable and "champion v1" in readable and "latest v2 rejected" in readable
+    assert "last run: rejected (trigger drift, 3.5s, 640 rows)" in readable
 
 
 def test_publish_to_a_missing_topic_is_refused_and_not_created(settings, test_env, tmp_path):
