@@ -202,6 +202,55 @@ class _ModelEntry:
         self.dirty = False
 
 
+def _aiokafka_security(settings: Settings) -> dict[str, Any]:
+    """``Settings.kafka_security()`` in aiokafka's spelling (an SSL context, not file names)."""
+    options = {k: v for k, v in settings.kafka_security().items() if not k.startswith("ssl_")}
+    if "SSL" in settings.security_protocol:  # pragma: no cover - only with TLS brokers
+        options["ssl_context"] = settings.kafka_python_ssl_context()
+    return options
+
+
+def _app_class():
+    import faust
+
+    class _App(faust.App):
+        """faust's App with two changes the monitor needs.
+
+        * Changelog recovery reads to *verified* end offsets
+          (:func:`streams.offsets.verified_end_offsets`): tansu's ListOffsets
+          answer stops short of the last record batch.
+        * Stopping checkpoints stage 2 first, while the consumer still runs,
+          so its offsets can be committed (and faust need not wait for
+          acknowledgements that only a checkpoint gives).
+        """
+
+        driftline_monitor: "MonitorApp | None" = None  # (faust's own ``monitor`` is its sensor)
+
+        def _new_consumer(self):
+            consumer = super()._new_consumer()
+            listed_highwaters = consumer.highwaters
+            settings = self.driftline_monitor.settings
+
+            async def highwaters(*partitions):
+                from .offsets import verified_end_offsets
+
+                listed = await listed_highwaters(*partitions)
+                return await verified_end_offsets(settings.bootstrap_servers, listed, _aiokafka_security(settings))
+
+            consumer.highwaters = highwaters
+            return consumer
+
+        async def on_stop(self) -> None:
+            if self.driftline_monitor is not None:
+                try:
+                    await self.driftline_monitor._checkpoint()
+                except Exception as error:  # pragma: no cover - best effort while stopping
+                    log.warning("final checkpoint failed: %s", error)
+            await super().on_stop()
+
+    return _App
+
+
 def _partitioned_table_class():
     import faust
 
@@ -288,11 +337,14 @@ class MonitorApp:
             producer_max_request_size=events.MAX_MESSAGE_BYTES + 65536,
             topic_allow_declare=True,
             table_cleanup_interval=3600.0,
+            # stage 2 acknowledges only at checkpoints; stopping checkpoints first
+            stream_wait_empty=False,
         )
         if options.web_port is not None:
             app_options.update(web_port=options.web_port, web_bind="127.0.0.1")
         app_options.update(settings.faust_broker_options())
-        self.app = app = faust.App(self.app_id, **app_options)
+        self.app = app = _app_class()(self.app_id, **app_options)
+        app.driftline_monitor = self
         self.policies = PolicySource(settings)
         self.observations_topic = f"{self.app_id}-observations"
 
@@ -480,7 +532,10 @@ class MonitorApp:
             recent = json.loads(state[4:4 + size])
             monitor = ModelMonitor.from_state(state[4 + size:], policy, profile_for)
             entry = _ModelEntry(monitor, watermarks, partition, header["generation"], header["chunks"], recent)
-            log.warning("model %s restored from checkpoint (%d watermarks)", model, len(watermarks))
+            restored = {snap.model_version: {k: snap.stats.get(k) for k in ("predictions", "joined", "expired")}
+                        for snap in monitor.snapshots(time.time())}
+            log.warning("model %s restored from checkpoint generation %d (%d watermarks): %s", model,
+                        entry.generation, len(watermarks), json.dumps(restored, sort_keys=True))
         else:
             entry = _ModelEntry(ModelMonitor(model, policy, profile_for), Watermarks(), partition)
         self.models[model] = entry
@@ -524,6 +579,7 @@ class MonitorApp:
                 expired[int(payload)] += 1
         if skipped:
             self.counts["replayed_skipped"] += skipped
+            observability.EVENTS_PROCESSED.labels(COMPONENT, "replay_skipped").inc(skipped)
         if not (predictions or joined or expired):
             return
         now = time.time()
@@ -536,6 +592,12 @@ class MonitorApp:
         for version, count in expired.items():
             monitor.observe_expired(version, count, now)
         entry.dirty = True
+        # what stage 2 applied (stage 1's counters include its own replays)
+        for kind, value in (("applied_prediction", len(predictions)), ("applied_joined", len(joined)),
+                            ("applied_expired", sum(expired.values()))):
+            if value:
+                self.counts[kind] += value
+                observability.EVENTS_PROCESSED.labels(COMPONENT, kind).inc(value)
         for output in outputs:
             self._publish_monitor_output(model, output)
 
@@ -615,7 +677,6 @@ class MonitorApp:
 
     async def _on_shutdown(self) -> None:
         try:
-            await self._checkpoint()
             await self._publish_snapshots()
         except Exception as error:  # pragma: no cover - best effort while stopping
             log.warning("final checkpoint/snapshot failed: %s", error)
@@ -627,7 +688,7 @@ class MonitorApp:
 
         topic = self.topics.model_events
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
-                                    client_id="driftline-monitor-model-events", **self.settings.kafka_security())
+                                    client_id="driftline-monitor-model-events", **_aiokafka_security(self.settings))
         await consumer.start()
         try:
             partitions = None

@@ -37,8 +37,15 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_interval=args.checkpoint_interval, checkpoint_events=args.checkpoint_events,
         session_timeout=args.session_timeout, heartbeat_interval=min(1.0, args.session_timeout / 3),
     )
+    root_level = logging.getLogger().getEffectiveLevel()
+    if root_level > logging.DEBUG:
+        # faust, mode and the Kafka clients log every rebalance step and
+        # producer-buffer flush at INFO/WARNING: keep them for --log-level DEBUG.
+        for name in ("faust", "mode", "aiokafka", "kafka"):
+            logging.getLogger(name).setLevel(max(root_level, logging.WARNING))
+        logging.getLogger("faust.transport.producer").setLevel(max(root_level, logging.ERROR))
     monitor = create_monitor(load_settings(), options)
-    level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+    level = logging.getLevelName(root_level)
     return monitor.run(loglevel=level if isinstance(level, str) else "INFO")
 
 

@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -199,25 +200,58 @@ def test_kill_9_mid_stream_and_restart_counts_every_event_once(settings, monitor
     predictions, labels = make_events(n)
     with Publisher(settings) as publisher:
         publisher.publish_predictions(predictions, bulk=False)
-        publisher.publish_labels(labels, bulk=False)
+
+    def publish_labels_slowly():  # the stream is still flowing when the process dies
+        with Publisher(settings) as publisher:
+            for start in range(0, n, 250):
+                publisher.publish_labels(labels[start:start + 250], bulk=False)
+                time.sleep(0.25)
 
     first = monitors("first", "--checkpoint-events", "200")
+    # kill once stage 2 has written a checkpoint (its changelog has records) and joins are flowing
+    changelog = f"{settings.topic_prefix}monitor-models-changelog"
+    feeder = threading.Thread(target=publish_labels_slowly, daemon=True)
     deadline = time.monotonic() + 90
-    seen = 0
-    while time.monotonic() < deadline and seen == 0:
+    while time.monotonic() < deadline:
         time.sleep(0.3)
-        seen = len(read_topic(settings, settings.topics.labeled, quiet_s=0.3, timeout_s=3))
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        if not feeder.is_alive():
+            try:
+                if read_topic(settings, changelog, quiet_s=0.3, timeout_s=3):
+                    feeder.start()
+            except AssertionError:  # the changelog topic is not created yet
+                pass
+        elif _labeled_count(settings) > 0:
+            break
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     at_kill = _labeled_count(settings)
     assert 0 < at_kill < n, f"the kill was not mid-stream ({at_kill} joined of {n})"
 
-    monitors("second")
+    port = free_port()
+    monitors("second", "--metrics-port", str(port))
     per_model = {m: sum(1 for p in predictions if p["model"] == m) for m in MODELS}
     snapshots = latest_snapshots(settings, {m: {"joined": c, "predictions": c, "expired": 0}
                                             for m, c in per_model.items()}, timeout_s=60)
+    feeder.join(30)
     for model in MODELS:
         check_metrics(snapshots[model], joined_from(predictions, labels, model))
+
+    # the restart restored checkpoints and applied only what they did not cover
+    restored = {}
+    for line in (tmp_path / "second.log").read_text().splitlines():
+        if "restored from checkpoint" in line:
+            model = line.split("model ", 1)[1].split()[0]
+            restored[model] = json.loads(line.split(": ", 1)[1])["1"]
+    assert restored, "the restarted monitor restored no checkpoint"
+    counters = _scrape(port)
+    applied = {kind: counters.get(f'driftline_events_processed_total{{component="monitor",kind="{kind}"}}', 0)
+               for kind in ("applied_joined", "applied_prediction")}
+    restored_joined = sum(r["joined"] for r in restored.values())
+    restored_predictions = sum(r["predictions"] for r in restored.values())
+    assert restored_joined > 0 and restored_predictions > 0, restored
+    assert applied["applied_joined"] + restored_joined == n, (applied, restored)
+    assert applied["applied_prediction"] + restored_predictions == n, (applied, restored)
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -249,3 +283,35 @@ def test_two_processes_over_four_partitions_match_one(settings, monitors):
                for port in ports]
     assert all(h > 0 for h in handled), handled  # both processes did part of the work
     assert sum(handled) >= len(predictions)
+
+
+def test_verified_end_offsets_reach_past_the_last_batch(settings):
+    """Table recovery reads to these offsets: they must cover every record
+    even where the broker's ListOffsets stops at the last batch's start
+    (tansu; see bench/tansu_end_offsets.py)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    from streams.offsets import verified_end_offsets
+
+    topic = settings.topics.labeled
+
+    async def scenario():
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=50)
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False)
+        await producer.start()
+        await consumer.start()
+        try:
+            await (await producer.send(topic, b"first", partition=0))
+            await asyncio.gather(*[await producer.send(topic, b"x", partition=0) for _ in range(10)])
+            tps = [TopicPartition(topic, p) for p in range(4)]
+            listed = await consumer.end_offsets(tps)
+            return listed, await verified_end_offsets(settings.bootstrap_servers, listed)
+        finally:
+            await producer.stop()
+            await consumer.stop()
+
+    listed, verified = asyncio.run(scenario())
+    assert [verified[tp] for tp in sorted(verified)] == [11, 0, 0, 0]
+    assert all(verified[tp] >= listed[tp] for tp in listed)
