@@ -142,6 +142,12 @@ def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_versio
         assert worker[f'driftline_retrain_runs_total{{model="{MODEL}",outcome="promoted"}}'] == 1
         assert worker[f'driftline_retrain_duration_seconds_count{{model="{MODEL}"}}'] == 1
         assert worker['driftline_events_processed_total{component="worker",kind="retrain_request"}'] >= 1
+        lag = {k: v for k, v in worker.items() if k.startswith('driftline_consumer_lag{component="worker"')}
+        assert len(lag) == 4 and all(settings.topics.retrain_requests in k for k in lag)  # one per partition
+    except BaseException:
+        for daemon in daemons:  # shown by pytest with the failure
+            print(f"---- {daemon.name} log (last lines) ----\n{daemon.tail(60)}")
+        raise
     finally:
         for daemon in daemons:
             daemon.terminate()
