@@ -754,8 +754,10 @@ def write_report(report_dir: Path, result: DemoResult, watcher: Watcher, truth: 
             ax.axvline(drift_t, color="tab:red", linestyle="--", label="drift injected")
         for i, h in enumerate(h for h in happenings if h.kind == "promoted"):
             ax.axvline(h.t, color="tab:green", linestyle="-", label="version promoted" if i == 0 else None)
-            ax.annotate(f"v{h.data['event']['version']}", (h.t, 1.0), xytext=(3, -12), textcoords="offset points",
-                        color="tab:green")
+            ax.annotate(f"v{h.data['event']['version']}", (h.t, 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(3, -12), textcoords="offset points", color="tab:green")
+        if truth:
+            ax.set_xlim(0, truth[-1][0] + 1)
         for i, h in enumerate(h for h in happenings if h.kind == "request"):
             ax.axvline(h.t, color="tab:purple", linestyle=":", label="retrain request" if i == 0 else None)
 
@@ -779,7 +781,7 @@ def write_report(report_dir: Path, result: DemoResult, watcher: Watcher, truth: 
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.05)
     ax.set_title("Accuracy over time (version changes marked)")
-    ax.legend(loc="lower left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     accuracy_png = _png(figure)
     plt.close(figure)
 
@@ -795,7 +797,7 @@ def write_report(report_dir: Path, result: DemoResult, watcher: Watcher, truth: 
     marks(ax)
     ax.set_xlabel("seconds since start")
     ax.set_title("Drift and metric alerts")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     alerts_png = _png(figure)
     plt.close(figure)
 
