@@ -187,7 +187,7 @@ class PolicySource:
 class _ModelEntry:
     """Stage-2 state of one model owned by this process."""
 
-    __slots__ = ("monitor", "watermarks", "partition", "generation", "chunks", "dirty", "recent")
+    __slots__ = ("monitor", "watermarks", "partition", "generation", "chunks", "dirty", "recent", "lows")
 
     def __init__(self, monitor, watermarks: Watermarks, partition: int, generation: int = 0, chunks: int = 0,
                  recent: dict | None = None):
@@ -200,6 +200,8 @@ class _ModelEntry:
         self.generation = generation
         self.chunks = chunks
         self.dirty = False
+        # source partition -> stage 1's lowest replayable (prediction, label) offsets
+        self.lows: dict[int, tuple[int, int]] = {}
 
 
 def _aiokafka_security(settings: Settings) -> dict[str, Any]:
@@ -339,6 +341,11 @@ class MonitorApp:
             table_cleanup_interval=3600.0,
             # stage 2 acknowledges only at checkpoints; stopping checkpoints first
             stream_wait_empty=False,
+            # batch the many small changelog/observation sends into fewer requests
+            producer_linger=0.005,
+            # read-ahead per partition, in messages: a bulk message holds up
+            # to 10,000 events, so faust's default (4096) can hold gigabytes
+            stream_buffer_maxsize=64,
         )
         if options.web_port is not None:
             app_options.update(web_port=options.web_port, web_bind="127.0.0.1")
@@ -355,7 +362,8 @@ class MonitorApp:
         self.state_table = app.tables.add(Table(
             app, name="models", default=None, key_type=str, value_type=bytes, beacon=app.tables.beacon,
             partitions=partitions, help="stage 2: checkpoints per model"))
-        self.joiner = Joiner(self.policies.label_ttl, store=self.join_table,
+        self._join_changelog = self.join_table.changelog_topic.get_topic_name()
+        self.joiner = Joiner(self.policies.label_ttl, store=self.join_table.data.data,
                              topics={"p": topics.predictions, "l": topics.labels})
         self._lock = asyncio.Lock()
         self._indexed: set[int] = set()
@@ -403,6 +411,13 @@ class MonitorApp:
         @app.task
         async def follow_model_events():
             await self._follow_model_events()
+
+        @app.on_rebalance_complete.connect
+        async def on_rebalance_complete(app, **kwargs):
+            assignment = app.consumer.assignment() if app.consumer else set()
+            log.info("monitor ready: stage 1 partitions %s, stage 2 partitions %s",
+                     sorted(tp.partition for tp in assignment if tp.topic == topics.predictions),
+                     sorted(tp.partition for tp in assignment if tp.topic == self.observations_topic))
 
         @app.on_partitions_revoked.connect
         async def on_revoked(app, revoked, **kwargs):
@@ -455,6 +470,7 @@ class MonitorApp:
 
     # -- stage 1 -----------------------------------------------------------------------
     def _sync_partitions(self) -> None:
+        self.joiner.store = self.join_table.data.data  # read the store's dict directly (no per-key sensors)
         assignment = self.app.consumer.assignment() if self.app.consumer else set()
         owned = {tp.partition for tp in assignment if tp.topic == self.topics.predictions}
         gone = self._indexed - owned
@@ -493,12 +509,28 @@ class MonitorApp:
             out.dead_letters[:0] = dead
             out.counts["dead_letter"] += len(dead)
             await self._publish_join_output(out)
-            self._apply(out.writes)
+            await self._apply(out.writes)
 
-    def _apply(self, writes) -> None:
-        write = self.join_table.write
+    async def _apply(self, writes) -> None:
+        """Write join state: the table's store and its changelog.
+
+        Bypasses faust's per-key ``Table.__setitem__`` (a buffered send per
+        key, the stage's main cost) with the same changelog records: key
+        JSON-encoded as faust's ``json`` key serializer does, value raw bytes,
+        ``None`` a tombstone. faust flushes the producer before it commits
+        input offsets, so these are durable before the inputs they stand for
+        are committed.
+        """
+        data = self.join_table.data.data  # the memory store's dict
+        send = self.app.producer.send
+        topic = self._join_changelog
+        dumps = json.dumps
         for partition, key, value in writes:
-            write(partition, key, value)
+            if value is None:
+                data.pop(key, None)
+            else:
+                data[key] = value
+            await send(topic, dumps(key).encode(), value, partition, None, None)
 
     async def _expire(self) -> None:
         if self.app.consumer is None:
@@ -508,7 +540,7 @@ class MonitorApp:
             out = self.joiner.expire(time.time(), self._indexed)
             if out.writes or out.dead_letters:
                 await self._publish_join_output(out)
-                self._apply(out.writes)
+                await self._apply(out.writes)
 
     # -- stage 2 -----------------------------------------------------------------------
     def _entry(self, model: str, partition: int) -> _ModelEntry:
@@ -552,31 +584,33 @@ class MonitorApp:
         entry = self._entry(model, event.message.partition)
         admit = entry.watermarks.admit
         recent = entry.recent
-        low_p, low_l = message.get("low") or (0, 0)
-        if recent:
-            for key in [k for k, (part, po, lo) in recent.items()
-                        if part == source_partition and po < low_p and lo < low_l]:
-                del recent[key]
+        # re-join guards below these offsets are dropped at the next checkpoint
+        entry.lows[source_partition] = message.get("low") or (0, 0)
         predictions, joined, expired = [], [], defaultdict(int)
         skipped = 0
         for item in items:
-            kind, offset, index, payload = item[:4]
-            if kind == "j":
-                # a pair is joined once per event_id; a replay may complete it from the other side
-                event_id = payload["event_id"]
-                if event_id in recent:
+            try:
+                kind, offset, index, payload = item[:4]
+                if kind == "j":
+                    # a pair is joined once per event_id; a replay may complete it from the other side
+                    event_id = payload["event_id"]
+                    if event_id in recent:
+                        skipped += 1
+                        continue
+                    # stage 1 built the payload from a validated record: no second validation
+                    record = LabeledRecord(**payload)
+                    recent[event_id] = [source_partition, item[4][0], item[5][0]]
+                    joined.append(record)
+                    continue
+                if not admit(kind, kind_topic, source_partition, offset, index):
                     skipped += 1
                     continue
-                recent[event_id] = [source_partition, item[4][0], item[5][0]]
-                joined.append(LabeledRecord.from_dict(payload))
-                continue
-            if not admit(kind, kind_topic, source_partition, offset, index):
-                skipped += 1
-                continue
-            if kind == "p":
-                predictions.append(Prediction.from_dict(payload))
-            else:
-                expired[int(payload)] += 1
+                if kind == "p":
+                    predictions.append(Prediction(**payload))
+                else:
+                    expired[int(payload)] += 1
+            except (TypeError, ValueError, KeyError, IndexError) as error:  # internal topic: never crash
+                log.error("unreadable observation item at %s/%s: %s", event.message.tp, event.message.offset, error)
         if skipped:
             self.counts["replayed_skipped"] += skipped
             observability.EVENTS_PROCESSED.labels(COMPONENT, "replay_skipped").inc(skipped)
@@ -625,6 +659,12 @@ class MonitorApp:
         for model, entry in self.models.items():
             if not entry.dirty:
                 continue
+            lows = entry.lows
+            if entry.recent and lows:
+                # pairs whose inputs stage 1 has committed cannot be re-joined
+                for key in [k for k, (part, po, lo) in entry.recent.items()
+                            if part in lows and po < lows[part][0] and lo < lows[part][1]]:
+                    del entry.recent[key]
             recent = json.dumps(entry.recent, separators=(",", ":")).encode()
             state = len(recent).to_bytes(4, "big") + recent + entry.monitor.to_state()
             old_generation, old_chunks = entry.generation, entry.chunks
@@ -704,18 +744,24 @@ class MonitorApp:
             await consumer.seek_to_end(*tps)
             while True:
                 batches = await consumer.getmany(timeout_ms=1000)
+                changed = False
                 for records in batches.values():
                     for record in records:
-                        self._on_model_event(record.value)
+                        changed |= self._on_model_event(record.value)
+                if changed:
+                    # this follower starts at the end after a restart: save the effect now
+                    await self._checkpoint()
         finally:
             await consumer.stop()
 
-    def _on_model_event(self, payload: bytes | None) -> None:
+    def _on_model_event(self, payload: bytes | None) -> bool:
+        """Apply model events; True when a model's monitor changed."""
         try:
             model_events = events.decode(ModelEvent, payload or b"")
         except events.ValidationError as error:
             log.warning("ignoring malformed model event: %s", error)
-            return
+            return False
+        changed = False
         for event in model_events:
             if event.event in ("policy_changed", "promoted", "rolled_back"):
                 self.policies.invalidate(event.model)
@@ -724,15 +770,16 @@ class MonitorApp:
                 continue
             if event.event == "promoted" and event.version is not None:
                 entry.monitor.on_promoted(event.version, time.time())
-                entry.dirty = True
+                entry.dirty = changed = True
             elif event.event == "policy_changed":
                 from .model_monitor import ModelMonitor
 
                 policy = self.policies.policy(event.model).monitor
                 entry.monitor = ModelMonitor.from_state(entry.monitor.to_state(), policy,
                                                         self.policies.profile_for(event.model))
-                entry.dirty = True
+                entry.dirty = changed = True
                 log.info("model %s: policy reloaded", event.model)
+        return changed
 
     # -- running ------------------------------------------------------------------------
     def run(self, loglevel: str = "WARNING") -> int:

@@ -1,0 +1,373 @@
+"""Throughput and memory of the monitor (``driftline monitor``) on a real broker.
+
+Run: ``.venv/bin/python bench/monitor.py [--events 1000000] [--single-events 50000]
+[--scale-events 200000] [--bootstrap HOST:PORT] [--skip-detectors]``
+
+Without ``--bootstrap`` it starts the embedded tansu broker. Every section
+publishes its data first (predictions and their labels, 10 numeric
+features, class probabilities and latency: every metric, per-feature data
+drift, prediction drift, outliers, latency and concept drift are on with the
+default policy), then measures, in the same run:
+
+* raw aiokafka: one consumer reading the same topics (no decoding);
+* a do-nothing faust agent on the same topics (a separate process);
+* the monitor: a real ``python -m streams`` process; throughput is the time
+  from the first to the last event it applied (its Prometheus counters
+  ``applied_prediction``/``applied_joined``, polled every 0.1 s), so
+  process start and group join are not counted. An *event* is one
+  prediction together with its label.
+
+Then peak RSS of the monitor process (``VmHWM``) after the bulk section,
+one and two monitor processes over four partitions (four models, data
+published after the group is ready), and detection delay / false alarms of
+the default detectors (``bench/monitor_detectors.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from driftline.broker import EmbeddedBroker, free_port  # noqa: E402
+from driftline.config import Settings, load_settings  # noqa: E402
+from driftline.sdk import partition_for  # noqa: E402
+from driftline.topics import create_topics  # noqa: E402
+
+PARTITIONS = 4
+BULK = 1000  # events per bulk message
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# -- data ---------------------------------------------------------------------------------
+def make_messages(n: int, models: list[str], bulk: bool, seed: int = 1):
+    """Encoded ``(partition, key, value)`` messages for predictions and labels."""
+    rng = random.Random(seed)
+    preds: dict[int, list] = {p: [] for p in range(PARTITIONS)}
+    labels: dict[int, list] = {p: [] for p in range(PARTITIONS)}
+    base = 1_700_000_000.0
+    for i in range(n):
+        event_id = f"e{i}"
+        model = models[i % len(models)]
+        p1 = round(rng.random(), 4)
+        predicted = int(p1 >= 0.5)
+        truth = predicted if rng.random() < 0.8 else 1 - predicted
+        part = partition_for(event_id, PARTITIONS)
+        preds[part].append({"event_id": event_id, "model": model, "model_version": 1, "timestamp": base + i * 0.001,
+                            "features": {f"f{k}": round(rng.gauss(0, 1), 4) for k in range(10)},
+                            "prediction": predicted, "probabilities": {"0": round(1 - p1, 4), "1": p1},
+                            "latency_ms": round(rng.uniform(1, 20), 2)})
+        labels[part].append({"event_id": event_id, "model": model, "label": truth, "timestamp": base + i * 0.001 + 5})
+    out = {"predictions": [], "labels": []}
+    dumps = json.JSONEncoder(separators=(",", ":")).encode
+    for kind, groups in (("predictions", preds), ("labels", labels)):
+        for part, records in groups.items():
+            if bulk:
+                for start in range(0, len(records), BULK):
+                    chunk = records[start:start + BULK]
+                    out[kind].append((part, chunk[0]["event_id"].encode(), dumps(chunk).encode()))
+            else:
+                out[kind].extend((part, r["event_id"].encode(), dumps(r).encode()) for r in records)
+    return out
+
+
+async def publish(settings: Settings, messages: dict) -> float:
+    """Send everything (predictions first, then labels); seconds taken."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5,
+                                max_batch_size=1024 * 1024, max_request_size=2 * 1024 * 1024)
+    await producer.start()
+    start = time.perf_counter()
+    try:
+        for kind, topic in (("predictions", settings.topics.predictions), ("labels", settings.topics.labels)):
+            futures = []
+            for part, key, value in messages[kind]:
+                futures.append(await producer.send(topic, value, key=key, partition=part))
+                if len(futures) >= 5000:
+                    await asyncio.gather(*futures)
+                    futures = []
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return time.perf_counter() - start
+
+
+def new_settings(bootstrap: str, registry: str) -> Settings:
+    settings = load_settings(environ={}, bootstrap_servers=bootstrap, topic_prefix=f"b{uuid.uuid4().hex[:8]}.",
+                             registry=registry)
+    create_topics(settings, partitions=PARTITIONS)
+    return settings
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env.update(DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers, DRIFTLINE_TOPIC_PREFIX=settings.topic_prefix,
+               DRIFTLINE_REGISTRY=settings.registry, PYTHONUNBUFFERED="1", DRIFTLINE_LOG_LEVEL="INFO")
+    return env
+
+
+# -- baselines ------------------------------------------------------------------------------
+async def raw_consume(settings: Settings, expected_messages: int) -> float:
+    """Seconds from the first to the last message read by one aiokafka consumer."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in (settings.topics.predictions, settings.topics.labels)
+               for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen, first, last = 0, None, None
+        deadline = time.monotonic() + 600
+        while seen < expected_messages and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                if records:
+                    first = first or time.perf_counter()
+                    seen += len(records)
+                    last = time.perf_counter()
+        if seen < expected_messages:
+            raise RuntimeError(f"raw consumer read {seen} of {expected_messages} messages")
+        return last - first
+    finally:
+        await consumer.stop()
+
+
+def noop_faust_child(expected: int) -> None:
+    """A faust app whose agent only counts messages; prints JSON timings."""
+    import logging
+
+    import faust
+
+    logging.basicConfig(level=os.environ.get("NOOP_LOG", "WARNING"))
+    settings = load_settings()
+    app = faust.App(f"{settings.topic_prefix}noop", store="memory://", autodiscover=False, web_enabled=False,
+                    topic_partitions=PARTITIONS, broker_session_timeout=6.0, broker_heartbeat_interval=1.0,
+                    consumer_auto_offset_reset="earliest", **settings.faust_broker_options())
+    topic = app.topic(settings.topics.predictions, settings.topics.labels, key_serializer="raw",
+                      value_serializer="raw")
+    state = {"seen": 0, "first": None}
+
+    @app.agent(topic)
+    async def count(stream):
+        async for _value in stream:
+            state["first"] = state["first"] or time.perf_counter()
+            state["seen"] += 1
+            if state["seen"] >= expected:
+                print(json.dumps({"seconds": time.perf_counter() - state["first"], "seen": state["seen"]}),
+                      flush=True)
+                os._exit(0)
+
+    worker = faust.Worker(app, loglevel=os.environ.get("NOOP_LOG", "WARNING"), quiet=True, override_logging=False)
+    worker.execute_from_commandline()
+
+
+def noop_faust(settings: Settings, expected_messages: int) -> float:
+    proc = subprocess.run([sys.executable, __file__, "--noop-child", str(expected_messages)], env=child_env(settings),
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    match = re.search(r'\{"seconds".*\}', proc.stdout)  # (faust's terminal codes may precede it)
+    if match:
+        return json.loads(match.group(0))["seconds"]
+    raise RuntimeError(f"no-op faust agent failed:\n{proc.stderr[-2000:]}")
+
+
+# -- the monitor -----------------------------------------------------------------------------
+class Monitor:
+    """A real ``python -m streams`` process with its Prometheus port."""
+
+    def __init__(self, settings: Settings, workdir: str, name: str):
+        self.port = free_port()
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "--data-dir", os.path.join(workdir, f"data-{name}"),
+             "--metrics-port", str(self.port), "--snapshot-interval", "5", "--session-timeout", "6"],
+            env=child_env(settings), stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def counters(self) -> dict[str, float]:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return {}
+        out = {}
+        for match in re.finditer(r'driftline_events_processed_total\{component="monitor",kind="(\w+)"\} (\S+)', text):
+            out[match.group(1)] = float(match.group(2))
+        return out
+
+    def ready(self) -> bool:
+        with open(self.log_path, "rb") as handle:
+            return b"monitor ready" in handle.read()
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(current, peak) resident set size in MB."""
+        fields = {}
+        with open(f"/proc/{self.proc.pid}/status") as handle:
+            for line in handle:
+                if line.startswith(("VmRSS", "VmHWM")):
+                    key, value = line.split(":")
+                    fields[key] = int(value.split()[0]) / 1024
+        return fields["VmRSS"], fields["VmHWM"]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> float:
+    """Seconds from the first to the last of ``n`` events applied (summed over processes)."""
+    first = last = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        totals = {"applied_prediction": 0.0, "applied_joined": 0.0}
+        for monitor in monitors:
+            if monitor.proc.poll() is not None:
+                raise RuntimeError(f"monitor exited; see {monitor.log_path}")
+            for key, value in monitor.counters().items():
+                if key in totals:
+                    totals[key] += value
+        now = time.perf_counter()
+        if first is None and (totals["applied_prediction"] > 0 or totals["applied_joined"] > 0):
+            first = now
+        if totals["applied_prediction"] >= n and totals["applied_joined"] >= n:
+            last = now
+            return last - first
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out; last counters {totals}")
+
+
+def run_monitor(settings: Settings, workdir: str, n: int, name: str) -> dict:
+    monitor = Monitor(settings, workdir, name)
+    try:
+        seconds = watch([monitor], n)
+        current, peak = monitor.rss_mb()
+        counters = monitor.counters()
+        return {"seconds": seconds, "rss_mb": current, "peak_rss_mb": peak, "counters": counters}
+    finally:
+        monitor.stop()
+
+
+def section(title: str, settings: Settings, workdir: str, n: int, models: list[str], bulk: bool) -> dict:
+    print(f"\n== {title}: {n:,} events ({'bulk messages of %d' % BULK if bulk else 'one event per message'}), "
+          f"10 numeric features, {len(models)} model(s), {PARTITIONS} partitions", flush=True)
+    t0 = time.perf_counter()
+    messages = make_messages(n, models, bulk)
+    count = len(messages["predictions"]) + len(messages["labels"])
+    size = sum(len(v) for kind in messages.values() for _p, _k, v in kind)
+    built = time.perf_counter() - t0
+    sent = asyncio.run(publish(settings, messages))
+    del messages
+    print(f"  data: {count:,} messages, {size / 1e6:,.0f} MB; built in {built:.1f} s, published in {sent:.1f} s "
+          f"({n / sent:,.0f} ev/s)", flush=True)
+    raw = asyncio.run(raw_consume(settings, count))
+    print(f"  {'raw aiokafka consumer':36} {n / raw:>12,.0f} ev/s  ({count / raw:,.0f} msg/s)", flush=True)
+    noop = noop_faust(settings, count)
+    print(f"  {'do-nothing faust agent':36} {n / noop:>12,.0f} ev/s  ({count / noop:,.0f} msg/s)", flush=True)
+    result = run_monitor(settings, workdir, n, title.split()[0])
+    seconds = result["seconds"]
+    print(f"  {'driftline monitor (1 process)':36} {n / seconds:>12,.0f} ev/s  ({seconds:.1f} s; "
+          f"{seconds / n * 1e6:.0f} us/event; {raw / seconds:.2f} x raw, {noop / seconds:.2f} x faust)", flush=True)
+    print(f"  monitor RSS after {n:,} events: {result['rss_mb']:.0f} MB now, {result['peak_rss_mb']:.0f} MB peak",
+          flush=True)
+    skipped = result["counters"].get("replay_skipped", 0)
+    if skipped:
+        print(f"  (replayed observations skipped: {skipped:,.0f})")
+    return {"raw": n / raw, "noop": n / noop, "monitor": n / seconds, **result}
+
+
+def models_on_distinct_partitions(count: int) -> list[str]:
+    chosen: dict[int, str] = {}
+    i = 0
+    while len(chosen) < count:
+        name = f"model{i}"
+        chosen.setdefault(partition_for(name, PARTITIONS), name)
+        i += 1
+    return sorted(chosen.values())
+
+
+def scale_section(bootstrap: str, registry: str, workdir: str, n: int) -> None:
+    models = models_on_distinct_partitions(4)
+    print(f"\n== scale-out: {n:,} events, bulk, {len(models)} models on distinct observation partitions; "
+          f"published after the group is ready", flush=True)
+    messages = make_messages(n, models, bulk=True, seed=3)
+    rates = {}
+    for processes in (1, 2):
+        settings = new_settings(bootstrap, registry)
+        monitors = [Monitor(settings, workdir, f"scale{processes}-{i}") for i in range(processes)]
+        try:
+            deadline = time.monotonic() + 120
+            while not all(m.ready() for m in monitors) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            time.sleep(7)  # a second member's join rebalances the first: let it settle
+            asyncio.run(publish(settings, messages))
+            seconds = watch(monitors, n)
+            rates[processes] = n / seconds
+            print(f"  {processes} process(es): {n / seconds:>12,.0f} ev/s  ({seconds:.1f} s)", flush=True)
+        finally:
+            for monitor in monitors:
+                monitor.stop()
+    print(f"  speed-up with two processes: {rates[2] / rates[1]:.2f}x (two cores shared with other work)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="bulk section size (default 1,000,000)")
+    parser.add_argument("--single-events", type=int, default=50_000, help="single-event section size")
+    parser.add_argument("--scale-events", type=int, default=200_000, help="scale-out section size")
+    parser.add_argument("--bootstrap", default=None, help="use this broker instead of an embedded tansu")
+    parser.add_argument("--skip-detectors", action="store_true")
+    parser.add_argument("--only", choices=("bulk", "single", "scale", "detectors"), default=None)
+    parser.add_argument("--noop-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.noop_child is not None:
+        noop_faust_child(args.noop_child)
+        return
+
+    workdir = tempfile.mkdtemp(prefix="driftline-bench-monitor-")
+    registry = os.path.join(workdir, "registry")
+    broker = None
+    try:
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+        else:
+            broker = EmbeddedBroker()
+            broker.start()
+            bootstrap = broker.bootstrap_servers
+        print(f"broker: {'embedded tansu' if broker else bootstrap}; machine: {os.cpu_count()} cores "
+              f"(busy: shared with other work); python {sys.version.split()[0]}")
+        if args.only in (None, "bulk"):
+            section("bulk", new_settings(bootstrap, registry), workdir, args.events, ["churn"], bulk=True)
+        if args.only in (None, "single"):
+            section("single", new_settings(bootstrap, registry), workdir, args.single_events, ["churn"], bulk=False)
+        if args.only in (None, "scale"):
+            scale_section(bootstrap, registry, workdir, args.scale_events)
+    finally:
+        if broker is not None:
+            broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    if not args.skip_detectors and args.only in (None, "detectors"):
+        detectors = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor_detectors.py")
+        if os.path.exists(detectors):
+            print("\n== default detectors (bench/monitor_detectors.py --events 50000 --seeds 2)", flush=True)
+            subprocess.run([sys.executable, detectors, "--events", "50000", "--seeds", "2"], cwd=ROOT, check=False)
+
+
+if __name__ == "__main__":
+    main()
