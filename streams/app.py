@@ -33,7 +33,7 @@ from driftline.errors import DriftlineError
 from driftline.events import DeadLetter, Label, LabeledRecord, ModelEvent, Prediction
 from driftline.policy import Policy
 
-from .checkpoint import CheckpointError, Watermarks, chunk_keys, decode_checkpoint, encode_checkpoint
+from .checkpoint import Watermarks, chunk_keys, decode_checkpoint, encode_checkpoint
 from .join import COMPONENT, Joiner
 
 try:  # faust's TopicPartition (a namedtuple), used as key of committed offsets
@@ -552,18 +552,21 @@ class MonitorApp:
 
         policy = self.policies.policy(model).monitor
         profile_for = self.policies.profile_for(model)
+        entry = None
         try:
             found = decode_checkpoint(model, self.state_table)
-        except CheckpointError as error:
-            log.error("%s; starting model %s afresh", error, model)
-            found = None
-        if found is not None:
-            state, watermarks, _extra = found
-            header = json.loads(self.state_table[model])
-            size = int.from_bytes(state[:4], "big")
-            recent = json.loads(state[4:4 + size])
-            monitor = ModelMonitor.from_state(state[4 + size:], policy, profile_for)
-            entry = _ModelEntry(monitor, watermarks, partition, header["generation"], header["chunks"], recent)
+            if found is not None:
+                state, watermarks, _extra = found
+                header = json.loads(self.state_table[model])
+                size = int.from_bytes(state[:4], "big")
+                recent = json.loads(state[4:4 + size])
+                monitor = ModelMonitor.from_state(state[4 + size:], policy, profile_for)
+                entry = _ModelEntry(monitor, watermarks, partition, header["generation"], header["chunks"], recent)
+        except Exception as error:  # an unusable checkpoint must not stop the monitor (nor loop-crash it)
+            log.error("checkpoint of model %s cannot be restored (%s: %s); starting the model afresh, "
+                      "replayed observations will be counted again", model, type(error).__name__, error)
+            entry = None
+        if entry is not None:
             restored = {snap.model_version: {k: snap.stats.get(k) for k in ("predictions", "joined", "expired")}
                         for snap in monitor.snapshots(time.time())}
             log.warning("model %s restored from checkpoint generation %d (%d watermarks): %s", model,
