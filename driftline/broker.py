@@ -105,6 +105,7 @@ class EmbeddedBroker:
                 # Its own process group: Ctrl-C in a terminal goes to us, and we
                 # stop the broker in order rather than racing it.
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             )
         finally:
@@ -143,6 +144,19 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: ask Linux to SIGTERM the broker when the
+    thread that started it dies, so a killed test run or demo leaves no
+    orphan broker behind. Elsewhere a no-op."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except Exception:  # not Linux: stop() remains the only clean-up
+        pass
 
 
 def _port_in_use(port: int) -> bool:

@@ -90,3 +90,19 @@ def test_bad_configuration_is_one_line_not_a_traceback():
     assert result.stderr.strip().splitlines() == [
         "driftline: error: DRIFTLINE_BOOTSTRAP_SERVERS contains 'nohost': expected host:port with a port from 1 to 65535"
     ]
+
+
+def test_broker_does_not_outlive_a_killed_parent():
+    """A test run or demo killed with SIGKILL must not leave tansu running."""
+    code = ("import time; from driftline.broker import EmbeddedBroker; "
+            "b = EmbeddedBroker().start(); print(b.process.pid, flush=True); time.sleep(120)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        broker_pid = int(parent.stdout.readline())
+        broker = psutil.Process(broker_pid)
+        parent.kill()
+        parent.wait(10)
+        broker.wait(timeout=10)  # raises TimeoutExpired if it outlives its parent
+    finally:
+        if parent.poll() is None:
+            parent.kill()
