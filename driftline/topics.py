@@ -47,3 +47,17 @@ def create_topics(
         return result
     finally:
         admin.close()
+
+
+def topic_partitions(consumer, topic: str, timeout_s: float = 10.0) -> set[int]:
+    """Partition numbers of ``topic`` seen by a kafka-python ``consumer``,
+    waiting up to ``timeout_s`` for metadata (a fresh client has none yet).
+    An empty set means the topic does not exist."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    partitions = consumer.partitions_for_topic(topic)
+    while partitions is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        partitions = consumer.partitions_for_topic(topic)
+    return set(partitions or ())

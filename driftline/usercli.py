@@ -397,12 +397,9 @@ def follow_records(settings, topic: str, record_type, *, follow: bool, from_begi
             "check DRIFTLINE_BOOTSTRAP_SERVERS"
         ) from None
     try:
-        partitions = None
-        deadline = time.monotonic() + 10
-        while partitions is None and time.monotonic() < deadline:
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                time.sleep(0.2)
+        from .topics import topic_partitions
+
+        partitions = topic_partitions(consumer, topic)
         if not partitions:
             raise UserCliError(f"topic {topic!r} does not exist; run 'driftline topics create'")
         assigned = [TopicPartition(topic, p) for p in sorted(partitions)]

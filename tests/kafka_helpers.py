@@ -14,6 +14,7 @@ from kafka import KafkaConsumer
 
 from driftline import events
 from driftline.config import Settings
+from driftline.topics import topic_partitions
 
 
 def read_topic(
@@ -38,13 +39,9 @@ def read_topic(
     try:
         from kafka import TopicPartition
 
-        deadline = time.monotonic() + timeout_s
-        partitions = None
-        while partitions is None and time.monotonic() < deadline:
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions is None:
-                time.sleep(0.2)
+        partitions = topic_partitions(consumer, topic, timeout_s=min(timeout_s, 10.0))
         assert partitions, f"topic {topic} does not exist"
+        deadline = time.monotonic() + timeout_s
         consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
         consumer.seek_to_beginning()
         messages: list = []
