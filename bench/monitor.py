@@ -17,8 +17,10 @@ default policy), then measures, in the same run:
   process start and group join are not counted. An *event* is one
   prediction together with its label.
 
-Then peak RSS of the monitor process (``VmHWM``) after the bulk section,
-one and two monitor processes over four partitions (four models, data
+Then peak RSS of the monitor process (``VmHWM``) after the bulk section
+(all predictions before all labels: the join holds every prediction) and
+after a run whose labels trail their predictions by 20,000 events, one and
+two monitor processes over four partitions (four models, data
 published after the group is ready), and detection delay / false alarms of
 the default detectors (``bench/monitor_detectors.py``).
 """
@@ -52,13 +54,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # -- data ---------------------------------------------------------------------------------
-def make_messages(n: int, models: list[str], bulk: bool, seed: int = 1):
-    """Encoded ``(partition, key, value)`` messages for predictions and labels."""
-    rng = random.Random(seed)
+def make_messages(n: int, models: list[str], bulk: bool, seed: int = 1, first: int = 0):
+    """Encoded ``(partition, key, value)`` messages for predictions and labels
+    of events ``first`` .. ``first + n - 1``."""
+    rng = random.Random(seed + first)
     preds: dict[int, list] = {p: [] for p in range(PARTITIONS)}
     labels: dict[int, list] = {p: [] for p in range(PARTITIONS)}
     base = 1_700_000_000.0
-    for i in range(n):
+    for i in range(first, first + n):
         event_id = f"e{i}"
         model = models[i % len(models)]
         p1 = round(rng.random(), 4)
@@ -283,13 +286,36 @@ def section(title: str, settings: Settings, workdir: str, n: int, models: list[s
     result = run_monitor(settings, workdir, n, title.split()[0])
     seconds = result["seconds"]
     print(f"  {'driftline monitor (1 process)':36} {n / seconds:>12,.0f} ev/s  ({seconds:.1f} s; "
-          f"{seconds / n * 1e6:.0f} us/event; {raw / seconds:.2f} x raw, {noop / seconds:.2f} x faust)", flush=True)
+          f"{seconds / n * 1e6:.0f} us/event; takes {seconds / raw:,.0f}x raw aiokafka's time, "
+          f"{seconds / noop:,.1f}x the no-op faust agent's)", flush=True)
     print(f"  monitor RSS after {n:,} events: {result['rss_mb']:.0f} MB now, {result['peak_rss_mb']:.0f} MB peak",
           flush=True)
     skipped = result["counters"].get("replay_skipped", 0)
     if skipped:
         print(f"  (replayed observations skipped: {skipped:,.0f})")
     return {"raw": n / raw, "noop": n / noop, "monitor": n / seconds, **result}
+
+
+def memory_section(settings: Settings, workdir: str, n: int, chunk: int) -> None:
+    """Labels trail their predictions by one chunk (not all predictions
+    first): the join then holds few pending predictions, and what stays is
+    one joined marker per event for a label TTL (default 1 hour)."""
+    print(f"\n== memory: {n:,} events, bulk, labels published {chunk:,} events behind their predictions "
+          f"(default label TTL: every joined marker is kept)", flush=True)
+    monitor = Monitor(settings, workdir, "memory")
+    try:
+        async def feed():
+            for first in range(0, n, chunk):
+                messages = make_messages(min(chunk, n - first), ["churn"], bulk=True, first=first)
+                await publish(settings, messages)
+
+        asyncio.run(feed())
+        seconds = watch([monitor], n)
+        current, peak = monitor.rss_mb()
+        print(f"  monitor: {n / seconds:,.0f} ev/s ({seconds:.1f} s; includes waiting for the publisher); "
+              f"RSS after {n:,} events {current:.0f} MB now, {peak:.0f} MB peak", flush=True)
+    finally:
+        monitor.stop()
 
 
 def models_on_distinct_partitions(count: int) -> list[str]:
@@ -333,7 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale-events", type=int, default=200_000, help="scale-out section size")
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of an embedded tansu")
     parser.add_argument("--skip-detectors", action="store_true")
-    parser.add_argument("--only", choices=("bulk", "single", "scale", "detectors"), default=None)
+    parser.add_argument("--memory-events", type=int, default=1_000_000, help="memory section size")
+    parser.add_argument("--only", choices=("bulk", "single", "scale", "memory", "detectors"), default=None)
     parser.add_argument("--noop-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.noop_child is not None:
@@ -358,6 +385,8 @@ def main(argv: list[str] | None = None) -> None:
             section("single", new_settings(bootstrap, registry), workdir, args.single_events, ["churn"], bulk=False)
         if args.only in (None, "scale"):
             scale_section(bootstrap, registry, workdir, args.scale_events)
+        if args.only in (None, "memory"):
+            memory_section(new_settings(bootstrap, registry), workdir, args.memory_events, 20_000)
     finally:
         if broker is not None:
             broker.stop()

@@ -26,6 +26,14 @@ watermarks + re-join guards by event_id) into a changelog-backed table before
 it acknowledges observations (:mod:`streams.checkpoint`); replayed
 observations at or below a watermark are skipped.
 
+Recovery: faust restores both tables from their changelogs when partitions
+are assigned, reading to end offsets verified by a fetch
+(:mod:`streams.offsets`): tansu's ListOffsets answer stops at the start of
+the last record batch, which would lose the newest checkpoints and join
+states (``bench/tansu_end_offsets.py`` reproduces it). Stage 1 writes join
+state straight to the table's store and changelog (same records faust
+writes; faust flushes the producer before committing input offsets).
+
 Scale out: run more processes with the same ``--group-id``; Kafka spreads the
 input partitions (by ``event_id``) and the observation partitions (by model).
 """

@@ -622,12 +622,21 @@ class MonitorApp:
         now = time.time()
         monitor = entry.monitor
         outputs = []
-        if predictions:
-            outputs.append(monitor.observe_predictions(predictions, now))
-        if joined:
-            outputs.append(monitor.observe_joined(joined, now))
-        for version, count in expired.items():
-            monitor.observe_expired(version, count, now)
+        try:
+            if predictions:
+                outputs.append(monitor.observe_predictions(predictions, now))
+            # at most one rolling window per call: ModelMonitor.observe_joined
+            # raised ValueError for more records than its window (seen with
+            # streams/metrics.py at 9e7d3cb: 1001 records, window 1000)
+            step = max(1, min(500, self.policies.policy(model).monitor.window))
+            for start in range(0, len(joined), step):
+                outputs.append(monitor.observe_joined(joined[start:start + step], now))
+            for version, count in expired.items():
+                monitor.observe_expired(version, count, now)
+        except Exception as error:  # a bug in the analytics must not stop the other models
+            log.exception("model %s: analytics failed on %d predictions / %d joined pairs at %s/%s: %s", model,
+                          len(predictions), len(joined), event.message.tp, event.message.offset, error)
+            observability.EVENTS_PROCESSED.labels(COMPONENT, "analytics_error").inc()
         entry.dirty = True
         # what stage 2 applied (stage 1's counters include its own replays)
         for kind, value in (("applied_prediction", len(predictions)), ("applied_joined", len(joined)),
