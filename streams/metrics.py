@@ -652,7 +652,9 @@ class RollingClassification:
                 ring = self.scores.get(key)
                 if ring is None:
                     ring = self.scores[key] = _Ring(self.window)
-                    ring.extend(np.full(self.y.count - n, np.nan))
+                    # NaN for the older pairs still in the window (none when
+                    # this batch alone fills it).
+                    ring.extend(np.full(max(0, self.y.count - n), np.nan))
                 ring.extend(batch.column(key))
         else:
             loss = np.full(n, np.nan)

@@ -455,3 +455,22 @@ def test_state_round_trip_for_every_detector(concept, data):
     rest = run(a, 1200, n)
     assert rest == run(b, 1200, n)
     assert {k for k, *_ in rest} & {"data_drift", "concept_drift"}
+
+
+def test_one_call_larger_than_the_rolling_window():
+    """A consumer may hand over more joined pairs than the window at once
+    (a bulk message after a pause): metrics stay exact."""
+    rng = np.random.default_rng(11)
+    n = 3_000  # > the default window of 1,000
+    y = rng.integers(0, 2, n)
+    p1 = np.clip(0.5 + (y - 0.5) * 0.4 + rng.normal(0, 0.25, n), 0.0, 1.0)
+    pred = (p1 > 0.5).astype(int)
+    probs = [{"1": float(a), "0": float(1 - a)} for a in p1]
+    mon = ModelMonitor(MODEL, MonitorPolicy(task="classification"), lambda v: None)
+    mon.observe_joined(_joined([int(v) for v in y], [int(v) for v in pred], probs), now=1000.0)
+    snap = mon.snapshots(now=2000.0)[0]
+    w = mon.policy.window
+    _close(snap.cumulative["accuracy"], skm.accuracy_score(y, pred), 1e-9)
+    _close(snap.cumulative["log_loss"], skm.log_loss(y, np.column_stack([1 - p1, p1])), 1e-9)
+    _close(snap.rolling["accuracy"], skm.accuracy_score(y[-w:], pred[-w:]), 1e-9)
+    _close(snap.rolling["roc_auc"], skm.roc_auc_score(y[-w:], p1[-w:]), 1e-9)
