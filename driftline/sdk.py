@@ -81,12 +81,12 @@ class Publisher:
         """Send one prediction. Pass a :class:`Prediction` or its fields;
         ``timestamp`` defaults to now. Invalid fields raise ValidationError."""
         record = self._build(Prediction, record, fields)
-        return self._send(self.topics.predictions, record.event_id, events.encode(record))
+        return self._send(self.topics.predictions, record.event_id, events.encode(record, validate=False))
 
     def publish_label(self, record: Label | None = None, /, **fields: Any):
         """Send the ground truth for an earlier prediction."""
         record = self._build(Label, record, fields)
-        return self._send(self.topics.labels, record.event_id, events.encode(record))
+        return self._send(self.topics.labels, record.event_id, events.encode(record, validate=False))
 
     # -- batches ------------------------------------------------------------------
     def publish_predictions(self, predictions: Iterable[Prediction | dict], bulk: bool = True) -> int:
@@ -154,7 +154,7 @@ class Publisher:
         records = [record_type.from_dict(item.to_dict() if isinstance(item, record_type) else item) for item in items]
         if not bulk:
             for record in records:
-                self._send(topic, record.event_id, events.encode(record))
+                self._send(topic, record.event_id, events.encode(record, validate=False))
             return len(records)
         partitions = self._partition_count(topic)
         groups: dict[int, list] = defaultdict(list)
@@ -163,7 +163,7 @@ class Publisher:
         sent = 0
         for partition, group in groups.items():
             for chunk in _chunks(group):
-                self._send(topic, chunk[0].event_id, events.encode_many(chunk), partition=partition)
+                self._send(topic, chunk[0].event_id, events.encode_many(chunk, validate=False), partition=partition)
                 sent += 1
         return sent
 
@@ -173,7 +173,7 @@ def _chunks(records: Sequence) -> Iterable[Sequence]:
     ``MAX_BATCH_EVENTS`` (size estimated from the first record)."""
     if not records:
         return
-    approx = len(events.encode(records[0])) + 1
+    approx = len(events.encode(records[0], validate=False)) + 1
     per_message = max(1, min(events.MAX_BATCH_EVENTS, _BULK_BYTES // approx))
     for start in range(0, len(records), per_message):
         yield records[start : start + per_message]

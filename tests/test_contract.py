@@ -185,11 +185,32 @@ def test_validate_name():
             events.validate_name(bad)
 
 
-def test_encode_refuses_nan():
+def test_encode_refuses_invalid_records_naming_the_field():
     record = Prediction.from_dict(good())
     record.latency_ms = math.nan
-    with pytest.raises(ValidationError, match="cannot be encoded"):
+    with pytest.raises(ValidationError, match=r"^latency_ms: must be a finite number"):
         encode(record)
+    alert = Alert(alert_id="a", model="m/../x", model_version=1, kind="metric", subject="accuracy",
+                  detector="threshold", value=0.5, threshold=0.8, timestamp=1.0, message="low")
+    with pytest.raises(ValidationError, match=r"^model: "):
+        encode(alert)
+    with pytest.raises(ValidationError, match=r"^\[1\]\.features\.x: must be finite"):
+        encode_many([Prediction.from_dict(good()), _with_nan_feature()])
+
+
+def _with_nan_feature() -> Prediction:
+    record = Prediction.from_dict(good(features={"x": 1.0}))
+    record.features["x"] = math.nan
+    return record
+
+
+def test_numpy_numbers_in_free_form_objects_encode_as_plain_numbers():
+    import numpy as np
+
+    snapshot = MetricsSnapshot(model="m", model_version=1, timestamp=1.0, cumulative={"accuracy": np.float64(0.5)},
+                               stats={"joined": np.int64(7)})
+    assert json.loads(encode(snapshot)) == {"model": "m", "model_version": 1, "timestamp": 1.0,
+                                            "cumulative": {"accuracy": 0.5}, "rolling": {}, "stats": {"joined": 7}}
 
 
 def test_dead_letter_keeps_original_bytes_and_reason():
