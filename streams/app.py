@@ -245,6 +245,7 @@ def _app_class():
         async def on_stop(self) -> None:
             if self.driftline_monitor is not None:
                 try:
+                    await self.driftline_monitor._flush_all()
                     await self.driftline_monitor._checkpoint()
                 except Exception as error:  # pragma: no cover - best effort while stopping
                     log.warning("final checkpoint failed: %s", error)
@@ -627,12 +628,8 @@ class MonitorApp:
         try:
             if predictions:
                 outputs.append(monitor.observe_predictions(predictions, now))
-            # at most one rolling window per call: ModelMonitor.observe_joined
-            # raised ValueError for more records than its window (seen with
-            # streams/metrics.py at 9e7d3cb: 1001 records, window 1000)
-            step = max(1, min(500, self.policies.policy(model).monitor.window))
-            for start in range(0, len(joined), step):
-                outputs.append(monitor.observe_joined(joined[start:start + step], now))
+            if joined:
+                outputs.append(monitor.observe_joined(joined, now))
             for version, count in expired.items():
                 monitor.observe_expired(version, count, now)
         except Exception as error:  # a bug in the analytics must not stop the other models
@@ -649,22 +646,44 @@ class MonitorApp:
         for output in outputs:
             self._publish_monitor_output(model, output)
 
-    def _publish_monitor_output(self, model: str, output) -> None:
+    def _publish_monitor_output(self, model: str, output) -> list:
+        """Send alerts and retrain requests; returns the send tasks."""
+        tasks: list = []
         if output is None:
-            return
+            return tasks
         producer = self.app.producer
         for alert in output.alerts:
             # Not awaited here: the commit flushes the producer before it
             # commits, and nothing is acknowledged before its checkpoint.
-            asyncio.ensure_future(producer.send(self.topics.alerts, model.encode(), events.encode(alert),
-                                                None, None, None))
+            tasks.append(asyncio.ensure_future(producer.send(self.topics.alerts, model.encode(),
+                                                             events.encode(alert), None, None, None)))
             observability.ALERTS.labels(model, alert.kind).inc()
             self.counts["alerts"] += 1
         for request in output.retrain_requests:
-            asyncio.ensure_future(producer.send(self.topics.retrain_requests, model.encode(),
-                                                events.encode(request), None, None, None))
+            tasks.append(asyncio.ensure_future(producer.send(self.topics.retrain_requests, model.encode(),
+                                                             events.encode(request), None, None, None)))
             observability.EVENTS_PROCESSED.labels(COMPONENT, "retrain_request").inc()
             self.counts["retrain_requests"] += 1
+        return tasks
+
+    async def _flush_model(self, model: str, entry: _ModelEntry, now: float) -> None:
+        """Process a model's buffered events and publish what they raise
+        (ModelMonitor defers alerts found while taking snapshots until the
+        next observe_*/flush call: without this they would wait for the
+        next event)."""
+        output = entry.monitor.flush(now)
+        if output.alerts or output.retrain_requests:
+            entry.dirty = True  # cooldowns changed
+            sent = await asyncio.gather(*self._publish_monitor_output(model, output))
+            await asyncio.gather(*sent)  # delivered
+
+    async def _flush_all(self) -> None:
+        now = time.time()
+        for model, entry in list(self.models.items()):
+            try:
+                await self._flush_model(model, entry, now)
+            except Exception as error:  # a bug in one model's analytics must not stop the rest
+                log.exception("flushing %s failed: %s", model, error)
 
     async def _checkpoint(self) -> None:
         self._last_checkpoint = time.monotonic()
@@ -715,6 +734,7 @@ class MonitorApp:
         futures = []
         for model, entry in list(self.models.items()):
             try:
+                await self._flush_model(model, entry, now)
                 snapshots = entry.monitor.snapshots(now)
             except Exception as error:  # a bug in one model's analytics must not stop the rest
                 log.exception("snapshot of %s failed: %s", model, error)
@@ -801,11 +821,19 @@ class MonitorApp:
         import faust
 
         observability.start_metrics_server(self.options.metrics_port)
+        probe = None
+        if self.options.metrics_port:
+            # faust does not expose its consumer lag: measure it from outside
+            probe = observability.LagProbe(self.settings, self.app_id,
+                                           [self.topics.predictions, self.topics.labels], COMPONENT).start()
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, override_logging=False)
         try:
             worker.execute_from_commandline()
         except SystemExit as stop:
             return int(stop.code or 0)
+        finally:
+            if probe is not None:
+                probe.stop()
         return 0
 
 
