@@ -63,6 +63,8 @@ __all__ = [
 
 #: Largest message a consumer accepts (bytes). Kafka's own default is 1 MiB.
 MAX_MESSAGE_BYTES = 1_048_576
+#: Most bytes of a refused message kept in its dead letter.
+MAX_DEAD_LETTER_BYTES = 512 * 1024
 #: Most events in one bulk message.
 MAX_BATCH_EVENTS = 10_000
 MAX_FEATURES = 1_000
@@ -290,6 +292,13 @@ def _string_list(value: Any, path: str) -> list[str]:
         raise ValidationError(path, value, "must be a list of strings")
     for i, item in enumerate(value):
         _string(item, f"{path}[{i}]")
+    return value
+
+
+def _base64_text(value: Any, path: str) -> str:
+    # May be empty: an empty message is dead-lettered too.
+    if type(value) is not str or len(value) > (MAX_DEAD_LETTER_BYTES + 2) // 3 * 4:
+        raise ValidationError(path, value, f"must be base64 text of at most {MAX_DEAD_LETTER_BYTES} bytes")
     return value
 
 
@@ -606,7 +615,10 @@ class DeadLetter(_Record):
     """An input that could not be used (topic ``dead-letter``).
 
     ``original`` is the message's bytes, base64-encoded, so nothing is lost
-    even when they are not text.
+    even when they are not text. A payload larger than
+    ``MAX_DEAD_LETTER_BYTES`` (an oversize message) keeps its first
+    ``MAX_DEAD_LETTER_BYTES`` only, so the dead letter itself still fits in a
+    Kafka message; ``original_size`` tells how long it was.
     """
 
     error_id: str
@@ -619,6 +631,7 @@ class DeadLetter(_Record):
     partition: int | None = None
     offset: int | None = None
     index: int | None = None
+    original_size: int | None = None
 
     topic: ClassVar[str] = "dead_letter"
 
@@ -635,17 +648,19 @@ class DeadLetter(_Record):
     ) -> "DeadLetter":
         """Build the dead letter for ``payload`` refused with ``error``."""
         is_validation = isinstance(error, ValidationError)
+        reason = str(error) if is_validation else f"{type(error).__name__}: {error}"
         return cls(
             error_id=new_id(),
             source_topic=source_topic,
-            reason=str(error) if is_validation else f"{type(error).__name__}: {error}",
-            field=error.field if is_validation else None,
-            original=base64.b64encode(payload).decode("ascii"),
+            reason=reason[: MAX_STRING * 4],
+            field=error.field[:MAX_STRING] if is_validation else None,
+            original=base64.b64encode(payload[:MAX_DEAD_LETTER_BYTES]).decode("ascii"),
             timestamp=now(),
             component=component,
             partition=partition,
             offset=offset,
             index=error.index if is_validation else None,
+            original_size=len(payload),
         )
 
     def original_bytes(self) -> bytes:
@@ -657,12 +672,13 @@ DeadLetter._checks = {
     "source_topic": (_string, True),
     "reason": (lambda v, p: _string(v, p, MAX_STRING * 4), True),
     "field": (_optional_string, False),
-    "original": (lambda v, p: _string(v, p, MAX_MESSAGE_BYTES * 2), True),
+    "original": (_base64_text, True),
     "timestamp": (_timestamp, True),
     "component": (_string, True),
     "partition": (_optional_int, False),
     "offset": (_optional_int, False),
     "index": (_optional_int, False),
+    "original_size": (_optional_int, False),
 }
 
 Record = Union[Prediction, Label, LabeledRecord, Alert, RetrainRequest, ModelEvent, MetricsSnapshot, DeadLetter]

@@ -220,3 +220,14 @@ def test_dead_letter_keeps_original_bytes_and_reason():
     assert letter.original_bytes() == payload
     assert letter.field == "event_id" and "must be a string" in letter.reason
     assert (letter.partition, letter.offset) == (2, 9)
+
+
+def test_dead_letters_of_empty_and_oversize_messages_fit_in_a_message():
+    empty = DeadLetter.for_payload(b"", decode_batch(Prediction, b"").errors[0], source_topic="p", component="c")
+    assert decode(DeadLetter, encode(empty)) == [empty] and empty.original_size == 0
+    huge_payload = b"[" + b" " * (2 * events.MAX_MESSAGE_BYTES) + b"]"
+    error = decode_batch(Prediction, huge_payload).errors[0]
+    huge = DeadLetter.for_payload(huge_payload, error, source_topic="p", component="c")
+    assert huge.original_size == len(huge_payload)
+    assert huge.original_bytes() == huge_payload[: events.MAX_DEAD_LETTER_BYTES]
+    assert len(encode(huge)) < events.MAX_MESSAGE_BYTES
