@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+
+import orjson
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -445,13 +447,14 @@ class MonitorApp:
 
     async def _publish_join_output(self, out) -> None:
         futures = await self._dead_letters(out.dead_letters)
-        by_model: dict[str, list[LabeledRecord]] = defaultdict(list)
-        for record in out.labeled:
-            by_model[record.model].append(record)
+        # labeled records are built from validated records: encoded once, as they are
+        by_model: dict[str, list[dict]] = defaultdict(list)
+        for record in out.labeled_dicts:
+            by_model[record["model"]].append(record)
         for model, records in by_model.items():
             for chunk in _chunks(records):
                 futures.append(await self._send(self.topics.labeled, model.encode(),
-                                                events.encode_many(chunk) if len(chunk) > 1 else events.encode(chunk[0])))
+                                                _dumps(chunk) if len(chunk) > 1 else _dumps(chunk[0])))
         committed = self.app.consumer._committed_offset if self.app.consumer is not None else {}
         for (model, kind, partition), items in out.observations.items():
             # Lowest offsets stage 1 could still replay in this partition:
@@ -459,9 +462,8 @@ class MonitorApp:
             low = [committed.get(TP(self.topics.predictions, partition)) or 0,
                    committed.get(TP(self.topics.labels, partition)) or 0]
             for start in range(0, len(items), 500):
-                payload = json.dumps({"model": model, "t": kind, "part": partition, "low": low,
-                                      "items": items[start:start + 500]},
-                                     separators=(",", ":"), allow_nan=False).encode()
+                payload = _dumps({"model": model, "t": kind, "part": partition, "low": low,
+                                  "items": items[start:start + 500]})
                 futures.append(await self._send(self.observations_topic, model.encode(), payload))
         if futures:
             # Outputs must be on the broker before the state that stands for them.
@@ -525,15 +527,28 @@ class MonitorApp:
         are committed.
         """
         data = self.join_table.data.data  # the memory store's dict
-        send = self.app.producer.send
+        producer = self.app.producer._ensure_producer()  # aiokafka's producer
         topic = self._join_changelog
-        dumps = json.dumps
+        batches: dict[int, Any] = {}
         for partition, key, value in writes:
             if value is None:
                 data.pop(key, None)
             else:
                 data[key] = value
-            await send(topic, dumps(key).encode(), value, partition, None, None)
+            # one record batch per partition instead of a send (and a future) per key
+            raw_key = _dumps(key)
+            batch = batches.get(partition)
+            if batch is None:
+                batch = batches[partition] = producer.create_batch()
+            if batch.append(key=raw_key, value=value, timestamp=None) is None:
+                await producer.send_batch(batch, topic, partition=partition)
+                batch = batches[partition] = producer.create_batch()
+                if batch.append(key=raw_key, value=value, timestamp=None) is None:  # pragma: no cover
+                    raise MonitorError(f"join state of {key!r} is larger than a producer batch")
+        for partition, batch in batches.items():
+            if batch.record_count():
+                await producer.send_batch(batch, topic, partition=partition)
+        # not awaited: faust flushes the producer (all its batches) before it commits input offsets
 
     async def _expire(self) -> None:
         if self.app.consumer is None:
@@ -562,7 +577,7 @@ class MonitorApp:
                 state, watermarks, _extra = found
                 header = json.loads(self.state_table[model])
                 size = int.from_bytes(state[:4], "big")
-                recent = json.loads(state[4:4 + size])
+                recent = orjson.loads(state[4:4 + size])
                 monitor = ModelMonitor.from_state(state[4 + size:], policy, profile_for)
                 entry = _ModelEntry(monitor, watermarks, partition, header["generation"], header["chunks"], recent)
         except Exception as error:  # an unusable checkpoint must not stop the monitor (nor loop-crash it)
@@ -581,7 +596,7 @@ class MonitorApp:
 
     def _observe(self, event) -> None:
         try:
-            message = json.loads(event.message.value)
+            message = orjson.loads(event.message.value)
             model = events.validate_name(message["model"])
             kind_topic, source_partition, items = message["t"], int(message["part"]), message["items"]
         except Exception as error:  # internal topic: only we write it, but never crash
@@ -589,6 +604,14 @@ class MonitorApp:
             return
         entry = self._entry(model, event.message.partition)
         admit = entry.watermarks.admit
+        # A redelivered observation message (applied and checkpointed, but
+        # killed before its offset was committed) is skipped whole: the
+        # re-join guards below are pruned at checkpoints, so they cannot be
+        # what recognises it.
+        if not admit("o", "#", event.message.partition, event.message.offset, 0):
+            self.counts["replayed_skipped"] += 1
+            observability.EVENTS_PROCESSED.labels(COMPONENT, "replay_skipped").inc()
+            return
         recent = entry.recent
         # re-join guards below these offsets are dropped at the next checkpoint
         entry.lows[source_partition] = message.get("low") or (0, 0)
@@ -698,7 +721,7 @@ class MonitorApp:
                 for key in [k for k, (part, po, lo) in entry.recent.items()
                             if part in lows and po < lows[part][0] and lo < lows[part][1]]:
                     del entry.recent[key]
-            recent = json.dumps(entry.recent, separators=(",", ":")).encode()
+            recent = _dumps(entry.recent)
             state = len(recent).to_bytes(4, "big") + recent + entry.monitor.to_state()
             old_generation, old_chunks = entry.generation, entry.chunks
             entry.generation += 1
@@ -842,9 +865,12 @@ def create_monitor(settings: Settings, options: MonitorOptions | None = None, **
     return MonitorApp(settings, options or MonitorOptions(), **kwargs)
 
 
-def _chunks(records: list) -> list[list]:
+_dumps = orjson.dumps
+
+
+def _chunks(records: list[dict]) -> list[list[dict]]:
     if not records:
         return []
-    approx = len(events.encode(records[0])) + 1
+    approx = len(_dumps(records[0])) + 1
     per = max(1, min(events.MAX_BATCH_EVENTS, _BULK_BYTES // approx))
     return [records[i:i + per] for i in range(0, len(records), per)]

@@ -51,7 +51,7 @@ Examples
 from __future__ import annotations
 
 import heapq
-import json
+import orjson
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, MutableMapping
@@ -66,8 +66,10 @@ COMPONENT = "monitor"
 #: (topic kind 'p'|'l', partition, offset, index, record)
 Item = tuple
 
-_dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_loads = json.loads
+# orjson: the join state is encoded/decoded once per record (json was the
+# stage's largest cost); validated records hold no NaN/Infinity
+_dumps = orjson.dumps
+_loads = orjson.loads
 
 
 @dataclass
@@ -83,6 +85,8 @@ class JoinOutput:
 
     observations: dict[tuple[str, str, int], list] = field(default_factory=lambda: defaultdict(list))
     labeled: list[LabeledRecord] = field(default_factory=list)
+    #: ``labeled`` as plain dicts (encoded without a second validation)
+    labeled_dicts: list[dict] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     writes: list[tuple[int, str, bytes | None]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -130,7 +134,7 @@ class Joiner:
 
         def put(partition: int, key: str, value: dict) -> None:
             overlay[key] = value
-            out.writes.append((partition, key, _dumps(value).encode()))
+            out.writes.append((partition, key, _dumps(value)))
 
         for kind, partition, offset, index, record in items:
             key = record.event_id
@@ -145,14 +149,16 @@ class Joiner:
 
     def _on_prediction(self, p: Prediction, partition, offset, index, state, now, out, put) -> None:
         coords = [offset, index]
+        data = None
         if state is None or state["s"] == "l":
-            out.observations[(p.model, "p", partition)].append(["p", offset, index, p.to_dict()])
+            data = p.to_dict()
+            out.observations[(p.model, "p", partition)].append(["p", offset, index, data])
         if state is None:
             deadline = self._deadline(p.model, partition, now)
-            put(partition, p.event_id, {"s": "p", "p": partition, "pc": coords, "d": deadline, "r": p.to_dict()})
+            put(partition, p.event_id, {"s": "p", "p": partition, "pc": coords, "d": deadline, "r": data})
             heapq.heappush(self._heaps[partition], (deadline, "p", offset, index, p.event_id))
         elif state["s"] == "l":
-            label = Label.from_dict(state["r"])
+            label = Label(**state["r"])  # our own state: validated when it was written
             if label.model != p.model:
                 self._dead(out, "p", partition, offset, p, "model",
                            f"label for event_id {p.event_id!r} names model {label.model!r}, the prediction {p.model!r}")
@@ -174,7 +180,7 @@ class Joiner:
                                             "r": label.to_dict()})
             heapq.heappush(self._heaps[partition], (deadline, "l", offset, index, label.event_id))
         elif state["s"] == "p":
-            p = Prediction.from_dict(state["r"])
+            p = Prediction(**state["r"])  # our own state: validated when it was written
             if p.model != label.model:
                 self._dead(out, "l", partition, offset, label, "model",
                            f"label names model {label.model!r} but the prediction for event_id "
@@ -193,16 +199,18 @@ class Joiner:
                        f"duplicate label: event_id {label.event_id!r} {what}")
 
     def _join(self, p, label, partition, kind, offset, index, pc, lc, now, out, put) -> None:
-        record = LabeledRecord(
+        data = dict(
             event_id=p.event_id, model=p.model, model_version=p.model_version, features=p.features,
             prediction=p.prediction, label=label.label, prediction_timestamp=p.timestamp,
             label_timestamp=label.timestamp, probabilities=p.probabilities, latency_ms=p.latency_ms,
         )
+        record = LabeledRecord(**data)
         out.labeled.append(record)
+        out.labeled_dicts.append(data)
         # Joined pairs carry both sides' coordinates: which side completes a
         # join depends on arrival order, which a replay may change, so stage 2
         # recognises a re-joined pair by event_id (see streams.app).
-        out.observations[(p.model, kind, partition)].append(["j", offset, index, record.to_dict(), pc, lc])
+        out.observations[(p.model, kind, partition)].append(["j", offset, index, data, pc, lc])
         out.counts["joined"] += 1
         remove_at = now + self.ttl_for(p.model)
         put(partition, p.event_id, {"s": "j", "p": partition, "pc": pc, "lc": lc, "d": remove_at})
@@ -243,10 +251,10 @@ class Joiner:
                     out.counts["expired"] += 1
                     remove_at = now + self.ttl_for(p["model"])
                     out.writes.append((partition, key, _dumps(
-                        {"s": "x", "p": partition, "pc": state["pc"], "d": remove_at}).encode()))
+                        {"s": "x", "p": partition, "pc": state["pc"], "d": remove_at})))
                     heapq.heappush(heap, (remove_at, "m", offset, index, key))
                 elif state["s"] == "l":
-                    label = Label.from_dict(state["r"])
+                    label = Label(**state["r"])
                     self._dead(out, "l", partition, state["lc"][0], label, "event_id",
                                f"no prediction with event_id {key!r} arrived within the label TTL "
                                f"({self.ttl_for(label.model):g}s)")
