@@ -19,6 +19,10 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between state checkpoints (default 1)")
     parser.add_argument("--checkpoint-events", type=int, default=2000,
                         help="observation messages between checkpoints (default 2000)")
+    parser.add_argument("--batch-size", type=int, default=1000,
+                        help="stage 1 joins up to this many input messages at a time (default 1000)")
+    parser.add_argument("--batch-within", type=float, default=0.05,
+                        help="seconds stage 1 waits for a batch to fill (default 0.05)")
     parser.add_argument("--web-port", type=int, default=None, help="faust web server port (default: off)")
     parser.add_argument("--session-timeout", type=float, default=10.0,
                         help="consumer-group session timeout in seconds (default 10)")
@@ -35,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         group_id=args.group_id, data_dir=args.data_dir, metrics_port=args.metrics_port,
         web_port=args.web_port, snapshot_interval=args.snapshot_interval,
         checkpoint_interval=args.checkpoint_interval, checkpoint_events=args.checkpoint_events,
-        session_timeout=args.session_timeout, heartbeat_interval=min(1.0, args.session_timeout / 3),
+        session_timeout=args.session_timeout, batch_size=args.batch_size, batch_within=args.batch_within, heartbeat_interval=min(1.0, args.session_timeout / 3),
     )
     root_level = logging.getLogger().getEffectiveLevel()
     if root_level > logging.DEBUG:

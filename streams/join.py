@@ -119,10 +119,17 @@ class Joiner:
         topics: dict[str, str] | None = None,
     ):
         self.ttl_for = ttl_for
+        self._ttl_cache: dict[str, float] = {}
         self.store: MutableMapping[str, bytes] = {} if store is None else store
         self.topics = topics or {"p": "predictions", "l": "labels"}
         # partition -> heap of (deadline, kind, offset, index, key)
         self._heaps: dict[int, list] = defaultdict(list)
+        # Joined/expired markers only wait to be deleted: per partition, keys
+        # in one-second buckets {ceil(deadline): [key, ...]} plus a heap of
+        # bucket deadlines -- a list slot per marker instead of a 5-tuple
+        # (bench/monitor.py memory section: one marker per event for a TTL)
+        self._marks: dict[int, dict[int, list[str]]] = defaultdict(dict)
+        self._mark_heaps: dict[int, list[int]] = defaultdict(list)
         # (model, partition) -> last deadline given to a pending prediction
         self._last_deadline: dict[tuple[str, int], float] = {}
 
@@ -130,6 +137,7 @@ class Joiner:
     def process(self, items: Iterable[Item], now: float) -> JoinOutput:
         """Join a batch of decoded records, in consumption order."""
         out = JoinOutput()
+        self._ttl_cache.clear()  # policies may change between batches, not within one
         overlay: dict[str, Any] = {}  # this batch's changes, visible to later items
 
         def lookup(key: str):
@@ -181,7 +189,7 @@ class Joiner:
     def _on_label(self, label: Label, partition, offset, index, state, now, out, put) -> None:
         coords = [offset, index]
         if state is None:
-            deadline = now + self.ttl_for(label.model)
+            deadline = now + self._ttl(label.model)
             put(partition, label.event_id, {"s": "l", "p": partition, "lc": coords, "d": deadline,
                                             "r": label.to_dict()})
             heapq.heappush(self._heaps[partition], (deadline, "l", offset, index, label.event_id))
@@ -198,7 +206,7 @@ class Joiner:
         elif state["s"] == "x":
             self._dead(out, "l", partition, offset, label, "event_id",
                        f"late label: the prediction for event_id {label.event_id!r} expired without a label "
-                       f"(label TTL {self.ttl_for(label.model):g}s)")
+                       f"(label TTL {self._ttl(label.model):g}s)")
         else:
             what = "is already waiting for its prediction" if state["s"] == "l" else "was already joined"
             self._dead(out, "l", partition, offset, label, "event_id",
@@ -218,14 +226,20 @@ class Joiner:
         # recognises a re-joined pair by event_id (see streams.app).
         out.observations[(p.model, kind, partition)].append(["j", offset, index, data, pc, lc])
         out.counts["joined"] += 1
-        remove_at = now + self.ttl_for(p.model)
+        remove_at = now + self._ttl(p.model)
         put(partition, p.event_id, {"s": "j", "p": partition, "pc": pc, "lc": lc, "d": remove_at})
-        heapq.heappush(self._heaps[partition], (remove_at, "m", offset, index, p.event_id))
+        self._mark(partition, remove_at, p.event_id)
+
+    def _ttl(self, model: str) -> float:
+        ttl = self._ttl_cache.get(model)
+        if ttl is None:
+            ttl = self._ttl_cache[model] = self.ttl_for(model)
+        return ttl
 
     def _deadline(self, model: str, partition: int, now: float) -> float:
         # Never earlier than the previous one for this (model, partition), so
         # expirations leave in offset order even after a TTL change.
-        deadline = max(now + self.ttl_for(model), self._last_deadline.get((model, partition), 0.0))
+        deadline = max(now + self._ttl(model), self._last_deadline.get((model, partition), 0.0))
         self._last_deadline[(model, partition)] = deadline
         return deadline
 
@@ -241,7 +255,9 @@ class Joiner:
     def expire(self, now: float, partitions: Iterable[int] | None = None) -> JoinOutput:
         """Expire predictions and labels past their TTL and drop old markers."""
         out = JoinOutput()
-        for partition in list(self._heaps) if partitions is None else partitions:
+        self._ttl_cache.clear()
+        for partition in list(set(self._heaps) | set(self._marks)) if partitions is None else partitions:
+            self._expire_marks(partition, now, out)
             heap = self._heaps.get(partition)
             while heap and heap[0][0] <= now:
                 deadline, kind, offset, index, key = heapq.heappop(heap)
@@ -255,15 +271,15 @@ class Joiner:
                     p = state["r"]
                     out.observations[(p["model"], "p", partition)].append(["x", offset, index, p["model_version"]])
                     out.counts["expired"] += 1
-                    remove_at = now + self.ttl_for(p["model"])
+                    remove_at = now + self._ttl(p["model"])
                     out.writes.append((partition, key, _dumps(
                         {"s": "x", "p": partition, "pc": state["pc"], "d": remove_at})))
-                    heapq.heappush(heap, (remove_at, "m", offset, index, key))
+                    self._mark(partition, remove_at, key)
                 elif state["s"] == "l":
                     label = Label(**state["r"])
                     self._dead(out, "l", partition, state["lc"][0], label, "event_id",
                                f"no prediction with event_id {key!r} arrived within the label TTL "
-                               f"({self.ttl_for(label.model):g}s)")
+                               f"({self._ttl(label.model):g}s)")
                     out.counts["expired_label"] += 1
                     out.writes.append((partition, key, None))
                 else:
@@ -286,6 +302,8 @@ class Joiner:
         wanted = set(partitions)
         for partition in wanted:
             self._heaps[partition] = []
+            self._marks[partition] = {}
+            self._mark_heaps[partition] = []
         count = 0
         for key, raw in list(self.store.items()):
             state = _loads(raw)
@@ -294,6 +312,10 @@ class Joiner:
                 continue
             kind = {"p": "p", "l": "l"}.get(state["s"], "m")
             offset, index = state.get("pc") or state.get("lc") or [0, 0]
+            if kind == "m":
+                self._mark(partition, state["d"], key)
+                count += 1
+                continue
             self._heaps[partition].append((state["d"], kind, offset, index, key))
             if state["s"] == "p":
                 k = (state["r"]["model"], partition)
@@ -307,11 +329,34 @@ class Joiner:
         """Drop the in-memory indexes of partitions this process no longer owns."""
         for partition in partitions:
             self._heaps.pop(partition, None)
+            self._marks.pop(partition, None)
+            self._mark_heaps.pop(partition, None)
             for k in [k for k in self._last_deadline if k[1] == partition]:
                 del self._last_deadline[k]
 
     def pending(self, partition: int | None = None) -> int:
         """Entries (waiting records and markers) indexed for expiry."""
         if partition is None:
-            return sum(len(h) for h in self._heaps.values())
-        return len(self._heaps.get(partition, ()))
+            return sum(self.pending(p) for p in set(self._heaps) | set(self._marks))
+        return len(self._heaps.get(partition, ())) + sum(map(len, self._marks.get(partition, {}).values()))
+
+    def _mark(self, partition: int, deadline: float, key: str) -> None:
+        bucket = -int(-deadline // 1)  # ceil: a marker never leaves before its deadline
+        buckets = self._marks[partition]
+        keys = buckets.get(bucket)
+        if keys is None:
+            keys = buckets[bucket] = []
+            heapq.heappush(self._mark_heaps[partition], bucket)
+        keys.append(key)
+
+    def _expire_marks(self, partition: int, now: float, out: "JoinOutput") -> None:
+        heap = self._mark_heaps.get(partition)
+        buckets = self._marks.get(partition)
+        while heap and heap[0] <= now:
+            for key in buckets.pop(heapq.heappop(heap), ()):
+                raw = self.store.get(key)
+                if raw is None:
+                    continue
+                state = _loads(raw)
+                if state["s"] in ("j", "x") and state["d"] <= now:
+                    out.writes.append((partition, key, None))
