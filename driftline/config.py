@@ -174,6 +174,13 @@ class Settings:
                 options["ssl_keyfile"] = self.ssl_keyfile
         return options
 
+    def aiokafka_security(self) -> dict[str, Any]:
+        """Security keyword arguments for aiokafka (an SSL context, not file names)."""
+        options = {k: v for k, v in self.kafka_security().items() if not k.startswith("ssl_")}
+        if "SSL" in self.security_protocol:  # pragma: no cover - only with TLS brokers
+            options["ssl_context"] = self.kafka_python_ssl_context()
+        return options
+
     def kafka_python_ssl_context(self):  # pragma: no cover - only with TLS brokers
         import ssl
 

@@ -206,14 +206,6 @@ class _ModelEntry:
         self.lows: dict[int, tuple[int, int]] = {}
 
 
-def _aiokafka_security(settings: Settings) -> dict[str, Any]:
-    """``Settings.kafka_security()`` in aiokafka's spelling (an SSL context, not file names)."""
-    options = {k: v for k, v in settings.kafka_security().items() if not k.startswith("ssl_")}
-    if "SSL" in settings.security_protocol:  # pragma: no cover - only with TLS brokers
-        options["ssl_context"] = settings.kafka_python_ssl_context()
-    return options
-
-
 def _app_class():
     import faust
 
@@ -239,7 +231,7 @@ def _app_class():
                 from .offsets import verified_end_offsets
 
                 listed = await listed_highwaters(*partitions)
-                return await verified_end_offsets(settings.bootstrap_servers, listed, _aiokafka_security(settings))
+                return await verified_end_offsets(settings.bootstrap_servers, listed, settings.aiokafka_security())
 
             consumer.highwaters = highwaters
             return consumer
@@ -785,7 +777,7 @@ class MonitorApp:
 
         topic = self.topics.model_events
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
-                                    client_id="driftline-monitor-model-events", **_aiokafka_security(self.settings))
+                                    client_id="driftline-monitor-model-events", **self.settings.aiokafka_security())
         await consumer.start()
         try:
             partitions = None
