@@ -6,7 +6,7 @@ from typing import Iterable
 
 from .config import Settings
 
-__all__ = ["create_topics", "admin_client"]
+__all__ = ["create_topics", "admin_client", "existing_topics", "topic_partitions"]
 
 
 def admin_client(settings: Settings):
@@ -15,6 +15,16 @@ def admin_client(settings: Settings):
     return KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_list, client_id="driftline-admin", **settings.kafka_security()
     )
+
+
+def existing_topics(settings: Settings) -> set[str]:
+    """Names of the topics the broker has (raises kafka-python errors when
+    it cannot be reached)."""
+    admin = admin_client(settings)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
 
 
 def create_topics(

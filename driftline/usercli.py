@@ -267,14 +267,10 @@ def _require_topic(settings, topic: str) -> None:
     otherwise create it on brokers that auto-create topics."""
     from kafka.errors import KafkaError
 
-    from .topics import admin_client
+    from .topics import existing_topics
 
     try:
-        admin = admin_client(settings)
-        try:
-            existing = set(admin.list_topics())
-        finally:
-            admin.close()
+        existing = existing_topics(settings)
     except KafkaError as error:
         raise UserCliError(
             f"cannot reach Kafka at {settings.bootstrap_servers} ({type(error).__name__}); "
@@ -517,15 +513,11 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
 
 def collect_status(settings) -> dict[str, Any]:
     """Topics present on the broker and the registry's models."""
-    from .topics import admin_client
+    from .topics import existing_topics
 
     status: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "registry": settings.registry}
     try:
-        admin = admin_client(settings)
-        try:
-            existing = set(admin.list_topics())
-        finally:
-            admin.close()
+        existing = existing_topics(settings)
         status["topics"] = {name: name in existing for name in settings.topics.all()}
         status["broker_error"] = None
     except Exception as error:  # status must still show the registry
