@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
@@ -229,12 +230,26 @@ class SQLiteBackend(Backend):
             # failing with SQLITE_BUSY when it upgrades from a read.
             conn = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._set_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         except (sqlite3.Error, OSError) as error:
             raise RegistryError(f"cannot open the registry database {str(self.path)!r}: {error}") from None
         return conn
+
+    def _set_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL. Switching needs an exclusive lock and SQLite may
+        answer "database is locked" at once, without its busy handler, while
+        another process creates the same file: retry until the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _begin(self, conn: sqlite3.Connection, write: bool) -> None:
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
