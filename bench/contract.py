@@ -92,55 +92,45 @@ def bench_publish(predictions: list[Prediction]) -> None:
         n = len(predictions)
         producer_options = dict(acks="all", linger_ms=5, batch_size=256 * 1024)
 
-        def raw():
-            producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, **producer_options)
-            start = time.perf_counter()
-            for key, value in payloads:
-                producer.send(topic, key=key, value=value)
-            producer.flush()
-            elapsed = time.perf_counter() - start
-            producer.close()
-            return elapsed
-
         dicts = [p.to_dict() for p in predictions]
 
-        def raw_json():
+        def timed(client, send_all) -> float:
+            """Seconds from the first send until the broker acknowledged all."""
+            started = time.perf_counter()
+            send_all(client)
+            client.flush()
+            elapsed = time.perf_counter() - started
+            client.close()
+            return elapsed
+
+        def new_producer():
+            return KafkaProducer(bootstrap_servers=broker.bootstrap_servers, **producer_options)
+
+        def send_encoded(producer):
+            for key, value in payloads:
+                producer.send(topic, key=key, value=value)
+
+        def send_serialising(producer):
             # What an application without the SDK does: serialise, then send.
-            producer = KafkaProducer(bootstrap_servers=broker.bootstrap_servers, **producer_options)
-            start = time.perf_counter()
             for d in dicts:
                 producer.send(topic, key=d["event_id"].encode(), value=json.dumps(d).encode())
-            producer.flush()
-            elapsed = time.perf_counter() - start
-            producer.close()
-            return elapsed
 
-        def sdk_single():
-            publisher = Publisher(settings)
-            start = time.perf_counter()
+        def publish_each(publisher):
             for p in predictions:
                 publisher.publish_prediction(p)
-            publisher.flush()
-            elapsed = time.perf_counter() - start
-            publisher.close()
-            return elapsed
 
-        def sdk_bulk():
-            publisher = Publisher(settings)
-            start = time.perf_counter()
-            publisher.publish_predictions(predictions)
-            publisher.flush()
-            elapsed = time.perf_counter() - start
-            publisher.close()
-            return elapsed
+        runs = {
+            "raw": lambda: timed(new_producer(), send_encoded),
+            "raw_json": lambda: timed(new_producer(), send_serialising),
+            "single": lambda: timed(Publisher(settings), publish_each),
+            "bulk": lambda: timed(Publisher(settings), lambda publisher: publisher.publish_predictions(predictions)),
+        }
 
         # Interleave the runs so a busy moment on the machine hurts both sides.
-        results = {"raw": [], "raw_json": [], "single": [], "bulk": []}
+        results: dict[str, list[float]] = {name: [] for name in runs}
         for _ in range(3):
-            results["raw"].append(raw())
-            results["raw_json"].append(raw_json())
-            results["single"].append(sdk_single())
-            results["bulk"].append(sdk_bulk())
+            for name, run in runs.items():
+                results[name].append(run())
         eps = {k: n / min(v) for k, v in results.items()}
         print(f"\npublish throughput on the embedded broker ({n:,} predictions, acks=all, best of 3)")
         print(row("raw KafkaProducer.send, pre-encoded (baseline)", eps["raw"], "events/s"))
