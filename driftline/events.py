@@ -33,7 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Iterable, Sequence, TypeVar, Union
+from typing import Any, ClassVar, Sequence, TypeVar, Union
 
 import orjson
 
@@ -814,6 +814,3 @@ def validate(record: R) -> R:
     """Run a record built in Python through the same checks as decoding."""
     return type(record).from_dict(record.to_dict())
 
-
-def records_as_dicts(records: Iterable[_Record]) -> list[dict[str, Any]]:
-    return [r.to_dict() for r in records]
