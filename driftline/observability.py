@@ -18,15 +18,24 @@ Metric names
     Retraining runs (outcome: promoted, rejected, failed).
 ``driftline_retrain_duration_seconds{model}``
     Duration of retraining runs.
+``driftline_agent_up{component,agent}``
+    1 while an agent, timer or task of a daemon runs, 0 before it starts or
+    after it failed.
+
+The same endpoint answers ``/health`` (JSON; 200 when healthy, 503 when
+not) for daemons that register a health check with :func:`set_health_check`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from typing import Any, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any, Callable, Iterable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 __all__ = [
     "REGISTRY",
@@ -36,7 +45,9 @@ __all__ = [
     "MODEL_METRIC",
     "RETRAIN_RUNS",
     "RETRAIN_DURATION",
+    "AGENT_UP",
     "start_metrics_server",
+    "set_health_check",
     "LagProbe",
 ]
 
@@ -60,11 +71,42 @@ RETRAIN_DURATION = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
 
+AGENT_UP = Gauge("driftline_agent_up", "1 while the part runs", ["component", "agent"], registry=REGISTRY)
+
 _started: set[int] = set()
+_health_check: Callable[[], dict] | None = None
+
+
+def set_health_check(check: Callable[[], dict] | None) -> None:
+    """``/health`` answers ``check()`` as JSON: status 200 when its ``ok`` is
+    true, 503 otherwise (and 503 ``{"ok": false}`` without a check)."""
+    global _health_check
+    _health_check = check
+
+
+def _app(environ: dict, start_response: Callable) -> list[bytes]:
+    if environ.get("PATH_INFO") == "/health":
+        report = _health_check() if _health_check is not None else {"ok": False, "reason": "no health check"}
+        status = "200 OK" if report.get("ok") else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "application/json")])
+        return [json.dumps(report, sort_keys=True).encode()]
+    return _metrics_app(environ, start_response)
+
+
+_metrics_app = make_wsgi_app(REGISTRY)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # scrapes are not log lines
+        pass
 
 
 def start_metrics_server(port: int | None, addr: str | None = None) -> int | None:
-    """Serve ``/metrics`` on ``addr:port``; ``0``/``None`` disables it.
+    """Serve ``/metrics`` (and ``/health``) on ``addr:port``; ``0``/``None`` disables it.
     ``addr`` defaults to ``DRIFTLINE_METRICS_ADDR`` (``127.0.0.1``; set
     ``0.0.0.0`` in a container so Prometheus can reach it).
     Returns the port served (or ``None``). Safe to call twice."""
@@ -77,7 +119,8 @@ def start_metrics_server(port: int | None, addr: str | None = None) -> int | Non
     if not 0 < port < 65536:
         raise ValueError(f"metrics port must be between 1 and 65535 (got {port})")
     if port not in _started:
-        start_http_server(port, addr=addr, registry=REGISTRY)
+        server = make_server(addr, port, _app, _Server, handler_class=_QuietHandler)
+        threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
         _started.add(port)
     return port
 

@@ -10,8 +10,14 @@
   :class:`streams.model_monitor.ModelMonitor` per model, publishes alerts and
   retrain requests, and checkpoints state + watermarks to a second table
   before acknowledging (:mod:`streams.checkpoint`);
-* timers for label expiry, checkpoints and metric snapshots, and a task that
-  follows ``model-events`` (every process sees every event: no group).
+* timers for label expiry, checkpoints, metric snapshots and policy
+  refreshes, and a task that follows ``model-events`` (every process sees
+  every event: no group);
+* a task that watches for a broker that lost its data (:mod:`streams.reset`).
+
+Every agent, timer and task runs under one error policy
+(:mod:`streams.supervision`): one message's failure dead-letters that
+message; anything else ends the process with one line and exit code 70.
 
 :meth:`MonitorApp.run` runs it as a faust worker until SIGINT/SIGTERM.
 """
@@ -30,13 +36,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from driftline import events, observability
+from driftline.brokerwatch import BrokerWatch, install_client_noise_filter
 from driftline.config import Settings
 from driftline.errors import DriftlineError
 from driftline.events import DeadLetter, Label, LabeledRecord, ModelEvent, Prediction
 from driftline.policy import Policy
 
 from .checkpoint import Watermarks, chunk_keys, decode_checkpoint, encode_checkpoint
-from .join import COMPONENT, Joiner
+from .join import COMPONENT, Joiner, JoinOutput
+from .reset import ResetWatch, changelog_topics, reset_state
+from .supervision import Supervisor, describe_error
 
 try:  # faust's TopicPartition (a namedtuple), used as key of committed offsets
     from faust.types import TP
@@ -83,6 +92,14 @@ class MonitorOptions:
         Seconds between label-TTL sweeps.
     session_timeout, heartbeat_interval
         Consumer-group timing (seconds).
+    policy_refresh_interval
+        Seconds between re-reads of the models' policies from the registry
+        (a missed ``policy_changed`` event heals within this time).
+    reset_check_interval
+        Seconds between checks for a broker that lost the monitor's data.
+    reset_state
+        Delete the monitor's state (changelogs, data directory) before
+        starting: a deliberate reset.
     """
 
     group_id: str | None = None
@@ -97,12 +114,15 @@ class MonitorOptions:
     expiry_interval: float = 1.0
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0
+    policy_refresh_interval: float = 60.0
+    reset_check_interval: float = 5.0
+    reset_state: bool = False
 
     def check(self) -> None:
         if self.group_id is not None:
             events.validate_name(self.group_id, "--group-id")
         for name in ("snapshot_interval", "checkpoint_interval", "batch_within", "expiry_interval",
-                     "session_timeout", "heartbeat_interval"):
+                     "session_timeout", "heartbeat_interval", "policy_refresh_interval", "reset_check_interval"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
                 raise MonitorError(f"{name} must be a positive number of seconds (got {value!r})")
@@ -173,6 +193,18 @@ class PolicySource:
     def label_ttl(self, model: str) -> float:
         return self.policy(model).monitor.label_ttl_s
 
+    def refresh(self) -> list[str]:
+        """Re-read the cached models' policies; returns the models whose
+        policy changed (their profiles are read again too)."""
+        changed = []
+        for model, old in list(self._policies.items()):
+            self._policies.pop(model)
+            if self.policy(model) != old:
+                changed.append(model)
+                for key in [k for k in self._profiles if k[0] == model]:
+                    del self._profiles[key]
+        return changed
+
     def invalidate(self, model: str) -> None:
         self._policies.pop(model, None)
         for key in [k for k in self._profiles if k[0] == model]:
@@ -235,6 +267,15 @@ def _app_class():
 
             consumer.highwaters = highwaters
             return consumer
+
+        def _crash(self, reason: BaseException) -> None:
+            # Any part of faust that crashes (its consumer, fetcher, tables)
+            # marks the app crashed here: the monitor's one error policy
+            # decides (restart after a broker reset, else one line and exit)
+            # instead of faust's orderly stop, which would commit the input in hand.
+            if self.driftline_monitor is not None and not self._crashed.is_set():
+                self.driftline_monitor._on_faust_crash(reason)
+            super()._crash(reason)
 
         async def on_stop(self) -> None:
             if self.driftline_monitor is not None:
@@ -370,22 +411,36 @@ class MonitorApp:
         self._last_checkpoint = time.monotonic()
         self._model_stream = None
         self.counts: dict[str, int] = defaultdict(int)
+        self.supervisor = Supervisor(COMPONENT)
+        self._broker_watch: BrokerWatch | None = None
+        # Set while the broker is away and until it is known to have kept
+        # its data: the timers write nothing meanwhile (a write to a broker
+        # that restarted empty is lost, and tansu creates the topic badly).
+        self._hold_writes = False
+        self._known_committed: dict[tuple[str, int], int] = {}
+        self.supervisor.before_fail = self._reset_if_broker_lost
+        self.reset_watch = ResetWatch(settings, [topics.predictions, topics.labels, self.observations_topic])
+        guard = self.supervisor.guard
 
         inputs = app.topic(topics.predictions, topics.labels, key_serializer="raw", value_serializer="raw")
         observations = app.topic(self.observations_topic, key_serializer="raw", value_serializer="raw",
                                  partitions=partitions, internal=True)
 
         @app.agent(inputs, name="join")
+        @guard("join")
         async def join_agent(stream):
             async for batch in stream.take_events(options.batch_size, options.batch_within):
                 await self._join_batch(batch)
 
         @app.agent(observations, name="models")
+        @guard("models")
         async def model_agent(stream):
             manual = stream.noack()
             self._model_stream = manual
             async for event in manual.events():
-                self._observe(event)
+                letters = self._observe(event)
+                if letters:
+                    await self._dead_letters(letters)  # delivered before the commit that follows the ack
                 self._pending_acks.append(event)
                 self._since_checkpoint += 1
                 if (self._since_checkpoint >= options.checkpoint_events
@@ -393,21 +448,38 @@ class MonitorApp:
                     await self._checkpoint()
 
         @app.timer(options.expiry_interval)
+        @guard("expiry", options.expiry_interval)
         async def expiry_timer():
-            await self._expire()
+            if not self._hold_writes:
+                await self._expire()
 
         @app.timer(options.checkpoint_interval)
+        @guard("checkpoint", options.checkpoint_interval)
         async def checkpoint_timer():
-            if time.monotonic() - self._last_checkpoint >= options.checkpoint_interval:
+            if not self._hold_writes and time.monotonic() - self._last_checkpoint >= options.checkpoint_interval:
                 await self._checkpoint()
 
         @app.timer(options.snapshot_interval)
+        @guard("snapshot", options.snapshot_interval)
         async def snapshot_timer():
-            await self._publish_snapshots()
+            if not self._hold_writes:
+                await self._publish_snapshots()
+
+        @app.timer(options.policy_refresh_interval)
+        @guard("policy_refresh", options.policy_refresh_interval)
+        async def policy_refresh_timer():
+            if not self._hold_writes:
+                await self._refresh_policies()
 
         @app.task
+        @guard("model_events")
         async def follow_model_events():
             await self._follow_model_events()
+
+        @app.task
+        @guard("reset_watch")
+        async def reset_watch():
+            await self._watch_for_reset()
 
         @app.on_rebalance_complete.connect
         async def on_rebalance_complete(app, **kwargs):
@@ -486,7 +558,11 @@ class MonitorApp:
             message = event.message
             kind, record_type = ("p", Prediction) if message.topic == predictions else ("l", Label)
             payload = message.value if message.value is not None else b""
-            decoded = events.decode_batch(record_type, payload)
+            try:
+                decoded = events.decode_batch(record_type, payload)
+            except Exception as error:  # error policy: a message that breaks decoding is dead-lettered
+                dead.append(_internal_dead_letter(payload, error, message.topic, message.partition, message.offset))
+                continue
             if decoded.errors:
                 bad = set()
                 for error in decoded.errors:
@@ -502,11 +578,40 @@ class MonitorApp:
                 items.append((kind, message.partition, message.offset, index, record))
         async with self._lock:
             self._sync_partitions()
-            out = self.joiner.process(items, time.time())
+            now = time.time()
+            try:
+                out = self.joiner.process(items, now)
+            except Exception as error:  # error policy: find the records that fail and dead-letter them alone
+                log.warning("stage 1: a batch of %d records failed (%s); joining it record by record",
+                            len(items), describe_error(error))
+                out = self._join_one_by_one(items, now, batch)
             out.dead_letters[:0] = dead
             out.counts["dead_letter"] += len(dead)
             await self._publish_join_output(out)
             await self._apply(out.writes)
+
+    def _join_one_by_one(self, items: list, now: float, batch) -> JoinOutput:
+        """Join ``items`` one at a time; a record that fails is dead-lettered
+        with the exception as the reason, the others are joined as usual.
+        Each record's state change goes to the in-memory store at once, so
+        later records see it; the changelog gets them all in ``_apply``."""
+        payloads = {(event.message.topic, event.message.partition, event.message.offset): event.message.value
+                    for event in batch}
+        topic_of = {"p": self.topics.predictions, "l": self.topics.labels}
+        out = JoinOutput()
+        for item in items:
+            kind, partition, offset, index, _record = item
+            try:
+                one = self.joiner.process([item], now)
+            except Exception as error:  # error policy: this record alone is dead-lettered
+                payload = payloads.get((topic_of[kind], partition, offset)) or b""
+                out.dead_letters.append(_internal_dead_letter(payload, error, topic_of[kind], partition, offset,
+                                                              index))
+                out.counts["dead_letter"] += 1
+                continue
+            self.joiner.apply(one.writes)
+            out.merge(one)
+        return out
 
     async def _apply(self, writes) -> None:
         """Write join state: the table's store and its changelog.
@@ -586,14 +691,21 @@ class MonitorApp:
         self.models[model] = entry
         return entry
 
-    def _observe(self, event) -> None:
+    def _observe(self, event) -> list[DeadLetter]:
+        """Apply one observation message; returns the dead letters for what
+        could not be applied (the whole message, or single items)."""
+        raw = event.message.value or b""
+        where = (self.observations_topic, event.message.partition, event.message.offset)
         try:
-            message = orjson.loads(event.message.value)
+            message = orjson.loads(raw)
             model = events.validate_name(message["model"])
             kind_topic, source_partition, items = message["t"], int(message["part"]), message["items"]
-        except Exception as error:  # internal topic: only we write it, but never crash
-            log.error("unreadable observation message at %s/%s: %s", event.message.tp, event.message.offset, error)
-            return
+        except (orjson.JSONDecodeError, events.ValidationError, KeyError, TypeError, ValueError) as error:
+            # internal topic: only we write it, but never crash and never drop it silently
+            log.error("unreadable observation message at %s/%s: %s", event.message.tp, event.message.offset,
+                      describe_error(error))
+            return [_internal_dead_letter(raw, error, *where)]
+        letters: list[DeadLetter] = []
         entry = self._entry(model, event.message.partition)
         admit = entry.watermarks.admit
         # A redelivered observation message (applied and checkpointed, but
@@ -603,13 +715,13 @@ class MonitorApp:
         if not admit("o", "#", event.message.partition, event.message.offset, 0):
             self.counts["replayed_skipped"] += 1
             observability.EVENTS_PROCESSED.labels(COMPONENT, "replay_skipped").inc()
-            return
+            return letters
         recent = entry.recent
         # re-join guards below these offsets are dropped at the next checkpoint
         entry.lows[source_partition] = message.get("low") or (0, 0)
         predictions, joined, expired = [], [], defaultdict(int)
         skipped = 0
-        for item in items:
+        for position, item in enumerate(items):
             try:
                 kind, offset, index, payload = item[:4]
                 if kind == "j":
@@ -631,12 +743,14 @@ class MonitorApp:
                 else:
                     expired[int(payload)] += 1
             except (TypeError, ValueError, KeyError, IndexError) as error:  # internal topic: never crash
-                log.error("unreadable observation item at %s/%s: %s", event.message.tp, event.message.offset, error)
+                log.error("unreadable observation item at %s/%s: %s", event.message.tp, event.message.offset,
+                          describe_error(error))
+                letters.append(_internal_dead_letter(raw, error, *where, position))
         if skipped:
             self.counts["replayed_skipped"] += skipped
             observability.EVENTS_PROCESSED.labels(COMPONENT, "replay_skipped").inc(skipped)
         if not (predictions or joined or expired):
-            return
+            return letters
         now = time.time()
         monitor = entry.monitor
         outputs = []
@@ -647,10 +761,13 @@ class MonitorApp:
                 outputs.append(monitor.observe_joined(joined, now))
             for version, count in expired.items():
                 monitor.observe_expired(version, count, now)
-        except Exception as error:  # a bug in the analytics must not stop the other models
-            log.exception("model %s: analytics failed on %d predictions / %d joined pairs at %s/%s: %s", model,
-                          len(predictions), len(joined), event.message.tp, event.message.offset, error)
+        except Exception as error:  # error policy: a bug in the analytics dead-letters this message only
+            log.error("model %s: analytics failed on %d predictions / %d joined pairs at %s/%s (%s); "
+                      "the message goes to dead-letter", model, len(predictions), len(joined), event.message.tp,
+                      event.message.offset, describe_error(error))
+            log.debug("analytics failure", exc_info=error)
             observability.EVENTS_PROCESSED.labels(COMPONENT, "analytics_error").inc()
+            letters.append(_internal_dead_letter(raw, error, *where))
         entry.dirty = True
         # what stage 2 applied (stage 1's counters include its own replays)
         for kind, value in (("applied_prediction", len(predictions)), ("applied_joined", len(joined)),
@@ -660,6 +777,7 @@ class MonitorApp:
                 observability.EVENTS_PROCESSED.labels(COMPONENT, kind).inc(value)
         for output in outputs:
             self._publish_monitor_output(model, output)
+        return letters
 
     def _publish_monitor_output(self, model: str, output) -> list:
         """Send alerts and retrain requests; returns the send tasks."""
@@ -821,20 +939,130 @@ class MonitorApp:
                 entry.monitor.on_promoted(event.version, time.time())
                 entry.dirty = changed = True
             elif event.event == "policy_changed":
-                from .model_monitor import ModelMonitor
-
-                policy = self.policies.policy(event.model).monitor
-                entry.monitor = ModelMonitor.from_state(entry.monitor.to_state(), policy,
-                                                        self.policies.profile_for(event.model))
-                entry.dirty = changed = True
-                log.info("model %s: policy reloaded", event.model)
+                self._reload_policy(event.model, entry, "policy_changed event")
+                changed = True
         return changed
+
+    def _reload_policy(self, model: str, entry: _ModelEntry, why: str) -> None:
+        from .model_monitor import ModelMonitor
+
+        policy = self.policies.policy(model).monitor
+        entry.monitor = ModelMonitor.from_state(entry.monitor.to_state(), policy, self.policies.profile_for(model))
+        entry.dirty = True
+        log.info("model %s: policy reloaded (%s)", model, why)
+
+    async def _refresh_policies(self) -> None:
+        """Re-read policies from the registry: a ``policy_changed`` event
+        missed while the monitor was down (or never sent) heals here."""
+        changed = [m for m in self.policies.refresh() if m in self.models]
+        for model in changed:
+            self._reload_policy(model, self.models[model], "periodic refresh")
+        if changed:
+            await self._checkpoint()
+
+    # -- broker resets -----------------------------------------------------------------
+    def _committed(self) -> dict:
+        """The highest offset this process ever committed per partition: faust
+        forgets a partition's offsets when the group rebalances, and a broker
+        outage makes it rebalance, before the reset can be seen."""
+        consumer = self.app.consumer
+        known = self._known_committed
+        for tp, offset in (consumer._committed_offset.items() if consumer is not None else ()):
+            key = (tp[0], tp[1])
+            if offset is not None and offset > known.get(key, -1):
+                known[key] = offset
+        return dict(known)
+
+    def _on_broker_change(self, up: bool) -> None:
+        """BrokerWatch (its thread): hold the timers' writes from the moment
+        the broker goes away; :meth:`_watch_for_reset` releases them."""
+        if not up:
+            self._hold_writes = True
+
+    async def _watch_for_reset(self) -> None:
+        last_check = time.monotonic()
+        while True:
+            await asyncio.sleep(0.2)
+            held = self._hold_writes
+            known = self._committed()  # every turn: a rebalance makes faust forget them
+            if self._broker_watch is not None and not self._broker_watch.up:
+                continue  # nothing to compare with while it is away
+            if not held and time.monotonic() - last_check < self.options.reset_check_interval:
+                continue
+            last_check = time.monotonic()
+            try:
+                findings = await self.reset_watch.findings(known)
+            except (OSError, asyncio.TimeoutError, _kafka_errors()) as error:
+                log.debug("reset check failed: %s", describe_error(error))
+                continue
+            if findings:
+                await self._on_broker_reset(findings)
+            elif held:
+                self._hold_writes = False
+                log.info("broker back with its data: writing again")
+
+    async def _reset_if_broker_lost(self, part: str, error: BaseException) -> bool:
+        """Before the error policy ends the process for a Kafka error: was it
+        a broker that lost its data? Then restart in place instead."""
+        if not isinstance(error, _kafka_errors()):
+            return False
+        try:
+            findings = await asyncio.wait_for(self.reset_watch.findings(self._committed()), 30.0)
+        except (OSError, asyncio.TimeoutError, _kafka_errors()) as check_error:
+            log.debug("reset check after %s failed: %s", part, describe_error(check_error))
+            return False
+        if not findings:
+            return False
+        await self._on_broker_reset(findings, f"{part} failed with {describe_error(error)}")
+        return True
+
+    async def _on_broker_reset(self, findings: list[str], trigger: str | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._restart_after_reset, findings, trigger)
+
+    def _restart_after_reset(self, findings: list[str], trigger: str | None = None) -> None:
+        log.warning("broker reset detected%s: %s. The broker lost this monitor's data (it restarted empty, or the "
+                    "topics were deleted and created again); the state of these partitions went with its "
+                    "changelogs: starting afresh", f" ({trigger})" if trigger else "", "; ".join(findings))
+        from driftline.topics import create_topics
+
+        # Whatever this process wrote to its state topics since the reset
+        # would come back as stale state: start them empty. The inputs may be
+        # gone too: create the Driftline topics as they were (idempotent).
+        reset_state(self.settings, self.app_id, self.options.data_dir,
+                    topics=[*changelog_topics(self.app_id), self.observations_topic])
+        create_topics(self.settings, partitions=self.partitions)
+        self.supervisor.restart("fresh state after a broker reset")
+
+    def _on_faust_crash(self, reason: BaseException) -> None:
+        """faust crashed one of its services: never returns (restart or exit)."""
+        if isinstance(reason, _kafka_errors()):
+            import concurrent.futures
+
+            committed = self._committed()
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:  # the app's loop is busy crashing
+                check = pool.submit(asyncio.run, self.reset_watch.findings(committed))
+                try:
+                    findings = check.result(timeout=30)
+                except (OSError, concurrent.futures.TimeoutError, _kafka_errors()) as error:
+                    log.debug("reset check after a faust crash failed: %s", describe_error(error))
+                    findings = []
+            if findings:
+                self._restart_after_reset(findings, f"faust crashed with {describe_error(reason)}")
+        self.supervisor.fail("faust", reason)
 
     # -- running ------------------------------------------------------------------------
     def run(self, loglevel: str = "WARNING") -> int:
         """Run as a faust worker until SIGINT/SIGTERM."""
         import faust
 
+        if self.options.reset_state:
+            reset_state(self.settings, self.app_id, self.options.data_dir)
+            Path(self.options.data_dir).mkdir(parents=True, exist_ok=True)
+        install_client_noise_filter()
+        self._broker_watch = BrokerWatch(self.settings.bootstrap_list, COMPONENT,
+                                         on_change=self._on_broker_change).start()
+        observability.set_health_check(self.supervisor.health)
         observability.start_metrics_server(self.options.metrics_port)
         probe = None
         if self.options.metrics_port:
@@ -849,6 +1077,7 @@ class MonitorApp:
         finally:
             if probe is not None:
                 probe.stop()
+            self._broker_watch.stop()
         return 0
 
 
@@ -858,6 +1087,21 @@ def create_monitor(settings: Settings, options: MonitorOptions | None = None, **
 
 
 _dumps = orjson.dumps
+
+
+def _kafka_errors() -> type[BaseException]:
+    from aiokafka.errors import KafkaError
+
+    return KafkaError
+
+
+def _internal_dead_letter(payload: bytes, error: BaseException, topic: str, partition: int | None,
+                          offset: int | None, index: int | None = None) -> DeadLetter:
+    """The dead letter for a message (or bulk element) whose processing
+    raised: the exception, bounded, is the reason."""
+    reason = events.ValidationError("<message>", None, f"could not be processed: {describe_error(error)}", index)
+    return DeadLetter.for_payload(payload if isinstance(payload, bytes) else bytes(payload), reason,
+                                  source_topic=topic, component=COMPONENT, partition=partition, offset=offset)
 
 
 def _chunks(records: list[dict]) -> list[list[dict]]:

@@ -26,6 +26,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--web-port", type=int, default=None, help="faust web server port (default: off)")
     parser.add_argument("--session-timeout", type=float, default=10.0,
                         help="consumer-group session timeout in seconds (default 10)")
+    parser.add_argument("--policy-refresh-s", type=float, default=60.0,
+                        help="seconds between re-reads of the models' policies from the registry (default 60)")
+    parser.add_argument("--reset-check-s", type=float, default=5.0,
+                        help="seconds between checks for a broker that lost the monitor's data (default 5)")
+    parser.add_argument("--reset-state", action="store_true",
+                        help="delete the monitor's state (join state, model checkpoints, data directory) "
+                             "before starting; stop every monitor of the group first")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         group_id=args.group_id, data_dir=args.data_dir, metrics_port=args.metrics_port,
         web_port=args.web_port, snapshot_interval=args.snapshot_interval,
         checkpoint_interval=args.checkpoint_interval, checkpoint_events=args.checkpoint_events,
-        session_timeout=args.session_timeout, batch_size=args.batch_size, batch_within=args.batch_within, heartbeat_interval=min(1.0, args.session_timeout / 3),
+        session_timeout=args.session_timeout, batch_size=args.batch_size, batch_within=args.batch_within,
+        heartbeat_interval=min(1.0, args.session_timeout / 3), policy_refresh_interval=args.policy_refresh_s,
+        reset_check_interval=args.reset_check_s, reset_state=args.reset_state,
     )
     root_level = logging.getLogger().getEffectiveLevel()
     if root_level > logging.DEBUG:

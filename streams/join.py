@@ -97,6 +97,18 @@ class JoinOutput:
     writes: list[tuple[int, str, bytes | None]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
+    def merge(self, other: "JoinOutput") -> "JoinOutput":
+        """Append ``other`` (the output of a later batch) to this one."""
+        for key, items in other.observations.items():
+            self.observations[key].extend(items)
+        self.labeled.extend(other.labeled)
+        self.labeled_dicts.extend(other.labeled_dicts)
+        self.dead_letters.extend(other.dead_letters)
+        self.writes.extend(other.writes)
+        for name, value in other.counts.items():
+            self.counts[name] += value
+        return self
+
 
 class Joiner:
     """Join state over a key-value store of ``event_id -> bytes``.

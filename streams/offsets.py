@@ -32,6 +32,7 @@ async def verified_end_offsets(
     listed: Mapping[Any, int | None],
     security: Mapping[str, Any] | None = None,
     timeout_s: float = 10.0,
+    quiet: bool = False,
 ) -> dict[Any, int | None]:
     """Correct end offsets for the partitions in ``listed``.
 
@@ -46,6 +47,8 @@ async def verified_end_offsets(
     timeout_s
         Give up after this long and keep what was verified so far (never
         lower than ``listed``).
+    quiet
+        Do not log the corrections (for periodic checks).
 
     Returns
     -------
@@ -86,6 +89,6 @@ async def verified_end_offsets(
     finally:
         await consumer.stop()
     corrected = {str(k): (listed[k], v) for k, v in result.items() if v != listed[k]}
-    if corrected:
+    if corrected and not quiet:
         log.info("end offsets corrected (listed, verified): %s", corrected)
     return result

@@ -1,0 +1,32 @@
+"""``python -m streams`` with one injected failure, for tests/test_monitor_faults.py.
+
+``DRIFTLINE_TEST_FAULT=METHOD:N`` makes the N-th call of
+``MonitorApp.METHOD`` (a coroutine method) raise ``RuntimeError`` — an error
+that is not about one message, as a bug or a lost resource would raise.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from streams import app  # noqa: E402
+
+method, _, nth = os.environ["DRIFTLINE_TEST_FAULT"].partition(":")
+original = getattr(app.MonitorApp, method)
+calls = {"n": 0}
+
+
+async def faulty(self, *args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] >= int(nth or 1):
+        raise RuntimeError(f"injected fault in {method}")
+    return await original(self, *args, **kwargs)
+
+
+setattr(app.MonitorApp, method, faulty)
+
+from driftline.cli import main  # noqa: E402
+
+sys.exit(main(["monitor", *sys.argv[1:]]))
