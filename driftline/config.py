@@ -125,6 +125,9 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     def __post_init__(self) -> None:
+        # Known to the log redaction from the moment they exist, before any
+        # check below can fail with a message.
+        redact.add_secrets(self.secrets())
         servers = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
         if not servers:
             raise ConfigError("DRIFTLINE_BOOTSTRAP_SERVERS is empty: expected host:port[,host:port]")
@@ -159,8 +162,6 @@ class Settings:
             path = getattr(self, name)
             if path is not None and not Path(path).is_file():
                 raise ConfigError(f"DRIFTLINE_{name.upper()}={path!r} is not a readable file")
-        # Known to the log redaction from the moment they exist.
-        redact.add_secrets(self.secrets())
 
     # -- derived values -------------------------------------------------
     @property
