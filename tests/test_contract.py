@@ -393,3 +393,18 @@ def test_dead_letter_of_an_error_with_surrogates_can_be_encoded():
     letter = DeadLetter.for_payload(b"x", ValueError("bad \ud800 text"), source_topic="p", component="c")
     assert decode(DeadLetter, encode(letter)) == [letter]
     assert "bad \\ud800 text" in letter.reason
+
+
+def test_an_integer_of_2_64_in_a_message_is_read_as_a_float_or_refused():
+    # orjson (3.13 here) reads integers beyond 64 bits as floats; an orjson that
+    # refuses them gets the fallback's reason. Either way nothing unencodable
+    # is accepted.
+    payload = json.dumps(good(features={"x": 2**64}))
+    batch = decode_batch(Prediction, payload)
+    if batch.records:
+        [record] = batch.records
+        assert record.features == {"x": float(2**64)} and type(record.features["x"]) is float
+        assert decode(Prediction, encode(record)) == [record]
+    else:
+        [error] = batch.errors
+        assert (error.field, error.reason) == ("features.x", "is an integer beyond 64 bits")

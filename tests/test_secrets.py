@@ -20,14 +20,20 @@ import sys
 import time
 import uuid
 
+from urllib.parse import urlsplit
+
 import pytest
 
 from driftline import redact
 from driftline.config import load_settings
+from tests.registry_fixtures import PG_URL
 
 SASL_PASSWORD = "PLANTEDSASL"
 DB_PASSWORD = "PLANTEDSECRET"
-PG_HOST = "127.0.0.1:5432"
+# The test database's user and server (trust auth: the planted password is
+# sent and ignored).
+_PG = urlsplit(PG_URL)
+PG_USER, PG_HOST = _PG.username or "postgres", f"{_PG.hostname}:{_PG.port or 5432}"
 CLI = [sys.executable, "-m", "driftline", "--log-level", "DEBUG"]
 
 
@@ -86,11 +92,11 @@ def test_settings_never_show_passwords():
     settings = load_settings(environ={
         "DRIFTLINE_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "DRIFTLINE_SASL_MECHANISM": "PLAIN",
         "DRIFTLINE_SASL_USERNAME": "svc", "DRIFTLINE_SASL_PASSWORD": SASL_PASSWORD,
-        "DRIFTLINE_REGISTRY": f"postgresql://root:{DB_PASSWORD}@{PG_HOST}/test?password={DB_PASSWORD}",
+        "DRIFTLINE_REGISTRY": f"postgresql://{PG_USER}:{DB_PASSWORD}@{PG_HOST}/test?password={DB_PASSWORD}",
         "DRIFTLINE_REGISTRY_ARTIFACTS": "/tmp/unused",
     })
     assert SASL_PASSWORD not in repr(settings) and DB_PASSWORD not in repr(settings)
-    assert settings.registry_location == f"postgresql://root@{PG_HOST}/test?password=***"
+    assert settings.registry_location == f"postgresql://{PG_USER}@{PG_HOST}/test?password=***"
     assert repr(settings.kafka_security()["sasl_plain_password"]) == "'***'"
     assert settings.kafka_security()["sasl_plain_password"] == SASL_PASSWORD
     creds = settings.faust_broker_options()["broker_credentials"]
@@ -98,19 +104,18 @@ def test_settings_never_show_passwords():
 
     from registry.backends import PostgresBackend
 
-    assert PostgresBackend(settings.registry).describe() == f"postgresql://root@{PG_HOST}/test?password=***"
+    assert PostgresBackend(settings.registry).describe() == f"postgresql://{PG_USER}@{PG_HOST}/test?password=***"
 
 
 # -- every command, as a subprocess --------------------------------------------------------
 
 
 def _pg_schema():
-    """A fresh schema in the test database, as the user ``root`` (trust auth:
-    the planted password is sent and ignored); skipped without PostgreSQL."""
+    """A fresh schema in the test database; skipped without PostgreSQL."""
     psycopg = pytest.importorskip("psycopg")
     schema = f"dlsecret_{uuid.uuid4().hex[:10]}"
     try:
-        with psycopg.connect(f"postgresql://root@{PG_HOST}/test", autocommit=True, connect_timeout=3) as conn:
+        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
     except psycopg.Error as error:
         pytest.skip(f"PostgreSQL unreachable at {PG_HOST}: {error}")
@@ -120,7 +125,7 @@ def _pg_schema():
 def _drop_schema(schema: str) -> None:
     import psycopg
 
-    with psycopg.connect(f"postgresql://root@{PG_HOST}/test", autocommit=True, connect_timeout=3) as conn:
+    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=3) as conn:
         conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
@@ -167,11 +172,12 @@ def _run_every_command(settings, tmp_path, schema):
     base = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     base.update(PYTHONUNBUFFERED="1", DRIFTLINE_TOPIC_PREFIX=settings.topic_prefix,
                 DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers,
-                DRIFTLINE_REGISTRY=f"postgresql://root:{DB_PASSWORD}@{PG_HOST}/test?options=-csearch_path%3D{schema}",
+                DRIFTLINE_REGISTRY=f"postgresql://{PG_USER}:{DB_PASSWORD}@{PG_HOST}{_PG.path}"
+                                   f"?options=-csearch_path%3D{schema}",
                 DRIFTLINE_REGISTRY_ARTIFACTS=str(tmp_path / "artifacts"))
     sasl = {**base, "DRIFTLINE_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "DRIFTLINE_SASL_MECHANISM": "PLAIN",
             "DRIFTLINE_SASL_USERNAME": "svc", "DRIFTLINE_SASL_PASSWORD": SASL_PASSWORD}
-    bad_db = {**base, "DRIFTLINE_REGISTRY": f"postgresql://root:{DB_PASSWORD}@{PG_HOST}/no_such_database"}
+    bad_db = {**base, "DRIFTLINE_REGISTRY": f"postgresql://{PG_USER}:{DB_PASSWORD}@{PG_HOST}/no_such_database"}
 
     data = tmp_path / "train.csv"
     data.write_text("x1,x2,y\n" + "".join(f"{i % 7},{(i * 3) % 5},{int(i % 7 > 3)}\n" for i in range(120)))
@@ -224,10 +230,10 @@ def _run_every_command(settings, tmp_path, schema):
         assert DB_PASSWORD not in text, f"{name} printed the registry password:\n{_around(text, DB_PASSWORD)}"
     # The paths that used to leak were really taken.
     assert "'sasl_plain_password': '***'" in outputs["sasl-status"]  # kafka-python's DEBUG config line
-    assert f"postgresql://root@{PG_HOST}/test" in outputs["status"]
+    assert f"postgresql://{PG_USER}@{PG_HOST}{_PG.path}" in outputs["status"]
     assert "churn" in outputs["registry-models"] and "version: 1" in outputs["registry-show"], (
         outputs["registry-models"][-500:], outputs["registry-show"][-500:])
-    assert f"cannot open the registry 'postgresql://root@{PG_HOST}/no_such_database'" in outputs["bad-db-worker"], (
+    assert f"cannot open the registry 'postgresql://{PG_USER}@{PG_HOST}/no_such_database'" in outputs["bad-db-worker"], (
         outputs["bad-db-worker"][-2000:])
     assert "no_such_database" in outputs["bad-db-status"]
 
