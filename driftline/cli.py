@@ -18,6 +18,7 @@ import sys
 import threading
 from typing import Callable, Sequence
 
+from . import redact
 from .errors import DriftlineError
 
 __all__ = ["main", "build_parser"]
@@ -67,18 +68,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    # Before any client library logs: credentials are masked in every record.
+    redact.install()
     handler: Callable[[argparse.Namespace], int | None] = args.handler
     try:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         return 130
     except DriftlineError as error:
-        print(f"driftline: error: {error}", file=sys.stderr)
+        print(redact.redact(f"driftline: error: {error}"), file=sys.stderr)
         return 1
     except Exception as error:  # never a traceback for users
         if os.environ.get("DRIFTLINE_DEBUG"):
             raise
-        print(f"driftline: error: {type(error).__name__}: {error}", file=sys.stderr)
+        print(redact.redact(f"driftline: error: {type(error).__name__}: {error}"), file=sys.stderr)
         return 1
 
 

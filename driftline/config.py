@@ -4,6 +4,14 @@ in one place.
 Every daemon, test and command builds a :class:`Settings` with
 :func:`load_settings` and passes it down; nothing else reads the environment.
 Kafka security settings pass through to kafka-python, aiokafka and faust.
+
+Credentials are never printed: the SASL password reaches the client
+libraries as a :class:`~driftline.redact.Secret` (its ``repr`` is ``'***'``,
+and those libraries log their configuration), ``repr(settings)`` and
+:attr:`Settings.registry_location` leave out the registry URL's password,
+and every Settings registers its secrets with :mod:`driftline.redact`, which
+masks them in all log records once installed (the ``driftline`` command
+installs it).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from . import redact
 from .errors import DriftlineError
 
 __all__ = ["ConfigError", "Settings", "Topics", "load_settings", "TOPIC_NAMES"]
@@ -104,7 +113,21 @@ class Settings:
     ssl_keyfile: str | None = None
     metrics_addr: str = "127.0.0.1"
 
+    def __repr__(self) -> str:
+        # Explicit, so the registry URL's password never shows (the dataclass
+        # repr would print it) and sasl_password is left out.
+        shown = []
+        for name in _ENV_FIELDS:
+            if name == "sasl_password":
+                continue
+            value = getattr(self, name)
+            shown.append(f"{name}={(redact.location(value) if name == 'registry' else value)!r}")
+        return f"Settings({', '.join(shown)})"
+
     def __post_init__(self) -> None:
+        # Known to the log redaction from the moment they exist, before any
+        # check below can fail with a message.
+        redact.add_secrets(self.secrets())
         servers = [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
         if not servers:
             raise ConfigError("DRIFTLINE_BOOTSTRAP_SERVERS is empty: expected host:port[,host:port]")
@@ -150,6 +173,19 @@ class Settings:
         return [s.strip() for s in self.bootstrap_servers.split(",") if s.strip()]
 
     @property
+    def registry_location(self) -> str:
+        """The registry directory or database URL without its password:
+        what every message and status output shows."""
+        return redact.location(self.registry)
+
+    def secrets(self) -> list[str]:
+        """Every credential in these settings (to be masked in output)."""
+        found = [self.sasl_password] if self.sasl_password else []
+        if self.registry_is_database:
+            found += redact.url_secrets(self.registry)
+        return found
+
+    @property
     def registry_is_database(self) -> bool:
         return self.registry.startswith(("postgresql://", "postgres://", "postgresql+psycopg://"))
 
@@ -164,7 +200,8 @@ class Settings:
             options["sasl_mechanism"] = self.sasl_mechanism
             if self.sasl_username is not None:
                 options["sasl_plain_username"] = self.sasl_username
-                options["sasl_plain_password"] = self.sasl_password
+                # A Secret: the clients log their configuration dict.
+                options["sasl_plain_password"] = _secret(self.sasl_password)
         if "SSL" in self.security_protocol:
             if self.ssl_cafile:
                 options["ssl_cafile"] = self.ssl_cafile
@@ -202,18 +239,22 @@ class Settings:
         if self.security_protocol.startswith("SASL"):
             if self.sasl_mechanism == "PLAIN" or self.sasl_mechanism is None:
                 options["broker_credentials"] = faust.SASLCredentials(
-                    username=self.sasl_username, password=self.sasl_password, ssl_context=ssl_context
+                    username=self.sasl_username, password=_secret(self.sasl_password), ssl_context=ssl_context
                 )
             else:
                 options["broker_credentials"] = faust.SASLCredentials(
                     username=self.sasl_username,
-                    password=self.sasl_password,
+                    password=_secret(self.sasl_password),
                     mechanism=self.sasl_mechanism,
                     ssl_context=ssl_context,
                 )
         else:
             options["broker_credentials"] = faust.SSLCredentials(ssl_context)
         return options
+
+
+def _secret(value: str | None) -> str | None:
+    return None if value is None else redact.Secret(value)
 
 
 _ENV_FIELDS = {

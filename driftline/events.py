@@ -9,6 +9,21 @@ never another exception type.
 
 A message holds one event (a JSON object) or several (a JSON array, "bulk").
 
+What the contract accepts it can encode again, unchanged: ``decode`` then
+``encode`` then ``decode`` gives equal records. So it refuses, with a
+:class:`ValidationError`, everything orjson (the encoder) cannot hold even
+where Python's ``json`` could: strings with lone surrogates (``"\\ud800"``),
+numbers beyond the float range, integers outside the 64-bit range in Python-built
+records, and JSON nested deeper than :data:`MAX_PARSE_DEPTH` levels.
+Free-form objects (``ModelEvent.details``, ``MetricsSnapshot.stats``) may
+nest :data:`MAX_OBJECT_DEPTH` levels; their non-finite floats (only possible
+in Python-built records) are written as ``null``. ISO-8601 and numeric
+timestamps get the same range check (epoch seconds from 0 to 1e11). An
+object with a repeated key keeps its last value, as Python's ``json`` and
+most parsers do (RFC 8259 leaves it open; Driftline never writes one).
+Error messages show a short, bounded form of the value (never a full or
+recursive ``repr``; NumPy scalars by value).
+
 Examples
 --------
 >>> from driftline.events import Prediction, decode, encode
@@ -25,10 +40,13 @@ driftline.events.ValidationError: model: missing required field (got <missing>)
 from __future__ import annotations
 
 import base64
+import binascii
+import itertools
 import json
 import math
 import numbers
 import re
+import reprlib
 import time
 import uuid
 from dataclasses import dataclass, field, fields
@@ -59,6 +77,8 @@ __all__ = [
     "now",
     "MAX_MESSAGE_BYTES",
     "MAX_BATCH_EVENTS",
+    "MAX_PARSE_DEPTH",
+    "MAX_OBJECT_DEPTH",
 ]
 
 #: Largest message a consumer accepts (bytes). Kafka's own default is 1 MiB.
@@ -70,11 +90,20 @@ MAX_BATCH_EVENTS = 10_000
 MAX_FEATURES = 1_000
 MAX_STRING = 1_024
 MAX_ID = 256
+#: Deepest nesting of arrays and objects a message may have (orjson's parser
+#: refuses deeper JSON; Python's ``json`` would need a deep stack).
+MAX_PARSE_DEPTH = 1_024
+#: Deepest nesting inside a free-form object field (``details``, ``stats``),
+#: well below the 254 levels orjson can write.
+MAX_OBJECT_DEPTH = 32
+# Integers orjson can write: signed or unsigned 64 bits.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
 
 # Model, feature-set and alias names: no path separators, no traversal, no
 # whitespace, so a name is safe as a file name, a URL part and a metric label.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# \Z, not $: "$" also matches before a trailing newline.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+_KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")
 
 _MISSING = object()
 
@@ -85,6 +114,71 @@ class _MissingRepr:
 
 
 MISSING_VALUE = _MissingRepr()
+
+
+class _BoundedRepr(reprlib.Repr):
+    """``repr`` with bounded depth, length and cost: a value nested 1,000
+    levels deep, a 4,000-digit integer or a megabyte string each give a
+    short text (the builtin ``repr`` recurses, refuses or copies them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxdict = self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = 4
+        self.maxstring = self.maxother = 80
+
+    def repr1(self, x: Any, level: int) -> str:
+        # NumPy scalars by value (0.5, not np.float64(0.5)).
+        if type(x).__module__ == "numpy" and getattr(x, "shape", None) == () and hasattr(x, "item"):
+            x = x.item()
+        return super().repr1(x, level)
+
+    def repr_int(self, x: int, level: int) -> str:
+        bits = x.bit_length()
+        if bits > 128:  # repr() of more than 4,300 digits raises ValueError
+            return f"<integer of {bits} bits>"
+        return super().repr_int(x, level)
+
+    def repr_dict(self, x: dict, level: int) -> str:
+        # The keys as sent (reprlib sorts the whole dict first).
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pairs = itertools.islice(x.items(), self.maxdict)
+        shown = [f"{self.repr1(k, level - 1)}: {self.repr1(v, level - 1)}" for k, v in pairs]
+        return "{" + ", ".join(shown) + (", ...}" if len(x) > self.maxdict else "}")
+
+
+_bounded_repr = _BoundedRepr()
+
+
+def _safe_text(text: str) -> str:
+    """``text`` with lone surrogates escaped, so it can be encoded as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def safe_repr(value: Any, limit: int = 80) -> str:
+    """A short, safe text for ``value`` in an error message: bounded in
+    length and depth, never raising, NumPy scalars shown by value.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> safe_repr(np.float64(0.5)), safe_repr(10**5000)
+    ('0.5', '<integer of 16610 bits>')
+    >>> deep = []
+    >>> for _ in range(5000):
+    ...     deep = [deep]
+    >>> safe_repr(deep)
+    '[[[[...]]]]'
+    """
+    text = _safe_text(_bounded_repr.repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class ValidationError(DriftlineError, ValueError):
@@ -104,15 +198,15 @@ class ValidationError(DriftlineError, ValueError):
     """
 
     def __init__(self, field: str, value: Any, reason: str, index: int | None = None):
-        self.field = field
+        # The field path may hold a key from the input: made encodable and
+        # bounded too, since a dead letter carries it.
+        self.field = _safe_text(field) if type(field) is str else safe_repr(field)
         self.value = value
         self.reason = reason
         self.index = index
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
         where = f"[{index}]." if index is not None else ""
-        super().__init__(f"{where}{field}: {reason} (got {shown})")
+        name = self.field if len(self.field) <= 300 else self.field[:297] + "..."
+        super().__init__(f"{where}{name}: {reason} (got {safe_repr(value)})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"field": self.field, "reason": self.reason, "index": self.index, "message": str(self)}
@@ -148,7 +242,10 @@ def validate_name(value: Any, field_name: str = "model") -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return (type(value) is int or type(value) is float) and value == value and value not in (math.inf, -math.inf)
+    kind = type(value)
+    if kind is float:
+        return value == value and value not in (math.inf, -math.inf)
+    return kind is int and _INT_MIN <= value <= _INT_MAX
 
 
 def _string(value: Any, path: str, limit: int = MAX_ID) -> str:
@@ -202,7 +299,12 @@ def _timestamp(value: Any, path: str) -> float:
             raise ValidationError(path, value, "is not an ISO-8601 time or epoch seconds") from None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=timezone.utc)
-        return parsed.timestamp()
+        seconds = parsed.timestamp()
+        # The same range as numeric timestamps: "9999-12-31" would be
+        # accepted here and then refused when the record is encoded.
+        if not 0 <= seconds < 1e11:
+            raise ValidationError(path, value, "must be a time between 1970-01-01 and 5138-11-16 (epoch seconds 0 to 1e11)")
+        return seconds
     raise ValidationError(path, value, "must be ISO-8601 text or epoch seconds")
 
 
@@ -213,7 +315,11 @@ def _target(value: Any, path: str) -> Any:
         if not value or len(value) > MAX_STRING:
             raise ValidationError(path, value, f"must be 1-{MAX_STRING} characters")
         return value
-    if kind is bool or kind is int:
+    if kind is bool:
+        return value
+    if kind is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise ValidationError(path, value, "must be an integer within 64 bits")
         return value
     if kind is float:
         if value != value or value in (math.inf, -math.inf):
@@ -230,19 +336,23 @@ def _features(value: Any, path: str) -> dict[str, Any]:
     if len(value) > MAX_FEATURES:
         raise ValidationError(path, len(value), f"has more than {MAX_FEATURES} features")
     for name, item in value.items():
+        # The name first: it is part of the path in every message below.
+        if type(name) is not str or len(name) > MAX_ID or not name:
+            raise ValidationError(path, name, f"feature names must be 1-{MAX_ID} characters")
         kind = type(item)
         if kind is float:
             if item != item or item in (math.inf, -math.inf):
                 raise ValidationError(f"{path}.{name}", item, "must be finite (use null for missing)")
-        elif kind is int or kind is bool or item is None:
+        elif kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise ValidationError(f"{path}.{name}", item, "must be an integer within 64 bits")
+        elif kind is bool or item is None:
             pass
         elif kind is str:
             if len(item) > MAX_STRING:
                 raise ValidationError(f"{path}.{name}", item, f"is longer than {MAX_STRING} characters")
         else:
             raise ValidationError(f"{path}.{name}", item, "must be a number, string, bool or null")
-        if len(name) > MAX_ID or not name:
-            raise ValidationError(path, name, f"feature names must be 1-{MAX_ID} characters")
     return value
 
 
@@ -254,6 +364,8 @@ def _probabilities(value: Any, path: str) -> dict[str, float] | None:
     if len(value) > MAX_FEATURES:
         raise ValidationError(path, len(value), f"has more than {MAX_FEATURES} classes")
     for name, item in value.items():
+        if type(name) is not str:
+            raise ValidationError(path, name, "class names must be strings")
         if not _is_number(item) or not 0.0 <= item <= 1.0:
             raise ValidationError(f"{path}.{name}", item, "must be a probability between 0 and 1")
     return value
@@ -266,6 +378,8 @@ def _number_map(value: Any, path: str) -> dict[str, float | None]:
         raise ValidationError(path, value, "must be an object of name -> number or null")
     converted = None
     for name, item in value.items():
+        if type(name) is not str:
+            raise ValidationError(path, name, "names must be strings")
         if item is None or _is_number(item):
             continue
         # NumPy scalars (metrics computed with NumPy) count as numbers.
@@ -282,7 +396,63 @@ def _json_object(value: Any, path: str) -> dict[str, Any]:
         return {}
     if type(value) is not dict:
         raise ValidationError(path, value, "must be an object")
+    problem = _unencodable(value, path, MAX_OBJECT_DEPTH, from_json=False)
+    if problem is not None:
+        raise ValidationError(*problem)
     return value
+
+
+def _unencodable(value: Any, path: str, max_depth: int, from_json: bool) -> tuple[str, Any, str] | None:
+    """The first part of ``value`` orjson cannot write, as (path, value,
+    reason), or ``None``. Iterative, so depth costs no stack.
+
+    ``from_json``: ``value`` came from Python's ``json`` (which reads what
+    orjson refuses), so infinite numbers count too; in a Python-built
+    record they are written as ``null``.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        kind = type(item)
+        if kind not in _JSON_TYPES:
+            # orjson writes subclasses of str, int, dict and list as their
+            # base type, and NumPy scalars by value (_plain); nothing else.
+            if type(item).__module__ == "numpy" and getattr(item, "shape", None) == ():
+                continue
+            kind = next((base for base in (str, int, dict, list) if isinstance(item, base)), None)
+            if kind is None:
+                return where, item, f"is a {type(item).__name__}, which JSON cannot hold"
+        if kind is str:
+            if not item.isascii() and _safe_text(item) is not item:
+                return where, item, "contains a lone surrogate (not encodable as UTF-8)"
+        elif kind is float:
+            if from_json and item in (math.inf, -math.inf):
+                return where, item, "is a number beyond the float range"
+        elif kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return where, item, "is an integer beyond 64 bits"
+        elif item is None or kind is bool:
+            pass
+        elif kind is dict or kind is list or kind is tuple:
+            if depth > max_depth:
+                return where, item, f"is nested more than {max_depth} levels deep"
+            # Children pushed last-first, so the first problem in document
+            # order is the one reported.
+            if kind is dict:
+                children = []
+                for key, child in item.items():
+                    if type(key) is not str:
+                        return where, key, "has a key that is not a string"
+                    if not key.isascii() and _safe_text(key) is not key:
+                        return where, key, "has a key with a lone surrogate (not encodable as UTF-8)"
+                    children.append((child, f"{where}.{key}" if where else key, depth + 1))
+                stack.extend(reversed(children))
+            else:
+                stack.extend(reversed([(child, f"{where}[{i}]", depth + 1) for i, child in enumerate(item)]))
+    return None
+
+
+_JSON_TYPES = frozenset({str, float, int, bool, type(None), dict, list, tuple})
 
 
 def _string_list(value: Any, path: str) -> list[str]:
@@ -299,6 +469,10 @@ def _base64_text(value: Any, path: str) -> str:
     # May be empty: an empty message is dead-lettered too.
     if type(value) is not str or len(value) > (MAX_DEAD_LETTER_BYTES + 2) // 3 * 4:
         raise ValidationError(path, value, f"must be base64 text of at most {MAX_DEAD_LETTER_BYTES} bytes")
+    try:  # so that original_bytes() works on every accepted dead letter
+        base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):  # ValueError: non-ASCII text
+        raise ValidationError(path, value, "is not valid base64") from None
     return value
 
 
@@ -648,7 +822,7 @@ class DeadLetter(_Record):
     ) -> "DeadLetter":
         """Build the dead letter for ``payload`` refused with ``error``."""
         is_validation = isinstance(error, ValidationError)
-        reason = str(error) if is_validation else f"{type(error).__name__}: {error}"
+        reason = _safe_text(str(error) if is_validation else f"{type(error).__name__}: {error}")
         return cls(
             error_id=new_id(),
             source_topic=source_topic,
@@ -695,7 +869,10 @@ def _reject_constant(name: str) -> Any:
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-def _parse(payload: bytes | str) -> Any:
+def _parse(payload: bytes | str) -> tuple[Any, dict[int, ValidationError] | None]:
+    """The parsed message, and for a bulk message that orjson refused but
+    Python's ``json`` read, the events refused by index (the others are
+    decoded as usual)."""
     if isinstance(payload, (bytes, bytearray, memoryview, str)):
         if len(payload) > MAX_MESSAGE_BYTES:
             unit = "characters" if isinstance(payload, str) else "bytes"
@@ -706,9 +883,9 @@ def _parse(payload: bytes | str) -> Any:
         # orjson: several times faster than json, and it refuses NaN/Infinity
         # and bad UTF-8 itself. Its errors are terse, so a refused payload is
         # parsed again by the slow path below to name the reason.
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        pass
+        return orjson.loads(payload), None
+    except orjson.JSONDecodeError as error:
+        refusal = str(error)
     if isinstance(payload, str):
         text = payload
     else:
@@ -717,13 +894,32 @@ def _parse(payload: bytes | str) -> Any:
         except UnicodeDecodeError as error:
             raise ValidationError("<payload>", bytes(payload[:40]), f"is not UTF-8 text ({error.reason})") from None
     try:
-        return _decoder.decode(text)
+        obj = _decoder.decode(text)
     except ValidationError:
         raise
-    except (ValueError, RecursionError) as error:
+    except ValueError as error:
         raise ValidationError("<payload>", text[:40], f"is not valid JSON ({error})") from None
-    # Valid for json but not for orjson (numbers beyond 64 bits, lone surrogates).
-    raise ValidationError("<payload>", text[:40], "is not valid JSON (unsupported number or character)")
+    except RecursionError:  # too deep for Python's parser: orjson's reason stands
+        raise ValidationError("<payload>", text[:40], f"is not valid JSON ({refusal})") from None
+    # Valid for json but refused by orjson (lone surrogates, numbers beyond
+    # the float range, deep nesting): refused too, since it could not be
+    # encoded again. Name the part that orjson refused; in a bulk message
+    # only the events that hold one.
+    if type(obj) is list and obj:
+        refused = {}
+        for i, item in enumerate(obj):
+            problem = _unencodable(item, "", MAX_PARSE_DEPTH - 1, from_json=True)
+            if problem is not None:
+                where, value, reason = problem
+                refused[i] = ValidationError(where or "<event>", value, reason, i)
+        if refused:
+            return obj, refused
+    else:
+        problem = _unencodable(obj, "", MAX_PARSE_DEPTH, from_json=True)
+        if problem is not None:
+            where, value, reason = problem
+            raise ValidationError(where or "<payload>", value, reason)
+    raise ValidationError("<payload>", text[:40], f"is not valid JSON ({refusal})")
 
 
 @dataclass
@@ -742,7 +938,7 @@ def decode_batch(record_type: type[R], payload: bytes | str) -> DecodedBatch:
     JSON at all, oversize, or an empty array yields one error and no records.
     """
     try:
-        obj = _parse(payload)
+        obj, refused = _parse(payload)
     except ValidationError as error:
         return DecodedBatch([], [error])
     if type(obj) is list:
@@ -755,6 +951,9 @@ def decode_batch(record_type: type[R], payload: bytes | str) -> DecodedBatch:
         records, errors = [], []
         from_dict = record_type.from_dict
         for i, item in enumerate(obj):
+            if refused is not None and i in refused:
+                errors.append(refused[i])
+                continue
             try:
                 records.append(from_dict(item, i))
             except ValidationError as error:
@@ -796,9 +995,9 @@ def encode_many(records: Sequence[_Record], *, validate: bool = True) -> bytes:
 
 def _plain(value: Any) -> Any:
     """orjson's fallback: NumPy scalars (metrics computed with NumPy) become
-    Python numbers; anything else is refused."""
+    Python numbers; anything else (arrays too) is refused."""
     item = getattr(value, "item", None)
-    if item is not None and type(value).__module__ == "numpy":
+    if item is not None and type(value).__module__ == "numpy" and getattr(value, "shape", None) == ():
         return item()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 

@@ -12,6 +12,8 @@ __all__ = ["create_topics", "admin_client", "existing_topics", "topic_partitions
 def admin_client(settings: Settings):
     from kafka import KafkaAdminClient
 
+    # KafkaAdminClient logs its whole configuration at DEBUG: kafka_security()
+    # hands the password over as a redact.Secret, which shows as '***'.
     return KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_list, client_id="driftline-admin", **settings.kafka_security()
     )

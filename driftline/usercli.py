@@ -63,6 +63,7 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 from .errors import DriftlineError
+from .redact import redact
 
 __all__ = ["register", "csv_row_to_event", "read_events", "RowError", "follow_records"]
 
@@ -515,14 +516,14 @@ def collect_status(settings) -> dict[str, Any]:
     """Topics present on the broker and the registry's models."""
     from .topics import existing_topics
 
-    status: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "registry": settings.registry}
+    status: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "registry": settings.registry_location}
     try:
         existing = existing_topics(settings)
         status["topics"] = {name: name in existing for name in settings.topics.all()}
         status["broker_error"] = None
     except Exception as error:  # status must still show the registry
         status["topics"] = {}
-        status["broker_error"] = f"{type(error).__name__}: {error}"
+        status["broker_error"] = redact(f"{type(error).__name__}: {error}")
     status["models"] = []
     status["registry_error"] = None
     try:
@@ -531,12 +532,12 @@ def collect_status(settings) -> dict[str, Any]:
         status["registry_error"] = "the registry package is not installed"
         return status
     if not settings.registry_is_database and not Path(settings.registry).exists():
-        status["registry_error"] = f"no registry at {settings.registry} yet"
+        status["registry_error"] = f"no registry at {settings.registry_location} yet"
         return status
     try:
         reg = open_registry(settings, publish=False)
     except Exception as error:
-        status["registry_error"] = f"{type(error).__name__}: {error}"
+        status["registry_error"] = redact(f"{type(error).__name__}: {error}")
         return status
     runs = _worker_runs(settings)
     try:

@@ -3,8 +3,14 @@
 Never pickle. An artifact is a skops zip; on load its SHA-256 must match the
 one recorded at registration, and every type it needs beyond skops' own
 defaults must pass :func:`trusted_types` — scikit-learn, NumPy and SciPy
-types only, nothing from their testing or build helpers. skops audits the
-whole tree *before* constructing anything, so a refused artifact never runs.
+types only, nothing from their testing or build helpers, and none of their
+functions that read or write files (``numpy.save``, ``numpy.memmap``,
+``scipy.io``...), whatever module they report: NumPy re-exports its file
+functions as ``numpy.save`` and so on, so besides module segments the check
+resolves each name and refuses the denied objects themselves
+(:data:`REFUSED_FUNCTIONS`), any function defined in a file-I/O module, and
+any name that does not resolve. skops audits the whole tree *before*
+constructing anything, so a refused artifact never runs.
 
 Examples
 --------
@@ -20,7 +26,10 @@ registry.errors.ArtifactIntegrityError: artifact checksum mismatch: expected sha
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import importlib
+import inspect
 import os
 import uuid
 from pathlib import Path
@@ -29,6 +38,7 @@ from typing import Any, Iterable
 from .errors import ArtifactError, ArtifactIntegrityError, UntrustedArtifactError
 
 __all__ = [
+    "REFUSED_FUNCTIONS",
     "TRUSTED_PREFIXES",
     "ArtifactStore",
     "dumps",
@@ -45,8 +55,35 @@ TRUSTED_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "scipy.")
 # ``exec``); a name with any of these path segments is refused.
 _REFUSED_SEGMENTS = frozenset(
     {"testing", "_testing", "tests", "conftest", "f2py", "distutils", "npyio", "_npyio_impl",
-     "_datasource", "ctypeslib", "_ctypeslib", "externals", "datasets", "_build_utils"}
+     "_datasource", "ctypeslib", "_ctypeslib", "externals", "datasets", "_build_utils",
+     # file formats and I/O: numpy.lib.format, scipy.io, scipy.sparse's save_npz/load_npz
+     "format", "_format_impl", "io", "matlab", "_matrix_io", "mrecords",
+     # printing and introspection helpers (numpy.info, show_config, sklearn.show_versions)
+     "_utils_impl", "_show_versions", "__config__", "estimator_checks", "_export"}
 )
+
+#: Functions and classes that read or write files, open URLs or run code,
+#: refused by identity under any name (``numpy.save`` is
+#: ``numpy.lib._npyio_impl.save``), and by their last name segment in any
+#: trusted module. Names absent from the installed versions are skipped.
+REFUSED_FUNCTIONS: tuple[str, ...] = (
+    "numpy.save", "numpy.savez", "numpy.savez_compressed", "numpy.savetxt", "numpy.load", "numpy.loadtxt",
+    "numpy.genfromtxt", "numpy.fromfile", "numpy.fromregex", "numpy.memmap", "numpy.recfromtxt",
+    "numpy.recfromcsv", "numpy.ndarray.tofile", "numpy.ndarray.dump", "numpy.ndarray.dumps",
+    "numpy.lib.npyio.DataSource", "numpy.lib.npyio.NpzFile", "numpy.lib.format.open_memmap",
+    "numpy.lib.format.read_array", "numpy.lib.format.write_array", "numpy.rec.fromfile",
+    "numpy.core.records.fromfile", "numpy._core.records.fromfile", "numpy.ma.load", "numpy.ma.dump",
+    "numpy.ma.loads", "numpy.ma.dumps", "numpy.info", "numpy.source", "numpy.lookfor", "numpy.show_config",
+    "numpy.show_runtime", "numpy.ctypeslib.load_library", "scipy.sparse.save_npz", "scipy.sparse.load_npz",
+    "scipy.LowLevelCallable", "builtins.open", "io.open", "os.open",
+)
+_REFUSED_LAST = frozenset(name.rsplit(".", 1)[1] for name in REFUSED_FUNCTIONS) | {
+    "open", "dump", "dumps", "load", "loads", "tofile", "DataSource",
+}
+# Outside the trusted packages these are refused anyway; named so that an
+# ``extra`` list cannot let them in either.
+_REFUSED_MODULES = ("builtins", "io", "_io", "os", "posix", "nt", "subprocess", "shutil", "pathlib", "socket",
+                    "pickle", "marshal", "ctypes", "importlib", "runpy", "sys", "tempfile", "codecs")
 
 _SUFFIX = ".skops"
 
@@ -92,7 +129,7 @@ def trusted_types(data: bytes, extra: Iterable[str] = ()) -> list[str]:
             f"artifact is not a readable skops file and is refused ({type(error).__name__}: {error})"
         ) from None
     extra = set(extra)
-    refused = sorted(name for name in names if name not in extra and not _allowed(name))
+    refused = sorted(name for name in names if _denied(name) or (name not in extra and not _allowed(name)))
     if refused:
         raise UntrustedArtifactError(
             f"artifact needs untrusted type(s) {', '.join(refused)}; refused, nothing was loaded "
@@ -105,7 +142,64 @@ def _allowed(name: str) -> bool:
     if not isinstance(name, str) or not name.startswith(TRUSTED_PREFIXES):
         return False
     parts = name.split(".")
-    return all(part and part.isidentifier() for part in parts) and not _REFUSED_SEGMENTS.intersection(parts)
+    if not all(part and part.isidentifier() for part in parts) or _REFUSED_SEGMENTS.intersection(parts):
+        return False
+    if _denied(name):
+        return False
+    # Resolved (only trusted packages are imported here), so an alias
+    # cannot hide a denied object; a name that does not resolve is refused.
+    found, obj = _resolve(name)
+    return found and not _denied_object(obj)
+
+
+def _denied(name: str) -> bool:
+    """Refused whatever the trusted list says: a denied name or module."""
+    if not isinstance(name, str):
+        return True
+    return name.split(".", 1)[0] in _REFUSED_MODULES or name.rsplit(".", 1)[-1] in _REFUSED_LAST
+
+
+def _resolve(name: str) -> tuple[bool, Any]:
+    """``(True, object)`` for a dotted name inside an importable module."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False, None
+        return True, obj
+    return False, None
+
+
+@functools.lru_cache(maxsize=1)
+def _denied_objects() -> tuple[Any, ...]:
+    # A tuple compared by identity: some objects (ufuncs, arrays) define ==.
+    found = []
+    for name in REFUSED_FUNCTIONS:
+        ok, obj = _resolve(name)
+        if ok:
+            found.append(obj)
+    return tuple(found)
+
+
+def _denied_object(obj: Any) -> bool:
+    if any(obj is denied for denied in _denied_objects()):
+        return True
+    # A Python function defined in a file-I/O module (numpy.save's code is
+    # in numpy/lib/_npyio_impl.py, though it reports the module "numpy").
+    try:
+        code = getattr(inspect.unwrap(obj), "__code__", None)
+    except ValueError:  # a __wrapped__ cycle
+        return True
+    if code is not None:
+        stem = os.path.splitext(os.path.basename(code.co_filename))[0]
+        return stem in _REFUSED_SEGMENTS
+    return False
 
 
 def loads(data: bytes, expected_sha256: str, trusted: Iterable[str] | None = None) -> Any:

@@ -275,9 +275,10 @@ class PostgresBackend(Backend):
         self.url = url.replace("postgresql+psycopg://", "postgresql://", 1)
 
     def describe(self) -> str:
-        # Never print a password: drop the user-info part of the URL.
-        rest = self.url.split("://", 1)[-1]
-        return "postgresql://" + rest.rsplit("@", 1)[-1]
+        # Never print a password (user-info or a password= parameter).
+        from driftline.redact import location
+
+        return location(self.url)
 
     def _connect(self) -> Any:
         import psycopg

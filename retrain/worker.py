@@ -506,9 +506,9 @@ class Worker:
         try:
             reg = self.registry()
         except DriftlineError as error:
-            raise WorkerConfigError(f"cannot open the registry {self.settings.registry!r}: {error}") from None
+            raise WorkerConfigError(f"cannot open the registry {self.settings.registry_location!r}: {error}") from None
         except Exception as error:
-            raise WorkerConfigError(f"cannot open the registry {self.settings.registry!r}: "
+            raise WorkerConfigError(f"cannot open the registry {self.settings.registry_location!r}: "
                                     f"{type(error).__name__}: {error}") from None
         schedules = self._load_policies(reg, strict=True)
         path = status_path(self.settings, self.options.status_file)

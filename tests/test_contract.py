@@ -231,3 +231,180 @@ def test_dead_letters_of_empty_and_oversize_messages_fit_in_a_message():
     assert huge.original_size == len(huge_payload)
     assert huge.original_bytes() == huge_payload[: events.MAX_DEAD_LETTER_BYTES]
     assert len(encode(huge)) < events.MAX_MESSAGE_BYTES
+
+
+# -- what orjson cannot hold, and bounded error messages ------------------------------
+
+
+def _nested(depth: int, leaf: str = "1") -> str:
+    return "[" * depth + leaf + "]" * depth
+
+
+def test_deeply_nested_value_in_a_field_gives_a_short_validation_error():
+    # 1,000 levels: orjson reads it; the message must not repr it recursively.
+    payload = '{"event_id": %s, "model": "m", "label": 1, "timestamp": 1}' % _nested(1000)
+    with pytest.raises(ValidationError) as caught:
+        decode(Label, payload)
+    assert type(caught.value) is ValidationError
+    assert str(caught.value) == "event_id: must be a string (got [[[[...]]]])"
+
+
+@pytest.mark.parametrize(
+    "feature, field, reason",
+    [
+        ('"\\ud800"', "features.x", "lone surrogate"),  # the escape, as JSON text
+        ('"a\\udfffb"', "features.x", "lone surrogate"),
+        ("1" + "0" * 400, "features.x", "integer beyond 64 bits"),
+        ("1e400", "features.x", "beyond the float range"),
+        ("-1e400", "features.x", "beyond the float range"),
+    ],
+)
+def test_what_orjson_refuses_is_refused_naming_the_field(feature, field, reason):
+    payload = json.dumps(good(features={"x": 0})).replace('{"x": 0}', '{"x": %s}' % feature)
+    with pytest.raises(ValidationError) as caught:
+        decode(Prediction, payload)
+    assert type(caught.value) is ValidationError
+    assert caught.value.field == field and reason in caught.value.reason
+    str(caught.value).encode("utf-8")  # the message itself is encodable
+
+
+def test_lone_surrogate_in_text_payload_and_in_a_key_is_refused():
+    text = json.dumps(good(event_id="\ud800"), ensure_ascii=False)  # a str holding the surrogate itself
+    with pytest.raises(ValidationError, match=r"^event_id: contains a lone surrogate .*\(got '\\ud800'\)$"):
+        decode(Prediction, text)
+    with pytest.raises(ValidationError, match=r"^features: has a key with a lone surrogate"):
+        decode(Prediction, json.dumps(good(features={"\udc00": 1})))
+
+
+def test_a_bulk_message_refuses_only_the_event_orjson_cannot_read():
+    payload = json.dumps([good(event_id="a"), good(event_id="\ud800"), good(event_id="c")])
+    batch = decode_batch(Prediction, payload)
+    assert [r.event_id for r in batch.records] == ["a", "c"]
+    [error] = batch.errors
+    assert (error.index, error.field) == (1, "event_id")
+    assert str(error).startswith("[1].event_id: contains a lone surrogate")
+
+
+def test_integers_beyond_64_bits_in_python_built_records_are_refused():
+    with pytest.raises(ValidationError, match=r"^features.x: must be an integer within 64 bits \(got 18446744073709551616\)"):
+        Prediction.from_dict(good(features={"x": 2**64}))
+    assert Prediction.from_dict(good(features={"x": 2**64 - 1})).features == {"x": 2**64 - 1}
+    with pytest.raises(ValidationError, match=r"^prediction: must be an integer within 64 bits"):
+        Prediction.from_dict(good(prediction=-(2**63) - 1))
+    with pytest.raises(ValidationError, match=r"^latency_ms: must be a finite number"):
+        Prediction.from_dict(good(latency_ms=10**400))  # float() of it would overflow
+
+
+@pytest.mark.parametrize("depth, accepted", [(1024, True), (1025, False)])
+def test_nesting_limit_of_a_message(depth, accepted):
+    batch = decode_batch(Prediction, _nested(depth - 1, "{}"))  # the object is level `depth`
+    if accepted:  # read, then refused as a shape error
+        assert str(batch.errors[0]).startswith("[0].<event>: must be a JSON object")
+    else:
+        [error] = batch.errors
+        assert error.field == "<payload>" and "depth limit exceeded" in error.reason
+
+
+def test_free_form_objects_nest_at_most_max_object_depth_levels():
+    def details(depth):
+        value = 1
+        for _ in range(depth):
+            value = {"a": value}
+        return value
+
+    ok = {"event": "failed", "model": "m", "timestamp": 1, "details": details(events.MAX_OBJECT_DEPTH)}
+    [record] = decode(ModelEvent, json.dumps(ok))
+    assert decode(ModelEvent, encode(record)) == [record]
+    with pytest.raises(ValidationError, match=r"^details(\.a){32}: is nested more than 32 levels deep"):
+        decode(ModelEvent, json.dumps({**ok, "details": details(events.MAX_OBJECT_DEPTH + 1)}))
+    # 300 levels would be read by orjson but could not be written (254 at most).
+    with pytest.raises(ValidationError, match=r"nested more than 32 levels"):
+        decode(MetricsSnapshot, json.dumps({"model": "m", "model_version": 1, "timestamp": 1})[:-1]
+               + ', "stats": ' + '{"a":' * 300 + "1" + "}" * 300 + "}")
+
+
+def test_free_form_objects_from_python_must_be_json():
+    import numpy as np
+
+    with pytest.raises(ValidationError, match=r"^details.when: is a set, which JSON cannot hold"):
+        encode(ModelEvent(event="failed", model="m", timestamp=1.0, details={"when": {1, 2}}))
+    with pytest.raises(ValidationError, match=r"^stats.a: is a ndarray, which JSON cannot hold"):
+        encode(MetricsSnapshot(model="m", model_version=1, timestamp=1.0, stats={"a": np.array([1, 2])}))
+    with pytest.raises(ValidationError, match=r"^stats: has a key that is not a string \(got 3\)"):
+        encode(MetricsSnapshot(model="m", model_version=1, timestamp=1.0, stats={3: 1}))
+    with pytest.raises(ValidationError, match=r"^features: feature names must be"):
+        encode(Prediction(**{**good(), "features": {3: 1}}))
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59", "0001-01-01", "1969-12-31T23:59:59",
+                                   "5138-11-16T09:46:40", "1970-01-01T00:00:00+00:01"])
+def test_iso_timestamps_get_the_numeric_range_check(stamp):
+    with pytest.raises(ValidationError, match=r"^timestamp: must be a time between 1970-01-01 and 5138-11-16"):
+        decode(Prediction, json.dumps(good(timestamp=stamp)))
+
+
+def test_iso_timestamps_at_the_edges_of_the_range_round_trip():
+    for stamp, seconds in [("1970-01-01T00:00:00", 0.0), ("5138-11-16T09:46:39", 1e11 - 1)]:
+        [record] = decode(Prediction, json.dumps(good(timestamp=stamp)))
+        assert record.timestamp == seconds
+        assert decode(Prediction, encode(record)) == [record]
+
+
+def test_duplicate_keys_keep_the_last_value():
+    # Documented behaviour (README, "The event contract"): the last one wins.
+    payload = json.dumps(good()).replace('"event_id": "e-1"', '"event_id": "first", "event_id": "last"')
+    [record] = decode(Prediction, payload)
+    assert record.event_id == "last"
+
+
+def test_error_messages_are_bounded_and_show_numpy_values_by_value():
+    import numpy as np
+
+    with pytest.raises(ValidationError) as caught:
+        Prediction.from_dict(good(event_id="x" * 100_000))
+    assert len(str(caught.value)) < 200 and "xxx...xxx" in str(caught.value)
+    with pytest.raises(ValidationError) as caught:
+        Prediction.from_dict(good(features={"x": np.float64("nan")}))
+    assert str(caught.value) == "features.x: must be a number, string, bool or null (got nan)"
+    with pytest.raises(ValidationError) as caught:
+        Prediction.from_dict(good(latency_ms=10**5000))
+    assert str(caught.value) == "latency_ms: must be a finite number (got <integer of 16610 bits>)"
+
+    class Hostile:
+        def __repr__(self):
+            raise RuntimeError("no")
+
+    with pytest.raises(ValidationError, match=r"^prediction: must be a class label .*\(got <Hostile instance"):
+        Prediction.from_dict(good(prediction=Hostile()))
+
+
+def test_names_with_a_trailing_newline_are_refused():
+    with pytest.raises(ValidationError, match="^model: must be 1-128"):
+        decode(Prediction, json.dumps(good(model="churn\n")))
+
+
+def test_dead_letter_original_must_be_base64():
+    letter = DeadLetter.for_payload(b"x", ValueError("boom"), source_topic="p", component="c").to_dict()
+    with pytest.raises(ValidationError, match=r"^original: is not valid base64"):
+        decode(DeadLetter, json.dumps({**letter, "original": "not base64!"}))
+
+
+def test_dead_letter_of_an_error_with_surrogates_can_be_encoded():
+    letter = DeadLetter.for_payload(b"x", ValueError("bad \ud800 text"), source_topic="p", component="c")
+    assert decode(DeadLetter, encode(letter)) == [letter]
+    assert "bad \\ud800 text" in letter.reason
+
+
+def test_an_integer_of_2_64_in_a_message_is_read_as_a_float_or_refused():
+    # orjson (3.13 here) reads integers beyond 64 bits as floats; an orjson that
+    # refuses them gets the fallback's reason. Either way nothing unencodable
+    # is accepted.
+    payload = json.dumps(good(features={"x": 2**64}))
+    batch = decode_batch(Prediction, payload)
+    if batch.records:
+        [record] = batch.records
+        assert record.features == {"x": float(2**64)} and type(record.features["x"]) is float
+        assert decode(Prediction, encode(record)) == [record]
+    else:
+        [error] = batch.errors
+        assert (error.field, error.reason) == ("features.x", "is an integer beyond 64 bits")
