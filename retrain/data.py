@@ -287,9 +287,13 @@ def clean_frame(X: pd.DataFrame, y: pd.Series, meta: pd.DataFrame | None = None,
         X = X.drop(columns=empty)
         report.dropped_columns.extend(str(c) for c in empty)
     X = _column_kinds(X)
-    missing_label = y.isna().to_numpy() | y.map(lambda v: isinstance(v, float) and not math.isfinite(v)).to_numpy()
+    # explicit bool dtypes: on an empty window pandas gives object arrays, and
+    # ``bool &= object`` is a casting error instead of "too few rows"
+    missing_label = (y.isna().to_numpy(dtype=bool)
+                     | y.map(lambda v: isinstance(v, float) and not math.isfinite(v)).to_numpy(dtype=bool))
     numeric = X.select_dtypes(include="number")
-    non_finite = np.isinf(numeric.to_numpy()).any(axis=1) if len(numeric.columns) else np.zeros(len(y), bool)
+    non_finite = (np.isinf(numeric.to_numpy(dtype=float)).any(axis=1) if len(numeric.columns)
+                  else np.zeros(len(y), bool))
     non_finite &= ~missing_label
     report.missing_label += int(missing_label.sum())
     report.non_finite += int(non_finite.sum())
