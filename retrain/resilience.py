@@ -260,6 +260,12 @@ class KafkaLogLimiter(logging.Filter):
                 self._held += 1
                 return False
             self._last = now
+            if record.exc_info and record.exc_info[1] is not None:
+                # one line, not a traceback per reconnect
+                error = record.exc_info[1]
+                record.msg = f"{record.getMessage()} [{type(error).__name__}: {error}]"
+                record.args = ()
+                record.exc_info = record.exc_text = None
             if self._held:
                 record.msg = f"{record.msg} ({self._held} more kafka-python lines held back in the last " \
                              f"{self.interval_s:g}s; --log-level DEBUG shows them)"

@@ -47,7 +47,7 @@ from driftline import events
 from driftline.config import Settings
 from driftline.errors import DriftlineError
 from driftline.events import DeadLetter, ModelEvent, RetrainRequest
-from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, start_metrics_server
+from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, RETRAIN_RUNS, start_metrics_server
 
 from .log import log_event
 from .resilience import BrokerWatch, RetryPolicy, unavailable
@@ -764,6 +764,9 @@ class Worker:
                                        started_at=started_at,
                                        reason=f"{down} after {failures} attempt{'s' if failures > 1 else ''} "
                                               f"over {spent:.0f} s")
+                    RETRAIN_RUNS.labels(model=model, outcome="failed").inc()
+                    log_event(logger, "run_ended", logging.WARNING, model=model, outcome="failed",
+                              reason=result.reason, request_ids=request_ids, duration_s=round(spent, 3))
                     break
                 delay = policy.delay(failures)
                 log_event(logger, "run_retry", logging.WARNING if failures == 1 else logging.INFO, model=model,
