@@ -12,12 +12,15 @@ import re
 import time
 from urllib.parse import urlsplit
 
+import pandas as pd
 import pytest
 
 from driftline.broker import EmbeddedBroker, free_port
 from driftline.config import load_settings
 from driftline.events import ModelEvent
 from driftline.topics import create_topics
+from registry import open_registry
+from retrain.trainer import train_frame
 
 from .fault_helpers import TcpProxy
 from .kafka_helpers import read_records
@@ -156,14 +159,21 @@ def test_broker_restart_on_the_same_port_under_a_running_worker(tmp_path, topic_
         env.update(DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers, DRIFTLINE_TOPIC_PREFIX=topic_prefix,
                    DRIFTLINE_REGISTRY=settings.registry, PYTHONUNBUFFERED="1")
         _seed(settings, policy={"retrain": {"estimator": "logistic_regression", "debounce_s": 0.0}})
+        reg = open_registry(settings, publish=True)
+        try:  # a model without labeled data: its runs fail, and the worker publishes that itself
+            reg.set_policy("thin", {"retrain": {"estimator": "logistic_regression", "debounce_s": 0.0}})
+            train_frame(reg, "thin", pd.DataFrame([{**r.features, "label": r.label}
+                                                   for r in make_records("thin", 50, seed=3)]), "label")
+        finally:
+            reg.close()
         publisher = EventPublisher(settings, timeout_s=20)  # an idempotent producer that lives through the reset
         publisher.publish(ModelEvent(event="failed", model="probe", timestamp=time.time(), reason="before"))
         with WorkerProcess(env, tmp_path / "worker.log", "--retry-backoff-s", "0.5", "--retry-max-backoff-s", "2",
                            "--publish-timeout-s", "10") as worker:
             worker.wait_for_log("event=worker_started")
-            publish_requests(settings, [request("churn", "b-1", "drift"), request("ghost", "g-1")])
+            publish_requests(settings, [request("churn", "b-1", "drift"), request("thin", "t-1")])
             assert [e.event for e in _wait_outcome(settings, "b-1")] == ["promoted"]
-            assert [e.event for e in _wait_outcome(settings, "g-1")] == ["failed"]
+            assert [e.event for e in _wait_outcome(settings, "t-1")] == ["failed"]
             wait_until(lambda: _committed(settings, "wtest") == 2, timeout=30, what="offset 2 committed")
 
             before = len(worker.log().splitlines())
@@ -179,10 +189,11 @@ def test_broker_restart_on_the_same_port_under_a_running_worker(tmp_path, topic_
             # the same producer objects keep working: a new producer id after UnknownProducerIdError
             publisher.publish(ModelEvent(event="failed", model="probe", timestamp=time.time(), reason="after"))
             publish_records(settings, make_records("churn", 400, seed=13))
-            publish_requests(settings, [request("churn", "b-2", "drift"), request("ghost", "g-2")])
+            publish_requests(settings, [request("churn", "b-2", "drift"), request("thin", "t-2")])
             assert [e.event for e in _wait_outcome(settings, "b-2", timeout=120)] in (["promoted"], ["rejected"])
-            failed = _wait_outcome(settings, "g-2")
-            assert [e.event for e in failed] == ["failed"] and "unknown model 'ghost'" in failed[0].reason
+            failed = _wait_outcome(settings, "t-2")
+            assert [e.event for e in failed] == ["failed"]
+            assert failed[0].reason.startswith("too few rows (got 0, need 200)"), failed[0].reason
             worker.wait_for_log("event=broker_up", timeout=10)
             assert worker.terminate() == 0
         log = worker.log()
