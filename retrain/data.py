@@ -146,7 +146,11 @@ class LabeledReader:
         try:
             partitions = consumer.partitions_for_topic(self.topic)
             if not partitions:
-                raise LookupError(f"topic {self.topic!r} does not exist")
+                # checked at the worker's start-up: gone now means a broker that lost
+                # its topics (restarted empty), which a retry may outlast
+                from .resilience import Unavailable
+
+                raise Unavailable("broker", self.settings.bootstrap_servers, f"topic {self.topic} does not exist")
             assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(assigned)
             consumer.seek_to_beginning()

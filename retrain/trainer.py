@@ -187,7 +187,7 @@ class Trainer:
             down = unavailable(error, self.settings)
             if down is not None:
                 if self.retry_unavailable:
-                    log_event(logger, "run_interrupted", logging.WARNING, model=model,
+                    log_event(logger, "run_interrupted", logging.INFO, model=model,
                               request_ids=list(request_ids), error=str(down))
                     raise down from error
                 self._fail(result, str(down))

@@ -758,6 +758,11 @@ class Worker:
                 failures += 1
                 in_doubt = in_doubt or down.what == "broker"
                 self._drop_registry()
+                if failures >= policy.attempts and down.what == "broker":
+                    # a failed event could not get out either, and the registry may
+                    # already hold the outcome: keep the offset open and try later
+                    self._retry_later(model, tickets, request_ids, f"{down} after {failures} attempts")
+                    return
                 if failures >= policy.attempts:
                     spent = time.monotonic() - began
                     result = RunResult(model=model, request_ids=request_ids, trigger=trigger, outcome="failed",
@@ -779,7 +784,7 @@ class Worker:
         result.ended_at = result.ended_at or events.now()
         event = self._outcome_event(result, tickets, in_doubt)
         if event is not None and not self._deliver(event):
-            self._retry_later(model, tickets, result)
+            self._retry_later(model, tickets, request_ids, f"{event.event} event not delivered")
             return
         if self.status:
             self.status.finished(result.to_dict())
@@ -831,14 +836,13 @@ class Worker:
                     return False
         return False
 
-    def _retry_later(self, model: str, tickets: list[Ticket], result) -> None:
+    def _retry_later(self, model: str, tickets: list[Ticket], request_ids: list[str], why: str) -> None:
         """The outcome could not be delivered: keep the offsets open and run
         the tickets again after the longest back-off (after a restart, if the
         worker stops first)."""
         delay = self.options.retry_max_backoff_s
-        log_event(logger, "run_postponed", logging.WARNING, model=model, request_ids=result.request_ids,
-                  outcome=result.outcome, retry_in_s=delay,
-                  note="outcome not on the broker: offset left uncommitted")
+        log_event(logger, "run_postponed", logging.WARNING, model=model, request_ids=request_ids, error=why,
+                  retry_in_s=delay, note="outcome not on the broker: offset left uncommitted")
 
         def again() -> None:
             if not self.stop_event.is_set() and self.coordinator is not None:

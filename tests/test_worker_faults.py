@@ -146,18 +146,24 @@ def test_registry_reset_during_a_run_is_retried_to_one_version(settings, test_en
     assert versions[1].aliases == ["champion"]
 
 
+def _on(broker, tmp_path, topic_prefix):
+    """Settings and child environment for a test's own broker."""
+    settings = load_settings(environ={}, bootstrap_servers=broker.bootstrap_servers, topic_prefix=topic_prefix,
+                             registry=str(tmp_path / "registry"))
+    create_topics(settings, partitions=4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
+    env.update(DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers, DRIFTLINE_TOPIC_PREFIX=topic_prefix,
+               DRIFTLINE_REGISTRY=settings.registry, PYTHONUNBUFFERED="1")
+    return settings, env
+
+
 def test_broker_restart_on_the_same_port_under_a_running_worker(tmp_path, topic_prefix):
     from registry.publish import EventPublisher
 
     broker = EmbeddedBroker(port=free_port()).start()
     publisher = None
     try:
-        settings = load_settings(environ={}, bootstrap_servers=broker.bootstrap_servers, topic_prefix=topic_prefix,
-                                 registry=str(tmp_path / "registry"))
-        create_topics(settings, partitions=4)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
-        env.update(DRIFTLINE_BOOTSTRAP_SERVERS=settings.bootstrap_servers, DRIFTLINE_TOPIC_PREFIX=topic_prefix,
-                   DRIFTLINE_REGISTRY=settings.registry, PYTHONUNBUFFERED="1")
+        settings, env = _on(broker, tmp_path, topic_prefix)
         _seed(settings, policy={"retrain": {"estimator": "logistic_regression", "debounce_s": 0.0}})
         reg = open_registry(settings, publish=True)
         try:  # a model without labeled data: its runs fail, and the worker publishes that itself
@@ -204,4 +210,34 @@ def test_broker_restart_on_the_same_port_under_a_running_worker(tmp_path, topic_
     finally:
         if publisher is not None:
             publisher.close()
+        broker.stop()
+
+
+def test_an_outcome_the_broker_cannot_take_keeps_the_request_open_until_it_is_back(tmp_path, topic_prefix):
+    broker = EmbeddedBroker(port=free_port()).start()
+    try:
+        settings, env = _on(broker, tmp_path, topic_prefix)
+        _seed(settings, policy={"retrain": {"estimator": "logistic_regression", "debounce_s": 0.0}})
+        status_file = tmp_path / "registry" / "worker-status.json"
+        with WorkerProcess(env, tmp_path / "worker.log", "--retry-attempts", "2", "--retry-backoff-s", "0.5",
+                           "--retry-max-backoff-s", "3", "--publish-timeout-s", "2", pause_s=3) as worker:
+            worker.wait_for_log("event=worker_started")
+            publish_requests(settings, [request("churn", "p-1", "drift")])
+            wait_until(lambda: any(a.get("phase") == "paused" for a in read_status(status_file).get("active", [])),
+                       timeout=60, what="run paused before fitting")
+            broker.stop()
+            # registered and promoted in the registry, but neither event can get out
+            worker.wait_for_log('event=run_postponed model=churn request_ids=["p-1"]', timeout=60)
+            assert [(v.version, v.request_id) for v in _versions(settings, "churn")] == [(1, None), (2, "p-1")]
+            assert worker.proc.poll() is None
+            broker.start()
+            create_topics(settings, partitions=4)  # tansu kept nothing: only what is delivered from now on counts
+            outcome = _wait_outcome(settings, "p-1", timeout=90)
+            assert [(e.event, e.version, e.details.get("republished")) for e in outcome] == [("promoted", 2, True)]
+            assert worker.terminate() == 0
+        versions = _versions(settings, "churn")
+        assert [(v.version, v.request_id) for v in versions] == [(1, None), (2, "p-1")]
+        assert versions[1].aliases == ["champion"]
+        assert "Traceback" not in worker.log()
+    finally:
         broker.stop()
