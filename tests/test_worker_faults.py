@@ -40,13 +40,13 @@ def _outcomes(settings, request_id, quiet_s=1.0, **kwargs) -> list[ModelEvent]:
 
 
 def _wait_outcome(settings, request_id, timeout=90) -> list[ModelEvent]:
-    """Every outcome event of ``request_id`` once there is one (plus 2 s, so
-    a duplicate would be seen too)."""
+    """Every outcome event of ``request_id`` once there is one (plus 1 s, so
+    a duplicate sent right after would be seen too)."""
     marker = f'"{request_id}"'.encode()
     read_records(settings, "model_events", ModelEvent, quiet_s=timeout, timeout_s=timeout,
                  until=lambda msgs: any(marker in m.value and any(f'"{k}"'.encode() in m.value for k in OUTCOMES)
                                         for m in msgs))
-    time.sleep(2)
+    time.sleep(1)
     found = _outcomes(settings, request_id)
     assert found, f"no outcome event for {request_id} within {timeout}s"
     return found
