@@ -24,9 +24,9 @@ Nothing is lost: a request's offset is committed only after its outcome
 model event (``promoted``, ``rejected`` or ``failed``) was acknowledged by
 the broker. A run whose registry database or broker cannot be reached is
 retried (:class:`retrain.resilience.RetryPolicy`); when the retries run out
-it ends ``failed`` with a readable reason. An outcome that cannot be
-delivered leaves the offset open: the run is tried again later, and after a
-restart. A request seen again whose version already exists (a redelivery)
+on the registry it ends ``failed`` with a readable reason. When they run out
+on the broker, or the outcome cannot be delivered, the offset stays open:
+the run is tried again later, and after a restart. A request seen again whose version already exists (a redelivery)
 gets its stored outcome again (``details.republished``): at least once,
 never none.
 """

@@ -83,6 +83,21 @@ def test_retry_policy_and_safe_urls():
     assert safe_url("host=h password=pw") == "<registry database>"
 
 
+def test_retry_options_are_checked_at_start_up():
+    from retrain.worker import WorkerConfigError, WorkerOptions
+
+    WorkerOptions(retry_attempts=1, retry_backoff_s=0.0, retry_max_backoff_s=0.0).check()
+    for options, message in [
+        (WorkerOptions(retry_attempts=0), r"--retry-attempts must be at least 1 \(got 0\)"),
+        (WorkerOptions(retry_backoff_s=-1.0), r"--retry-backoff-s must be 0 or more \(got -1.0\)"),
+        (WorkerOptions(retry_backoff_s=5.0, retry_max_backoff_s=1.0), r"--retry-max-backoff-s must be at least"),
+        (WorkerOptions(publish_timeout_s=0.0), r"--publish-timeout-s must be above 0"),
+        (WorkerOptions(broker_log_interval_s=0.0), r"--broker-log-interval-s must be above 0"),
+    ]:
+        with pytest.raises(WorkerConfigError, match=message):
+            options.check()
+
+
 def test_unreachable_dependencies_read_as_one_line_without_secrets():
     import psycopg
 
