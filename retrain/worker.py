@@ -561,13 +561,7 @@ class Worker:
         except BrokerError as error:
             raise WorkerConfigError(f"cannot reach the Kafka broker: {error}") from None
         self._check_topics()
-        try:
-            reg = self.registry()
-        except DriftlineError as error:
-            raise WorkerConfigError(f"cannot open the registry {self.settings.registry!r}: {error}") from None
-        except Exception as error:
-            raise WorkerConfigError(f"cannot open the registry {self.settings.registry!r}: "
-                                    f"{type(error).__name__}: {error}") from None
+        reg = self._open_registry_at_start()
         schedules = self._load_policies(reg, strict=True)
         path = status_path(self.settings, self.options.status_file)
         self.status = StatusBoard(path, group_id=self.options.group_id)
@@ -589,6 +583,35 @@ class Worker:
         self.status.set_state("running")
         log_event(logger, "worker_started", group_id=self.options.group_id, topic=self.topics.retrain_requests,
                   status_file=str(path), schedules=self.schedules.jobs(), metrics_port=self.options.metrics_port)
+
+    def _open_registry_at_start(self):
+        """The registry, or WorkerConfigError; an unreachable database is
+        retried with the retry policy first (it may still be starting)."""
+        from .resilience import safe_url
+
+        where = safe_url(self.settings.registry) if self.settings.registry_is_database else repr(self.settings.registry)
+        policy = self.options.retry
+        failed = 0
+        while True:
+            try:
+                return self.registry()
+            except Exception as error:  # every failure to open is a start-up error; some are retried first
+                down = unavailable(error, self.settings)
+                failed += 1
+                if down is not None and failed >= policy.attempts:
+                    detail = f"{down.detail} after {failed} attempt{'s' if failed > 1 else ''}"
+                elif down is not None:
+                    detail = None
+                elif isinstance(error, DriftlineError):
+                    detail = str(error)
+                else:
+                    detail = f"{type(error).__name__}: {error}"
+                if detail is not None:
+                    raise WorkerConfigError(f"cannot open the registry {where}: {detail}") from None
+                log_event(logger, "registry_unreachable", logging.WARNING, attempt=failed, attempts=policy.attempts,
+                          retry_in_s=policy.delay(failed), error=str(down))
+                if self.stop_event.wait(policy.delay(failed)):
+                    raise WorkerConfigError(f"stopped while waiting for the registry {where}") from None
 
     def _check_topics(self) -> None:
         from driftline.topics import admin_client

@@ -184,3 +184,24 @@ def test_kafka_log_limiter_lets_one_line_through_per_interval():
     assert seen[:2] == ["Connection failed: 0", "our own line"]
     assert len(seen) == 3 and "\n" not in seen[2]  # no traceback
     assert seen[2].startswith("Connect attempt failed [ConnectionRefusedError: refused] (49 more kafka-python lines")
+
+
+def test_an_unreachable_registry_at_start_up_is_retried_then_named_without_its_password(test_env, tmp_path):
+    import subprocess
+    import sys
+
+    from .worker_helpers import ROOT
+
+    port = free_port()
+    env = {**test_env, "DRIFTLINE_REGISTRY": f"postgresql://app:s3cret@127.0.0.1:{port}/reg?password=s3cret",
+           "DRIFTLINE_REGISTRY_ARTIFACTS": str(tmp_path / "artifacts")}
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "retrain", "--retry-attempts", "3", "--retry-backoff-s", "0.3",
+                           "--status-file", str(tmp_path / "status.json")], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"driftline: error: cannot open the registry postgresql://127.0.0.1:{port}/reg: "
+        "connection refused after 3 attempts")
+    assert done.stderr.count("event=registry_unreachable") == 2  # tries 1 and 2; the third gives up
+    assert "s3cret" not in done.stderr and time.monotonic() - began >= 0.9  # 0.3 + 0.6 s of back-off
