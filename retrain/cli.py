@@ -116,11 +116,18 @@ def run_train(args: argparse.Namespace) -> int:
         frame = pd.read_csv(path)
     except (ValueError, OSError, UnicodeDecodeError) as error:
         raise DriftlineError(f"cannot read {args.data!r} as CSV: {error}") from None
+    import psycopg
+
+    from .resilience import unavailable
+
     settings = load_settings()
     reg = open_registry(settings, publish=_broker_reachable(settings))
     try:
         result = train_frame(reg, args.model, frame, args.target, estimator=args.estimator,
                              description=args.description)
+    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+        # the database went away mid-way: one readable line, not the driver's message
+        raise DriftlineError(str(unavailable(error, settings))) from None
     finally:
         reg.close()
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items()))
