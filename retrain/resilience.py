@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from driftline.config import Settings
 from driftline.errors import DriftlineError
 
 from .log import log_event
@@ -137,7 +138,7 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def unavailable(error: BaseException, settings) -> Unavailable | None:
+def unavailable(error: BaseException, settings: Settings) -> Unavailable | None:
     """:class:`Unavailable` when ``error`` (or its cause) means the registry
     database or the broker could not be reached; ``None`` otherwise."""
     from kafka.errors import KafkaError
