@@ -30,8 +30,8 @@ from .worker_helpers import WorkerProcess, make_records, publish_records, publis
     wait_until
 
 OUTCOMES = ("promoted", "rejected", "failed")
-#: 6 tries, pauses 0.5 + 1 + 1.5 + 1.5 + 1.5 s: an outage of ~3 s is ridden out, one of 15 s is not
-RETRY = ["--retry-attempts", "6", "--retry-backoff-s", "0.5", "--retry-max-backoff-s", "1.5"]
+#: 7 tries, pauses 0.5 + 1 + 4 x 1.5 = 7.5 s: an outage of ~3 s is ridden out, one of 15 s is not
+RETRY = ["--retry-attempts", "7", "--retry-backoff-s", "0.5", "--retry-max-backoff-s", "1.5"]
 
 
 def _outcomes(settings, request_id, quiet_s=1.0, **kwargs) -> list[ModelEvent]:
@@ -100,9 +100,9 @@ def test_registry_outage_is_retried_failed_readably_and_redelivered_after_restar
         assert [e.event for e in second] == ["failed"]
         reason = second[0].reason
         assert re.fullmatch(rf"registry unreachable at postgresql://127\.0\.0\.1:{proxy.port}/test: "
-                            r"connection refused after 6 attempts over \d+ s", reason), reason
+                            r"connection refused after 7 attempts over \d+ s", reason), reason
         spent = int(reason.rsplit(" over ", 1)[1].split()[0])
-        assert 5 <= spent <= time.monotonic() - began  # 6 s of back-off (0.5 + 1 + 3 x 1.5)
+        assert 7 <= spent <= time.monotonic() - began  # 7.5 s of back-off
         wait_until(lambda: _committed(settings, "wtest") == 2, timeout=30, what="offset 2 committed")
 
         # 3. killed while retrying: the request stays uncommitted...
