@@ -40,6 +40,7 @@ from driftline.policy import Policy
 
 from .data import LabeledReader, TrainingData, build_frame, data_hash, split_holdout
 from .log import log_event
+from .resilience import unavailable
 from driftline.policy import REGRESSION_METRICS
 
 from .recipes import (
@@ -151,7 +152,6 @@ class Trainer:
         An open registry (``registry.open_registry(settings, publish=True)``).
     reader
         Training-data reader (default: :class:`~retrain.data.LabeledReader`).
-
     publish_failures
         Publish the ``failed`` event of a failed run (the worker publishes
         it itself, to know it was acknowledged: see :func:`failed_event`).
@@ -177,8 +177,6 @@ class Trainer:
                            started_at=events.now())
         started = time.monotonic()
         log_event(logger, "run_started", model=model, request_ids=list(request_ids), trigger=trigger)
-        from .resilience import unavailable
-
         try:
             self._run(result, on_phase or (lambda phase: None))
         except RunError as error:
