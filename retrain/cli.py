@@ -29,6 +29,16 @@ def register(subparsers) -> None:
                         help="re-read every policy this often (also on policy_changed events)")
     worker.add_argument("--shutdown-grace-s", type=float, default=30.0,
                         help="on SIGTERM/SIGINT wait this long for a running run to end")
+    worker.add_argument("--retry-attempts", type=int, default=5,
+                        help="tries of a run whose registry database or broker is unreachable (default 5)")
+    worker.add_argument("--retry-backoff-s", type=float, default=2.0,
+                        help="pause after the first failed try, doubled after each further one (default 2)")
+    worker.add_argument("--retry-max-backoff-s", type=float, default=30.0,
+                        help="longest pause between two tries (default 30)")
+    worker.add_argument("--publish-timeout-s", type=float, default=30.0,
+                        help="how long one delivery of a model event or dead letter may take (default 30)")
+    worker.add_argument("--broker-log-interval-s", type=float, default=30.0,
+                        help="while the broker is down: one log line per this many seconds (default 30)")
     worker.set_defaults(handler=run_worker)
 
     train = subparsers.add_parser(
@@ -49,7 +59,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
     from driftline.config import load_settings
 
-    from .worker import StatusBoard, Worker, WorkerOptions, format_status, status_path
+    from .resilience import quiet_kafka_logging
+    from .worker import Worker, WorkerOptions, format_status, status_path
 
     settings = load_settings()
     if args.status:
@@ -65,7 +76,13 @@ def run_worker(args: argparse.Namespace) -> int:
         status_file=args.status_file, session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=args.heartbeat_interval_ms, quiet_ms=args.quiet_ms,
         policy_refresh_s=args.policy_refresh_s, shutdown_grace_s=args.shutdown_grace_s,
+        retry_attempts=args.retry_attempts, retry_backoff_s=args.retry_backoff_s,
+        retry_max_backoff_s=args.retry_max_backoff_s, publish_timeout_s=args.publish_timeout_s,
+        broker_log_interval_s=args.broker_log_interval_s,
     )
+    # kafka-python logs every failed reconnect of every client: at most one of
+    # its lines per interval (all of them with --log-level DEBUG)
+    quiet_kafka_logging(options.broker_log_interval_s)
     worker = Worker(settings, options)
 
     def on_signal(signum, _frame):
@@ -99,11 +116,18 @@ def run_train(args: argparse.Namespace) -> int:
         frame = pd.read_csv(path)
     except (ValueError, OSError, UnicodeDecodeError) as error:
         raise DriftlineError(f"cannot read {args.data!r} as CSV: {error}") from None
+    import psycopg
+
+    from .resilience import unavailable
+
     settings = load_settings()
     reg = open_registry(settings, publish=_broker_reachable(settings))
     try:
         result = train_frame(reg, args.model, frame, args.target, estimator=args.estimator,
                              description=args.description)
+    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+        # the database went away mid-way: one readable line, not the driver's message
+        raise DriftlineError(str(unavailable(error, settings))) from None
     finally:
         reg.close()
     metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.metrics.items()))

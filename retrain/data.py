@@ -146,7 +146,11 @@ class LabeledReader:
         try:
             partitions = consumer.partitions_for_topic(self.topic)
             if not partitions:
-                raise LookupError(f"topic {self.topic!r} does not exist")
+                # checked at the worker's start-up: gone now means a broker that lost
+                # its topics (restarted empty), which a retry may outlast
+                from .resilience import Unavailable
+
+                raise Unavailable("broker", self.settings.bootstrap_servers, f"topic {self.topic} does not exist")
             assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(assigned)
             consumer.seek_to_beginning()
@@ -287,9 +291,13 @@ def clean_frame(X: pd.DataFrame, y: pd.Series, meta: pd.DataFrame | None = None,
         X = X.drop(columns=empty)
         report.dropped_columns.extend(str(c) for c in empty)
     X = _column_kinds(X)
-    missing_label = y.isna().to_numpy() | y.map(lambda v: isinstance(v, float) and not math.isfinite(v)).to_numpy()
+    # explicit bool dtypes: on an empty window pandas gives object arrays, and
+    # ``bool &= object`` is a casting error instead of "too few rows"
+    missing_label = (y.isna().to_numpy(dtype=bool)
+                     | y.map(lambda v: isinstance(v, float) and not math.isfinite(v)).to_numpy(dtype=bool))
     numeric = X.select_dtypes(include="number")
-    non_finite = np.isinf(numeric.to_numpy()).any(axis=1) if len(numeric.columns) else np.zeros(len(y), bool)
+    non_finite = (np.isinf(numeric.to_numpy(dtype=float)).any(axis=1) if len(numeric.columns)
+                  else np.zeros(len(y), bool))
     non_finite &= ~missing_label
     report.missing_label += int(missing_label.sum())
     report.non_finite += int(non_finite.sum())

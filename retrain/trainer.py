@@ -10,7 +10,12 @@ yet is promoted now.
 
 A run that cannot produce a version (unknown model, too few rows, a single
 class, a broken estimator, ...) publishes a ``failed`` model event with the
-reason and ends with outcome ``failed``; it never raises.
+reason and ends with outcome ``failed``; it never raises, except that with
+``retry_unavailable=True`` (the worker) an unreachable registry database or
+broker raises :class:`retrain.resilience.Unavailable`, so the caller can
+retry the run (idempotent by request id) before it gives up. Without it,
+such a failure is a ``failed`` outcome with a readable reason (never a raw
+driver message).
 
 Test hook: ``DRIFTLINE_WORKER_PAUSE_S`` (seconds) pauses every run just
 before fitting, so a test can kill the worker in the middle of a run.
@@ -35,6 +40,7 @@ from driftline.policy import Policy
 
 from .data import LabeledReader, TrainingData, build_frame, data_hash, split_holdout
 from .log import log_event
+from .resilience import unavailable
 from driftline.policy import REGRESSION_METRICS
 
 from .recipes import (
@@ -50,13 +56,21 @@ from .recipes import (
     task_of,
 )
 
-__all__ = ["RunError", "RunResult", "Trainer", "fit_candidate", "TARGET_COLUMN", "PAUSE_ENV"]
+__all__ = ["RunError", "RunResult", "Trainer", "fit_candidate", "failed_event", "too_few_rows",
+           "TARGET_COLUMN", "PAUSE_ENV", "TRAIN_MIN_ROWS"]
 
 logger = logging.getLogger("retrain.trainer")
 
 #: Name of the target column in reference profiles built by the worker.
 TARGET_COLUMN = "label"
 PAUSE_ENV = "DRIFTLINE_WORKER_PAUSE_S"
+#: ``driftline train`` needs this many usable rows (a 20 % holdout of at least 2).
+TRAIN_MIN_ROWS = 10
+
+
+def too_few_rows(got: int, need: int, detail: str = "") -> str:
+    """The one wording of "not enough data", worker and ``driftline train`` alike."""
+    return f"too few rows (got {got}, need {need})" + (f": {detail}" if detail else "")
 
 
 class RunError(DriftlineError):
@@ -80,6 +94,7 @@ class RunResult:
     rows: int = 0
     cleaning: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # phase -> seconds
+    decision: str | None = None  # the version's: promote | reject
 
     @property
     def duration_s(self) -> float:
@@ -137,12 +152,21 @@ class Trainer:
         An open registry (``registry.open_registry(settings, publish=True)``).
     reader
         Training-data reader (default: :class:`~retrain.data.LabeledReader`).
+    publish_failures
+        Publish the ``failed`` event of a failed run (the worker publishes
+        it itself, to know it was acknowledged: see :func:`failed_event`).
+    retry_unavailable
+        Raise :class:`retrain.resilience.Unavailable` when the registry
+        database or the broker cannot be reached, instead of failing the run.
     """
 
-    def __init__(self, settings: Settings, registry: Any, reader: LabeledReader | None = None):
+    def __init__(self, settings: Settings, registry: Any, reader: LabeledReader | None = None, *,
+                 publish_failures: bool = True, retry_unavailable: bool = False):
         self.settings = settings
         self.registry = registry
         self.reader = reader or LabeledReader(settings)
+        self.publish_failures = publish_failures
+        self.retry_unavailable = retry_unavailable
 
     # -- public ------------------------------------------------------------------
     def run(self, model: str, request_ids: Sequence[str], trigger: str = "manual",
@@ -157,11 +181,19 @@ class Trainer:
             self._run(result, on_phase or (lambda phase: None))
         except RunError as error:
             self._fail(result, str(error))
-        except DriftlineError as error:
-            self._fail(result, str(error))
         except Exception as error:  # a daemon never dies from one run
-            logger.exception("run crashed")
-            self._fail(result, f"{type(error).__name__}: {error}")
+            down = unavailable(error, self.settings)
+            if down is not None:
+                if self.retry_unavailable:
+                    log_event(logger, "run_interrupted", logging.INFO, model=model,
+                              request_ids=list(request_ids), error=str(down))
+                    raise down from error
+                self._fail(result, str(down))
+            elif isinstance(error, DriftlineError):
+                self._fail(result, str(error))
+            else:
+                logger.exception("run crashed")
+                self._fail(result, f"{type(error).__name__}: {error}")
         result.ended_at = events.now()
         RETRAIN_RUNS.labels(model=model, outcome=result.outcome).inc()
         RETRAIN_DURATION.labels(model=model).observe(time.monotonic() - started)
@@ -175,14 +207,10 @@ class Trainer:
     def _fail(self, result: RunResult, reason: str) -> None:
         result.outcome = "failed"
         result.reason = reason
-        event = ModelEvent(event="failed", model=result.model, timestamp=events.now(),
-                           version=None, metrics={k: v for k, v in result.metrics.items()},
-                           request_id=result.request_ids[0] if result.request_ids else None,
-                           reason=reason[:1024],
-                           details={"cleaning": result.cleaning, "rows": result.rows, "trigger": result.trigger,
-                                    "request_ids": result.request_ids})
+        if not self.publish_failures:
+            return
         try:
-            self.registry.publish_event(event)
+            self.registry.publish_event(failed_event(result))
         except Exception as error:  # the run is over either way; say why the event is missing
             log_event(logger, "failed_event_not_published", logging.ERROR, model=result.model,
                       error=f"{type(error).__name__}: {error}")
@@ -200,6 +228,7 @@ class Trainer:
             result.metrics = dict(found.metrics)
             result.parent_version = found.lineage.get("parent_version")
             result.rows = int(found.lineage.get("rows", 0) or 0)
+            result.decision = "reject" if found.status == "rejected" else found.tags.get("decision")
             if found.tags.get("decision") == "promote" and "champion" not in found.aliases:
                 # registered, then killed before promotion: finish the job
                 self.registry.promote(result.model, found.version, request_id=request_id,
@@ -244,8 +273,9 @@ class Trainer:
         result.rows = len(data)
         result.cleaning = data.report.to_dict()
         if len(data) < retrain.min_rows:
-            raise RunError(f"too few rows: {len(data)} usable of {len(window.rows)} read from "
-                           f"{window.topic} (retrain.min_rows={retrain.min_rows})")
+            raise RunError(too_few_rows(len(data), retrain.min_rows,
+                                        f"{len(data)} usable of {len(window.rows)} read from {window.topic} "
+                                        f"(retrain.min_rows={retrain.min_rows})"))
         train, holdout = split_holdout(data, retrain.holdout_fraction)
         classification = task_of(policy) == "classification"
         if classification:
@@ -321,6 +351,7 @@ class Trainer:
         metrics.update({"holdout_rows": float(len(holdout)), "train_rows": float(len(train))})
         params = {"recipe": recipe, "promotion_metric": metric, "margin": retrain.margin, **search_info}
         tags = {"decision": "promote" if promote else "reject", "trigger": result.trigger}
+        result.decision = tags["decision"]
         reason = "; ".join(reasons) if reasons else None
         version = self.registry.register_version(
             model, fitted, metrics=metrics, params=params, tags=tags, lineage=lineage, profile=profile,
@@ -336,6 +367,16 @@ class Trainer:
             result.outcome = "rejected"
             result.reason = reason
         phase("done")
+
+
+def failed_event(result: RunResult) -> ModelEvent:
+    """The ``failed`` model event of a failed run."""
+    return ModelEvent(event="failed", model=result.model, timestamp=events.now(),
+                      version=None, metrics={k: v for k, v in result.metrics.items()},
+                      request_id=result.request_ids[0] if result.request_ids else None,
+                      reason=(result.reason or "failed")[:1024],
+                      details={"cleaning": result.cleaning, "rows": result.rows, "trigger": result.trigger,
+                               "request_ids": result.request_ids})
 
 
 def _event_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -372,6 +413,11 @@ def train_frame(registry: Any, model: str, frame: pd.DataFrame, target: str, *, 
         raise RunError("the data has no feature columns besides the target")
     data = clean_frame(features, frame[target], None, CleaningReport())
     data.meta = pd.DataFrame({"row": range(len(data))})
+    if len(data) < TRAIN_MIN_ROWS:
+        report = data.report
+        raise RunError(too_few_rows(len(data), TRAIN_MIN_ROWS,
+                                    f"{report.rows_read} read, dropped missing_label={report.missing_label} "
+                                    f"non_finite={report.non_finite}"))
     registry.create_model(model, description=description, exist_ok=True)
     policy = registry.get_policy(model)
     stored = any(m.name == model and m.has_policy for m in registry.list_models())
@@ -387,8 +433,6 @@ def train_frame(registry: Any, model: str, frame: pd.DataFrame, target: str, *, 
         # stored, so the worker retrains this model with the same recipe (one policy, one place)
         registry.set_policy(model, policy)
     check_policy(policy)
-    if len(data) < 2:
-        raise RunError(f"too few usable rows: {len(data)} (cleaning: {data.report.to_dict()})")
     classification = task_of(policy) == "classification"
     if classification and data.y.nunique() < 2:
         raise RunError(f"single class in column {target!r}: nothing to learn")

@@ -19,6 +19,16 @@ Pieces, one concept each:
   ``<registry dir>/worker-status.json`` (``driftline worker --status`` prints it).
 - :class:`Worker` — start-up checks (broker, topics, registry, every
   model's policy), the consumer loop, dead letters, metrics, shutdown.
+
+Nothing is lost: a request's offset is committed only after its outcome
+model event (``promoted``, ``rejected`` or ``failed``) was acknowledged by
+the broker. A run whose registry database or broker cannot be reached is
+retried (:class:`retrain.resilience.RetryPolicy`); when the retries run out
+on the registry it ends ``failed`` with a readable reason. When they run out
+on the broker, or the outcome cannot be delivered, the offset stays open:
+the run is tried again later, and after a restart. A request seen again whose version already exists (a redelivery)
+gets its stored outcome again (``details.republished``): at least once,
+never none.
 """
 
 from __future__ import annotations
@@ -37,9 +47,10 @@ from driftline import events
 from driftline.config import Settings
 from driftline.errors import DriftlineError
 from driftline.events import DeadLetter, ModelEvent, RetrainRequest
-from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, start_metrics_server
+from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, RETRAIN_RUNS, start_metrics_server
 
 from .log import log_event
+from .resilience import BrokerWatch, RetryPolicy, unavailable
 
 __all__ = ["WorkerConfigError", "OffsetTracker", "Ticket", "Coordinator", "ScheduleBook", "StatusBoard",
            "Worker", "WorkerOptions", "status_path"]
@@ -422,7 +433,11 @@ class WorkerOptions:
 
     ``session_timeout_ms``/``heartbeat_interval_ms``: consumer-group timing;
     short values make group joins fast on tansu. ``quiet_ms``: how long the
-    training-data read waits without news before it stops.
+    training-data read waits without news before it stops. ``retry_*``:
+    how a run whose registry or broker is unreachable is retried;
+    ``publish_timeout_s``: how long one delivery of a model event or dead
+    letter may take; ``broker_log_interval_s``: seconds between two
+    "broker still down" lines.
     """
 
     group_id: str = "driftline-worker"
@@ -435,6 +450,15 @@ class WorkerOptions:
     policy_refresh_s: float = 60.0
     shutdown_grace_s: float = 30.0
     startup_timeout_s: float = 15.0
+    retry_attempts: int = 5
+    retry_backoff_s: float = 2.0
+    retry_max_backoff_s: float = 30.0
+    publish_timeout_s: float = 30.0
+    broker_log_interval_s: float = 30.0
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(self.retry_attempts, self.retry_backoff_s, self.retry_max_backoff_s)
 
     def check(self) -> None:
         from driftline.events import ValidationError
@@ -452,6 +476,14 @@ class WorkerOptions:
                                     f"(got {self.heartbeat_interval_ms} >= {self.session_timeout_ms})")
         if self.quiet_ms < 50:
             raise WorkerConfigError(f"--quiet-ms must be at least 50 (got {self.quiet_ms})")
+        try:
+            self.retry.check()
+        except ValueError as error:
+            raise WorkerConfigError(str(error)) from None
+        if not self.publish_timeout_s > 0:
+            raise WorkerConfigError(f"--publish-timeout-s must be above 0 (got {self.publish_timeout_s})")
+        if not self.broker_log_interval_s > 0:
+            raise WorkerConfigError(f"--broker-log-interval-s must be above 0 (got {self.broker_log_interval_s})")
 
 
 class Worker:
@@ -468,7 +500,10 @@ class Worker:
         self._local = threading.local()
         self._registries: list = []
         self._reg_lock = threading.Lock()
-        self._producer = None
+        self._producer = None  # dead letters (registry.publish.RecoveringProducer)
+        self._outcomes = None  # failed / re-published outcome events (registry.publish.EventPublisher)
+        self.watch: BrokerWatch | None = None
+        self._said: dict[str, float] = {}  # throttled log lines: key -> last time
         self._consumer = None
         self._events_consumer = None
         self._refresh_needed = True
@@ -483,11 +518,34 @@ class Worker:
         if reg is None:
             from registry import open_registry
 
-            reg = open_registry(self.settings, publish=True)
+            reg = open_registry(self.settings, publish=True, publish_timeout_s=self.options.publish_timeout_s)
             self._local.registry = reg
             with self._reg_lock:
                 self._registries.append(reg)
         return reg
+
+    def _drop_registry(self) -> None:
+        """Forget this thread's registry (after its database or broker
+        failed): the next call opens a fresh one."""
+        reg = getattr(self._local, "registry", None)
+        self._local.registry = None
+        if reg is None:
+            return
+        with self._reg_lock:
+            if reg in self._registries:
+                self._registries.remove(reg)
+        try:
+            reg.close()
+        except Exception:  # a broken connection may fail to close; it is dropped either way
+            pass
+
+    def _say(self, key: str, interval_s: float) -> bool:
+        """Whether a repeated line may be logged now (once per interval)."""
+        now = time.monotonic()
+        if now - self._said.get(key, -float("inf")) < interval_s:
+            return False
+        self._said[key] = now
+        return True
 
     # -- start-up ------------------------------------------------------------------------
     def start(self) -> None:
@@ -503,18 +561,17 @@ class Worker:
         except BrokerError as error:
             raise WorkerConfigError(f"cannot reach the Kafka broker: {error}") from None
         self._check_topics()
-        try:
-            reg = self.registry()
-        except DriftlineError as error:
-            raise WorkerConfigError(f"cannot open the registry {self.settings.registry_location!r}: {error}") from None
-        except Exception as error:
-            raise WorkerConfigError(f"cannot open the registry {self.settings.registry_location!r}: "
-                                    f"{type(error).__name__}: {error}") from None
+        reg = self._open_registry_at_start()
         schedules = self._load_policies(reg, strict=True)
         path = status_path(self.settings, self.options.status_file)
         self.status = StatusBoard(path, group_id=self.options.group_id)
         start_metrics_server(self.options.metrics_port)
         self._producer = self._make_producer()
+        from registry.publish import EventPublisher
+
+        self._outcomes = EventPublisher(self.settings, timeout_s=self.options.publish_timeout_s,
+                                        client_id="driftline-worker")
+        self.watch = BrokerWatch(self.settings.bootstrap_list, interval_s=self.options.broker_log_interval_s).start()
         self.coordinator = Coordinator(self._run, self._debounce_for, self.options.concurrency)
         self.schedules = ScheduleBook(self.submit)
         self.schedules.sync(schedules)
@@ -526,6 +583,35 @@ class Worker:
         self.status.set_state("running")
         log_event(logger, "worker_started", group_id=self.options.group_id, topic=self.topics.retrain_requests,
                   status_file=str(path), schedules=self.schedules.jobs(), metrics_port=self.options.metrics_port)
+
+    def _open_registry_at_start(self):
+        """The registry, or WorkerConfigError; an unreachable database is
+        retried with the retry policy first (it may still be starting)."""
+        from .resilience import safe_url
+
+        where = safe_url(self.settings.registry) if self.settings.registry_is_database else repr(self.settings.registry)
+        policy = self.options.retry
+        failed = 0
+        while True:
+            try:
+                return self.registry()
+            except Exception as error:  # every failure to open is a start-up error; some are retried first
+                down = unavailable(error, self.settings)
+                failed += 1
+                if down is not None and failed >= policy.attempts:
+                    detail = f"{down.detail} after {failed} attempt{'s' if failed > 1 else ''}"
+                elif down is not None:
+                    detail = None
+                elif isinstance(error, DriftlineError):
+                    detail = str(error)
+                else:
+                    detail = f"{type(error).__name__}: {error}"
+                if detail is not None:
+                    raise WorkerConfigError(f"cannot open the registry {where}: {detail}") from None
+                log_event(logger, "registry_unreachable", logging.WARNING, attempt=failed, attempts=policy.attempts,
+                          retry_in_s=policy.delay(failed), error=str(down))
+                if self.stop_event.wait(policy.delay(failed)):
+                    raise WorkerConfigError(f"stopped while waiting for the registry {where}") from None
 
     def _check_topics(self) -> None:
         from driftline.topics import admin_client
@@ -565,10 +651,9 @@ class Worker:
         return schedules
 
     def _make_producer(self):
-        from kafka import KafkaProducer
+        from registry.publish import RecoveringProducer
 
-        return KafkaProducer(bootstrap_servers=self.settings.bootstrap_list, acks="all", linger_ms=5,
-                             client_id="driftline-worker", **self.settings.kafka_security())
+        return RecoveringProducer(self.settings, "driftline-worker", timeout_s=self.options.publish_timeout_s)
 
     def _make_consumer(self):
         from kafka import KafkaConsumer
@@ -630,49 +715,166 @@ class Worker:
         EVENTS_PROCESSED.labels(component=COMPONENT, kind="retrain_request").inc()
         tp = TopicPartition(message.topic, message.partition)
         decoded = events.decode_batch(RetrainRequest, message.value if message.value is not None else b"")
-        for error in decoded.errors:
-            self._dead_letter(message, error)
+        # the extra ticket stands for the dead letters: done once they are acknowledged
         self.tracker.add(tp, message.offset, tickets=len(decoded.records) + 1)
-        try:
-            for request in decoded.records:
-                log_event(logger, "request_received", model=request.model, request_id=request.request_id,
-                          reason=request.reason, partition=message.partition, offset=message.offset)
-                self.submit(Ticket(model=request.model, request_id=request.request_id, trigger=request.reason,
-                                   token=(tp, message.offset)))
-        finally:
-            # the extra ticket stands for the dead letters: done once they are sent
+        for request in decoded.records:
+            log_event(logger, "request_received", model=request.model, request_id=request.request_id,
+                      reason=request.reason, partition=message.partition, offset=message.offset)
+            self.submit(Ticket(model=request.model, request_id=request.request_id, trigger=request.reason,
+                               token=(tp, message.offset)))
+        if all(self._dead_letter(message, error) for error in decoded.errors):
             self.tracker.done(tp, message.offset)
 
-    def _dead_letter(self, message, error: Exception) -> None:
+    def _dead_letter(self, message, error: Exception) -> bool:
+        """Send one dead letter and wait for the broker's acknowledgement,
+        retrying while the broker is away; False only when stopping first
+        (the message stays uncommitted and comes back after a restart)."""
+        from kafka.errors import KafkaError
+
         EVENTS_PROCESSED.labels(component=COMPONENT, kind="dead_letter").inc()
         letter = DeadLetter.for_payload(message.value or b"", error, source_topic=message.topic,
                                         component=COMPONENT, partition=message.partition, offset=message.offset)
         log_event(logger, "dead_letter", logging.WARNING, partition=message.partition, offset=message.offset,
                   reason=letter.reason)
-        self._producer.send(self.topics.dead_letter, events.encode(letter))
+        payload = events.encode(letter)
+        while True:
+            try:
+                self._producer.send(self.topics.dead_letter, payload)
+                return True
+            except KafkaError as failure:
+                if self._say("dead_letter_retry", self.options.broker_log_interval_s):
+                    log_event(logger, "dead_letter_retry", logging.WARNING, offset=message.offset,
+                              error=f"{type(failure).__name__}: {failure}")
+                if self.stop_event.wait(min(self.options.retry_max_backoff_s, 5.0)):
+                    return False
 
     def _run(self, model: str, tickets: list[Ticket]) -> None:
-        from .trainer import Trainer
+        """One run for ``tickets``; retried while the registry or the broker
+        is unreachable. The tickets are done (their offsets committable) only
+        once the outcome event is on the broker."""
         from .data import LabeledReader
+        from .trainer import RunResult, Trainer
 
         request_ids = list(dict.fromkeys(t.request_id for t in tickets))
         trigger = tickets[0].trigger
         if len(request_ids) > 1:
             log_event(logger, "requests_coalesced", model=model, request_ids=request_ids)
-        try:
-            trainer = Trainer(self.settings, self.registry(), LabeledReader(self.settings, quiet_ms=self.options.quiet_ms))
-            result = trainer.run(model, request_ids, trigger,
-                                 on_phase=lambda phase: self.status.phase(model, request_ids, phase))
+        policy = self.options.retry
+        began, started_at = time.monotonic(), events.now()
+        result: RunResult | None = None
+        failures = 0
+        in_doubt = False  # a broker failure after the registry may have saved the outcome
+        while result is None:
+            try:
+                trainer = Trainer(self.settings, self.registry(),
+                                  LabeledReader(self.settings, quiet_ms=self.options.quiet_ms),
+                                  publish_failures=False, retry_unavailable=True)
+                result = trainer.run(model, request_ids, trigger,
+                                     on_phase=lambda phase: self.status.phase(model, request_ids, phase))
+            except Exception as error:  # opening the registry, or Unavailable from the run
+                down = unavailable(error, self.settings)
+                if down is None:  # not a dependency failure: a bug; fail the run, keep serving
+                    logger.exception("run could not start")
+                    result = RunResult(model=model, request_ids=request_ids, trigger=trigger, outcome="failed",
+                                       started_at=started_at, reason=f"worker error: {type(error).__name__}: {error}")
+                    break
+                failures += 1
+                in_doubt = in_doubt or down.what == "broker"
+                self._drop_registry()
+                if failures >= policy.attempts and down.what == "broker":
+                    # a failed event could not get out either, and the registry may
+                    # already hold the outcome: keep the offset open and try later
+                    self._retry_later(model, tickets, request_ids, f"{down} after {failures} attempts")
+                    return
+                if failures >= policy.attempts:
+                    spent = time.monotonic() - began
+                    result = RunResult(model=model, request_ids=request_ids, trigger=trigger, outcome="failed",
+                                       started_at=started_at,
+                                       reason=f"{down} after {failures} attempt{'s' if failures > 1 else ''} "
+                                              f"over {spent:.0f} s")
+                    RETRAIN_RUNS.labels(model=model, outcome="failed").inc()
+                    log_event(logger, "run_ended", logging.WARNING, model=model, outcome="failed",
+                              reason=result.reason, request_ids=request_ids, duration_s=round(spent, 3))
+                    break
+                delay = policy.delay(failures)
+                log_event(logger, "run_retry", logging.WARNING if failures == 1 else logging.INFO, model=model,
+                          request_ids=request_ids, attempt=failures, attempts=policy.attempts,
+                          retry_in_s=delay, error=str(down))
+                if self.stop_event.wait(delay):
+                    log_event(logger, "run_abandoned", logging.WARNING, model=model, request_ids=request_ids,
+                              note="stopping while retrying; the request is redelivered after restart")
+                    return
+        result.ended_at = result.ended_at or events.now()
+        event = self._outcome_event(result, tickets, in_doubt)
+        if event is not None and not self._deliver(event):
+            self._retry_later(model, tickets, request_ids, f"{event.event} event not delivered")
+            return
+        if self.status:
             self.status.finished(result.to_dict())
-        except Exception:  # e.g. the registry cannot be opened in this thread
-            logger.exception("run could not start")
-            if self.status:
-                self.status.finished({"model": model, "request_ids": request_ids, "outcome": "failed",
-                                      "reason": "worker error (see log)", "ended_at": events.now()})
-        finally:
-            for ticket in tickets:
-                if ticket.token is not None:
-                    self.tracker.done(*ticket.token)
+        for ticket in tickets:
+            if ticket.token is not None:
+                self.tracker.done(*ticket.token)
+
+    def _outcome_event(self, result, tickets: list[Ticket], in_doubt: bool) -> ModelEvent | None:
+        """The outcome event the worker must publish itself: ``failed``, or
+        the stored outcome of a version that already existed when the
+        request came from the topic (a redelivery: its first outcome event
+        may never have got out) or when an earlier try may have lost it.
+        ``promoted``/``rejected`` of a new version came from the registry,
+        acknowledged."""
+        from .trainer import _event_metrics, failed_event
+
+        if result.outcome == "failed":
+            return failed_event(result)
+        if result.outcome != "duplicate" or result.version is None:
+            return None
+        if not in_doubt and all(ticket.token is None for ticket in tickets):
+            return None  # e.g. two workers firing the same schedule tick
+        kind = "rejected" if result.decision == "reject" else "promoted"
+        return ModelEvent(event=kind, model=result.model, timestamp=events.now(), version=result.version,
+                          alias="champion" if kind == "promoted" else None,
+                          metrics=_event_metrics(result.metrics), request_id=result.request_ids[0],
+                          reason=result.reason, details={"republished": True, "request_ids": result.request_ids,
+                                                         "trigger": result.trigger})
+
+    def _deliver(self, event: ModelEvent) -> bool:
+        """Publish ``event`` with the retry policy; whether it was acknowledged."""
+        from registry.errors import PublishError
+
+        policy = self.options.retry
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                self._outcomes.publish(event)
+                return True
+            except PublishError as error:
+                if attempt == policy.attempts:
+                    log_event(logger, "outcome_not_published", logging.ERROR, model=event.model,
+                              event_kind=event.event, request_id=event.request_id, attempts=attempt,
+                              error=str(unavailable(error, self.settings) or error))
+                    return False
+                if attempt == 1:
+                    log_event(logger, "outcome_retry", logging.WARNING, model=event.model, event_kind=event.event,
+                              request_id=event.request_id, error=str(unavailable(error, self.settings) or error))
+                if self.stop_event.wait(policy.delay(attempt)):
+                    return False
+        return False
+
+    def _retry_later(self, model: str, tickets: list[Ticket], request_ids: list[str], why: str) -> None:
+        """The outcome could not be delivered: keep the offsets open and run
+        the tickets again after the longest back-off (after a restart, if the
+        worker stops first)."""
+        delay = self.options.retry_max_backoff_s
+        log_event(logger, "run_postponed", logging.WARNING, model=model, request_ids=request_ids, error=why,
+                  retry_in_s=delay, note="outcome not on the broker: offset left uncommitted")
+
+        def again() -> None:
+            if not self.stop_event.is_set() and self.coordinator is not None:
+                for ticket in tickets:
+                    self.coordinator.submit(ticket)
+
+        timer = threading.Timer(delay, again)
+        timer.daemon = True
+        timer.start()
 
     # -- loop ----------------------------------------------------------------------------
     def _commit(self) -> None:
@@ -681,21 +883,24 @@ class Worker:
             return
         from kafka.structs import OffsetAndMetadata
 
-        if self._producer is not None:
-            self._producer.flush(30)  # dead letters are out before their offsets are committed
+        # (dead letters and outcome events were acknowledged before their tickets were done)
         try:
-            self._consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()})
+            self._consumer.commit({tp: OffsetAndMetadata(pos, "", -1) for tp, pos in positions.items()},
+                                  timeout_ms=10_000)
             self.tracker.mark_committed(positions)
             log_event(logger, "offsets_committed", logging.DEBUG,
                       positions={tp.partition: pos for tp, pos in positions.items()})
-        except Exception as error:  # rebalance in progress: retried next loop
-            log_event(logger, "commit_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
+        except Exception as error:  # rebalance in progress, broker away: retried next loop
+            broker_down = self.watch is not None and self.watch.down  # the watch says so, once
+            if not broker_down and self._say("commit_failed", self.options.broker_log_interval_s):
+                log_event(logger, "commit_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
 
     def _poll_model_events(self) -> None:
         try:
             batch = self._events_consumer.poll(timeout_ms=0)
         except Exception as error:  # pragma: no cover
-            log_event(logger, "model_events_poll_failed", logging.WARNING, error=str(error))
+            if self._say("model_events_poll_failed", self.options.broker_log_interval_s):
+                log_event(logger, "model_events_poll_failed", logging.WARNING, error=str(error))
             return
         for messages in batch.values():
             for message in messages:
@@ -709,18 +914,24 @@ class Worker:
             schedules = self._load_policies(self.registry(), strict=False)
             self.schedules.sync(schedules)
         except Exception as error:
-            log_event(logger, "policy_refresh_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
+            down = unavailable(error, self.settings)
+            if down is not None:
+                self._drop_registry()
+            log_event(logger, "policy_refresh_failed", logging.WARNING,
+                      error=str(down) if down else f"{type(error).__name__}: {error}")
         self._refresh_needed = False
         self._last_refresh = time.monotonic()
 
     def _update_lag(self) -> None:
+        if self.watch is not None and self.watch.down:
+            return  # would only wait for timeouts
         try:
             assigned = list(self._consumer.assignment())
             if not assigned:
                 return
-            ends = self._consumer.end_offsets(assigned)
+            ends = self._consumer.end_offsets(assigned, timeout_ms=2000)
             for tp in assigned:
-                position = self._consumer.position(tp)
+                position = self._consumer.position(tp, timeout_ms=2000)
                 lag = max(0, (ends.get(tp) or 0) - (position or 0))  # a hint: tansu's end offsets can be low
                 CONSUMER_LAG.labels(component=COMPONENT, topic=tp.topic, partition=str(tp.partition)).set(lag)
         except Exception:  # lag is best-effort
@@ -748,6 +959,8 @@ class Worker:
 
     def shutdown(self) -> None:
         log_event(logger, "worker_stopping", open_requests=self.tracker.open_count())
+        if self.watch:
+            self.watch.stop()
         if self.schedules:
             self.schedules.shutdown()
         if self.coordinator:
@@ -765,11 +978,12 @@ class Worker:
                     client.close(autocommit=False) if client is self._consumer else client.close()
                 except Exception:
                     pass
-        if self._producer is not None:
-            try:
-                self._producer.close(10)
-            except Exception:
-                pass
+        for producer in (self._producer, self._outcomes):
+            if producer is not None:
+                try:
+                    producer.close()
+                except Exception:  # a broker that is away: nothing left to deliver anyway
+                    pass
         if self.status:
             self.status.set_state("stopped", stopped_at=events.now())
         with self._reg_lock:
@@ -779,4 +993,4 @@ class Worker:
                 except Exception:
                     pass
         log_event(logger, "worker_stopped")
-        self._consumer = self._events_consumer = self._producer = None
+        self._consumer = self._events_consumer = self._producer = self._outcomes = None

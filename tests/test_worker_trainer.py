@@ -225,7 +225,7 @@ def test_failed_runs_publish_a_reason(settings, reg):
     mono = trainer.run("mono", ["m-1"], "drift")
     ghost = trainer.run("ghost", ["g-1"], "manual")
     assert few.outcome == mono.outcome == ghost.outcome == "failed"
-    assert "too few rows: 30" in few.reason and "min_rows=200" in few.reason
+    assert "too few rows (got 30, need 200)" in few.reason and "min_rows=200" in few.reason
     assert "single class" in mono.reason
     assert "unknown model 'ghost'" in ghost.reason
     events_ = read_records(settings, "model_events", ModelEvent, quiet_s=1.0,
