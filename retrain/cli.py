@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 __all__ = ["register", "run_worker", "run_train"]
 
@@ -41,6 +40,9 @@ def register(subparsers) -> None:
                        help="recipe: logistic_regression, random_forest, gradient_boosting, linear_regression, "
                             "random_forest_regressor, gradient_boosting_regressor (default: the model's policy)")
     train.add_argument("--description", default="", help="model description (new models)")
+    from registry.cli import add_event_options
+
+    add_event_options(train)  # --no-events, --event-timeout-s: like every registry change
     train.set_defaults(handler=run_train)
 
 
@@ -88,7 +90,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from driftline.config import load_settings
     from driftline.errors import DriftlineError
-    from registry import open_registry
+    from registry.cli import finish_events, open_for_change
 
     from .trainer import train_frame
 
@@ -100,7 +102,7 @@ def run_train(args: argparse.Namespace) -> int:
     except (ValueError, OSError, UnicodeDecodeError) as error:
         raise DriftlineError(f"cannot read {args.data!r} as CSV: {error}") from None
     settings = load_settings()
-    reg = open_registry(settings, publish=_broker_reachable(settings))
+    reg, report = open_for_change(settings, args)  # events go to settings.bootstrap_servers
     try:
         result = train_frame(reg, args.model, frame, args.target, estimator=args.estimator,
                              description=args.description)
@@ -111,16 +113,4 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"{args.model}: version {result.version} registered and promoted to champion "
           f"({result.rows} rows used of {cleaning.get('rows_read')}; dropped missing_label="
           f"{cleaning.get('missing_label')} non_finite={cleaning.get('non_finite')}; {metrics})")
-    return 0
-
-
-def _broker_reachable(settings) -> bool:
-    """Publish model events only when a broker answers (training from a CSV
-    works without Kafka)."""
-    from .worker import tcp_reachable
-
-    if any(tcp_reachable(server) for server in settings.bootstrap_list):
-        return True
-    print(f"driftline: note: no broker at {settings.bootstrap_servers}; model events are not published",
-          file=sys.stderr)
-    return False
+    return finish_events(report)
