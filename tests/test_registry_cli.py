@@ -176,3 +176,43 @@ def test_policy_set_refuses_a_missing_model_unless_create(cli, two_versions, tmp
     code, out, _ = cli("policy", "set", "chrun", path, "--create")
     assert code == 0 and out.splitlines()[0] == "policy of chrun updated"
     assert json.loads(cli("policy", "show", "chrun", "--json")[1])["monitor"]["cooldown_s"] == 5.0
+
+
+def _newcomer_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Your own model in ten commands")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_readme_small_data_policy_is_accepted(cli, two_versions, tmp_path):
+    section = _newcomer_section()
+    block = section[section.index("```json") + len("```json"):]
+    policy = json.loads(block[:block.index("```")])
+    path = _policy_file(tmp_path, policy)
+    code, out, err = cli("policy", "set", "churn", path)
+    assert code == 0, err
+    stored = json.loads(cli("policy", "show", "churn", "--json")[1])
+    assert stored["monitor"]["warmup"] == 50 and stored["monitor"]["expected_run_length"] == 1000.0
+    assert stored["retrain"]["min_rows"] <= stored["retrain"]["window_rows"]
+
+
+def test_readme_ten_commands_parse():
+    """Every ``driftline …`` command the newcomer section shows is one the
+    CLI accepts (parsed, not run)."""
+    import shlex
+
+    from driftline.cli import build_parser
+
+    section = _newcomer_section()
+    block = section[section.index("```sh") + len("```sh"):]
+    commands = []
+    for line in block[:block.index("```")].splitlines():
+        for part in line.split("#")[0].split("&&"):
+            words = shlex.split(part.strip().rstrip("&").strip())
+            if words[:1] == ["driftline"]:
+                commands.append(words[1:])
+    assert len(commands) == 10  # make install, then ten driftline commands (steps 3 and 4 are alternatives)
+    parser = build_parser()
+    for words in commands:
+        args = parser.parse_args(words)
+        assert callable(args.handler), words
