@@ -33,6 +33,8 @@ def add_event_options(parser: argparse.ArgumentParser) -> None:
     changes the registry (also ``driftline train``)."""
     parser.add_argument("--no-events", "--no-publish", dest="no_events", action="store_true",
                         help="do not publish model events (the daemons will not hear of the change)")
+    # publishing is always on now; the old flag is still accepted by scripts that pass it
+    parser.add_argument("--publish", dest="publish", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--event-timeout-s", type=_positive_float, default=EVENT_TIMEOUT_S,
                         help=f"how long to wait for the broker per event (default {EVENT_TIMEOUT_S:g})")
 
