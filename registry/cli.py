@@ -20,7 +20,12 @@ import argparse
 import json
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from driftline.config import Settings
+
+    from .core import Registry
 
 __all__ = ["register", "add_event_options", "EventReport", "open_for_change", "finish_events"]
 
@@ -173,9 +178,12 @@ class EventReport:
         self.outcomes: list[tuple[Any, str | None]] = []  # (event, None if sent else the reason)
 
     def publish(self, event: Any) -> None:
+        from driftline import events
+
         from .errors import PublishError
 
         if any(reason is not None for _, reason in self.outcomes):
+            events.validate(event)  # a malformed event is still refused
             # The broker already failed once in this command: do not wait for it again.
             self.outcomes.append((event, "not attempted: an earlier event of this command was not sent"))
             return
@@ -215,7 +223,7 @@ def _describe(event: Any) -> str:
     return text
 
 
-def open_for_change(settings: Any, args: argparse.Namespace):
+def open_for_change(settings: "Settings", args: argparse.Namespace) -> "tuple[Registry, EventReport | None]":
     """A registry for a command that changes it: ``(registry, report)``.
 
     Events go to ``settings.bootstrap_servers`` (the default address too,
