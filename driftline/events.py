@@ -718,7 +718,8 @@ RetrainRequest._checks = {
     "message": (_optional_string, False),
 }
 
-MODEL_EVENTS = ("registered", "promoted", "rejected", "rolled_back", "failed", "policy_changed", "alias_set")
+MODEL_EVENTS = ("registered", "promoted", "rejected", "rolled_back", "failed", "policy_changed", "alias_set",
+                "deleted")
 
 
 @dataclass(slots=True)

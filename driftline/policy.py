@@ -26,14 +26,26 @@ from typing import Any
 
 from .errors import DriftlineError
 
-__all__ = ["PolicyError", "Policy", "MonitorPolicy", "RetrainPolicy", "DetectorSpec", "load_policy_file"]
+__all__ = ["PolicyError", "Policy", "MonitorPolicy", "RetrainPolicy", "DetectorSpec", "load_policy_file",
+           "ALERT_KINDS"]
 
+#: Alert kinds the monitor raises (``retrain_on`` names some of them).
+ALERT_KINDS = ("data_drift", "concept_drift", "prediction_drift", "metric", "latency", "outliers")
+TASKS = ("auto", "classification", "regression")
+OUTLIER_DETECTORS = ("range", "hst", "both")
 CONCEPT_DETECTORS = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "fhddm", "page_hinkley")
 DATA_DETECTORS = ("ks", "psi", "kswin", "adwin", "page_hinkley", "chi2")
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "roc_auc")
 REGRESSION_METRICS = ("mae", "rmse", "r2")
 # Metrics where lower is better; the worker flips the comparison for these.
 LOWER_IS_BETTER = ("log_loss", "mae", "rmse")
+METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
+# Parameters of Driftline's own data-drift tests (streams/model_monitor.py);
+# River detectors take their constructor's keyword arguments.
+_OWN_DETECTOR_PARAMS = {"ks": ("reference_size",), "psi": ("reference_size",), "chi2": ("reference_size",)}
+_RIVER_DETECTORS = {"adwin": "ADWIN", "page_hinkley": "PageHinkley", "kswin": "KSWIN", "ddm": "binary.DDM",
+                    "eddm": "binary.EDDM", "hddm_a": "binary.HDDMA", "hddm_w": "binary.HDDMW",
+                    "fhddm": "binary.FHDDM"}
 
 
 class PolicyError(DriftlineError, ValueError):
@@ -198,8 +210,7 @@ class Policy:
     # -- validation ------------------------------------------------------------
     def check(self) -> None:
         m, r = self.monitor, self.retrain
-        _expect(m.task in ("auto", "classification", "regression"), "monitor.task", m.task,
-                "must be auto, classification or regression")
+        _one_of(m.task, TASKS, "monitor.task")
         for name in ("window", "warmup", "drift_window"):
             value = getattr(m, name)
             _expect(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 10_000_000,
@@ -210,21 +221,22 @@ class Policy:
             _expect(_positive(value), f"monitor.{name}", value, "must be a positive number")
         _expect(m.expected_run_length >= 10, "monitor.expected_run_length", m.expected_run_length,
                 "must be at least 10 events")
-        _expect(m.data_drift.name in DATA_DETECTORS, "monitor.data_drift.name", m.data_drift.name,
-                f"must be one of {', '.join(DATA_DETECTORS)}")
-        _expect(m.concept_drift.name in CONCEPT_DETECTORS, "monitor.concept_drift.name", m.concept_drift.name,
-                f"must be one of {', '.join(CONCEPT_DETECTORS)}")
+        for name, spec, allowed in (("data_drift", m.data_drift, DATA_DETECTORS),
+                                    ("concept_drift", m.concept_drift, CONCEPT_DETECTORS)):
+            _one_of(spec.name, allowed, f"monitor.{name}.name")
+            _check_detector_params(spec, f"monitor.{name}.params")
+        _expect(isinstance(m.retrain_on, tuple), "monitor.retrain_on", m.retrain_on, "must be a list of alert kinds")
+        for kind in m.retrain_on:
+            _one_of(kind, ALERT_KINDS, "monitor.retrain_on", "names an unknown alert kind; known:")
         _expect(isinstance(m.prediction_drift, bool), "monitor.prediction_drift", m.prediction_drift, "must be true or false")
         for metric, limit in m.metric_thresholds.items():
-            _expect(metric in CLASSIFICATION_METRICS + REGRESSION_METRICS, f"monitor.metric_thresholds.{metric}",
-                    metric, "is not a known metric")
+            _one_of(metric, METRICS, f"monitor.metric_thresholds.{metric}", "is not a known metric; known:")
             _expect(_number(limit), f"monitor.metric_thresholds.{metric}", limit, "must be a number")
         _expect(m.latency_p95_ms is None or _positive(m.latency_p95_ms), "monitor.latency_p95_ms",
                 m.latency_p95_ms, "must be a positive number or null")
         _expect(_number(m.outlier_rate) and 0 < m.outlier_rate <= 1, "monitor.outlier_rate", m.outlier_rate,
                 "must be in (0, 1]")
-        _expect(m.outlier_detector in ("range", "hst", "both"), "monitor.outlier_detector", m.outlier_detector,
-                "must be range, hst or both")
+        _one_of(m.outlier_detector, OUTLIER_DETECTORS, "monitor.outlier_detector")
 
         if r.schedule is not None:
             _expect(isinstance(r.schedule, dict) and len(r.schedule) == 1 and
@@ -246,17 +258,14 @@ class Policy:
                 "must be a positive number or null")
         _expect(_number(r.holdout_fraction) and 0.05 <= r.holdout_fraction <= 0.5, "retrain.holdout_fraction",
                 r.holdout_fraction, "must be between 0.05 and 0.5")
-        _expect(r.promotion_metric in CLASSIFICATION_METRICS + REGRESSION_METRICS, "retrain.promotion_metric",
-                r.promotion_metric, "is not a known metric")
+        _one_of(r.promotion_metric, METRICS, "retrain.promotion_metric", "is not a known metric; known:")
         _expect(_number(r.margin) and r.margin >= 0, "retrain.margin", r.margin, "must be a number >= 0")
         for metric, limit in r.minimums.items():
-            _expect(metric in CLASSIFICATION_METRICS + REGRESSION_METRICS, f"retrain.minimums.{metric}", metric,
-                    "is not a known metric")
+            _one_of(metric, METRICS, f"retrain.minimums.{metric}", "is not a known metric; known:")
             _expect(_number(limit), f"retrain.minimums.{metric}", limit, "must be a number")
         _expect(_number(r.debounce_s) and r.debounce_s >= 0, "retrain.debounce_s", r.debounce_s,
                 "must be a number >= 0")
-        _expect(r.estimator in ESTIMATORS, "retrain.estimator", r.estimator,
-                f"must be one of {', '.join(ESTIMATORS)}")
+        _one_of(r.estimator, ESTIMATORS, "retrain.estimator")
         if r.search is not None:
             _expect(isinstance(r.search, dict) and isinstance(r.search.get("param_grid"), dict)
                     and r.search["param_grid"], "retrain.search.param_grid", r.search,
@@ -294,6 +303,32 @@ def load_policy_file(path: str | Path) -> Policy:
 def _expect(ok: bool, name: str, value: Any, reason: str) -> None:
     if not ok:
         raise PolicyError(f"{name}: {reason} (got {value!r})")
+
+
+def _one_of(value: Any, allowed: tuple[str, ...], name: str, reason: str = "must be one of") -> None:
+    _expect(isinstance(value, str) and value in allowed, name, value, f"{reason} {', '.join(allowed)}")
+
+
+def _check_detector_params(spec: DetectorSpec, name: str) -> None:
+    """Refuse a parameter the detector does not take, naming the ones it
+    does (otherwise the monitor would fail on it only at start-up)."""
+    if not spec.params:
+        return
+    if spec.name in _OWN_DETECTOR_PARAMS:
+        allowed = _OWN_DETECTOR_PARAMS[spec.name]
+    else:
+        import inspect
+
+        from river import drift  # only when parameters are given: River is a heavy import
+
+        target: Any = drift
+        for part in _RIVER_DETECTORS[spec.name].split("."):
+            target = getattr(target, part)
+        allowed = tuple(p for p in inspect.signature(target).parameters if p != "self")
+    for param in spec.params:
+        if param not in allowed:
+            raise PolicyError(f"{name}.{param}: not a parameter of detector {spec.name!r}; "
+                              f"known: {', '.join(allowed)} (got {param!r})")
 
 
 def _number(value: Any) -> bool:

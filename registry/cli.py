@@ -1,33 +1,55 @@
 """``driftline registry ...`` (also ``python -m registry``).
 
-Sub-commands: ``models``, ``versions MODEL``, ``show REF``, ``alias MODEL
-ALIAS VERSION``, ``unalias MODEL ALIAS``, ``history MODEL``, ``rollback
-MODEL``, ``delete MODEL VERSION``, ``policy set MODEL FILE``, ``policy show
-MODEL``, ``gc``. Every one takes ``--json`` for scripts. Changes publish model
-events when a broker is configured (``DRIFTLINE_BOOTSTRAP_SERVERS`` set, or
-``--publish``); ``--no-publish`` turns that off.
+Sub-commands: ``models``, ``versions MODEL``, ``show REF``, ``register NAME
+FILE.skops --reference DATA.csv``, ``alias MODEL ALIAS VERSION``, ``unalias
+MODEL ALIAS``, ``history MODEL``, ``rollback MODEL``, ``delete MODEL VERSION``,
+``policy set MODEL FILE``, ``policy show MODEL``, ``gc``. Every one takes
+``--json`` for scripts.
+
+Every command that changes the registry publishes its model event(s) to the
+configured broker (``DRIFTLINE_BOOTSTRAP_SERVERS``, default
+``localhost:9092``) — that is how the monitor, the worker and serving
+processes learn of the change — and prints ``event sent: ...`` or ``event NOT
+sent: <reason>`` per event. The change is saved either way, but a command
+whose event was not sent exits 1; ``--no-events`` publishes nothing (exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["register"]
+if TYPE_CHECKING:  # pragma: no cover
+    from driftline.config import Settings
+
+    from .core import Registry
+
+__all__ = ["register", "add_event_options", "EventReport", "open_for_change", "finish_events"]
+
+#: Default for ``--event-timeout-s``: how long one model event may wait for the broker.
+EVENT_TIMEOUT_S = 10.0
+
+
+def add_event_options(parser: argparse.ArgumentParser) -> None:
+    """``--no-events`` and ``--event-timeout-s``, for every command that
+    changes the registry (also ``driftline train``)."""
+    parser.add_argument("--no-events", "--no-publish", dest="no_events", action="store_true",
+                        help="do not publish model events (the daemons will not hear of the change)")
+    # publishing is always on now; the old flag is still accepted by scripts that pass it
+    parser.add_argument("--publish", dest="publish", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--event-timeout-s", type=_positive_float, default=EVENT_TIMEOUT_S,
+                        help=f"how long to wait for the broker per event (default {EVENT_TIMEOUT_S:g})")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``registry`` command to the ``driftline`` parser."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON (for scripts)")
-    publish = common.add_mutually_exclusive_group()
-    publish.add_argument("--publish", dest="publish", action="store_true", default=None,
-                         help="publish model events (default: when DRIFTLINE_BOOTSTRAP_SERVERS is set)")
-    publish.add_argument("--no-publish", dest="publish", action="store_false", help="do not publish model events")
+    changing = argparse.ArgumentParser(add_help=False, parents=[common])
+    add_event_options(changing)
 
     parser = subparsers.add_parser("registry", help="the model registry: versions, aliases, policies")
     sub = parser.add_subparsers(dest="registry_command", metavar="ACTION", required=True)
@@ -44,13 +66,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("--profile", action="store_true", help="include the reference profile")
     p.set_defaults(handler=_show)
 
-    p = sub.add_parser("alias", parents=[common], help="point an alias at a version (champion = promote)")
+    p = sub.add_parser(
+        "register", parents=[changing], help="register a scikit-learn model trained elsewhere (a skops file)",
+        description="Register ARTIFACT (saved with skops.io.dump; never a pickle) as the next version of NAME, "
+                    "with a reference profile built from the reference CSV (features: every column but --target).")
+    p.add_argument("model", metavar="NAME")
+    p.add_argument("artifact", metavar="ARTIFACT.skops")
+    p.add_argument("--reference", required=True, metavar="DATA.csv",
+                   help="CSV with a header row: data like the training data (the drift reference)")
+    p.add_argument("--target", default=None, help="the label column of the reference CSV (profiled as the target)")
+    p.add_argument("--promote", action="store_true", help="also make the new version the champion")
+    p.add_argument("--metrics", default=None, metavar="JSON", help='scores, e.g. \'{"accuracy": 0.91}\'')
+    p.add_argument("--tags", nargs="+", action="extend", default=[], metavar="K=V", help="string tags")
+    p.set_defaults(handler=_register)
+
+    p = sub.add_parser("alias", parents=[changing], help="point an alias at a version (champion = promote)")
     p.add_argument("model")
     p.add_argument("alias")
     p.add_argument("version", type=_positive_int)
     p.set_defaults(handler=_alias)
 
-    p = sub.add_parser("unalias", parents=[common], help="remove an alias")
+    p = sub.add_parser("unalias", parents=[changing], help="remove an alias")
     p.add_argument("model")
     p.add_argument("alias")
     p.set_defaults(handler=_unalias)
@@ -60,11 +96,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--alias", default=None)
     p.set_defaults(handler=_history)
 
-    p = sub.add_parser("rollback", parents=[common], help="move champion back to the previous champion")
+    p = sub.add_parser("rollback", parents=[changing], help="move champion back to the previous champion")
     p.add_argument("model")
     p.set_defaults(handler=_rollback)
 
-    p = sub.add_parser("delete", parents=[common], help="delete a version (not one an alias points at)")
+    p = sub.add_parser("delete", parents=[changing], help="delete a version (not one an alias points at)")
     p.add_argument("model")
     p.add_argument("version", type=_positive_int)
     p.set_defaults(handler=_delete)
@@ -76,9 +112,10 @@ def register(subparsers: Any) -> None:
 
     policy = sub.add_parser("policy", help="a model's monitoring and retraining policy")
     policy_sub = policy.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
-    p = policy_sub.add_parser("set", parents=[common], help="set a model's policy from a JSON file")
+    p = policy_sub.add_parser("set", parents=[changing], help="set a model's policy from a JSON file")
     p.add_argument("model")
     p.add_argument("file")
+    p.add_argument("--create", action="store_true", help="create the model if it is not registered yet")
     p.set_defaults(handler=_policy_set)
     p = policy_sub.add_parser("show", parents=[common], help="show a model's policy (defaults if unset)")
     p.add_argument("model")
@@ -91,15 +128,156 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _open(args: argparse.Namespace):
+    """A registry for reading: publishes nothing."""
     from driftline.config import load_settings
 
     from .core import open_registry
 
-    publish = args.publish
-    if publish is None:
-        publish = bool(os.environ.get("DRIFTLINE_BOOTSTRAP_SERVERS"))
-    return open_registry(load_settings(), publish=publish)
+    return open_registry(load_settings(), publish=False)
+
+
+class EventReport:
+    """The publisher of a command that changes the registry: publishes each
+    model event and records whether it went out, instead of raising, so a
+    command of several steps (register, then promote) saves every change and
+    reports every event.
+
+    Parameters
+    ----------
+    inner
+        The real publisher (:class:`registry.publish.EventPublisher`).
+    topic
+        Where the events go (for the messages).
+
+    Examples
+    --------
+    >>> from registry.publish import NullPublisher
+    >>> from driftline.events import ModelEvent
+    >>> report = EventReport(NullPublisher(), "driftline.model-events")
+    >>> report.publish(ModelEvent(event="deleted", model="churn", version=2, timestamp=1.0))
+    >>> report.lines()
+    ['event sent: deleted churn version 2 (to driftline.model-events)']
+    """
+
+    enabled = True
+
+    def __init__(self, inner: Any, topic: str):
+        self.inner = inner
+        self.topic = topic
+        self.outcomes: list[tuple[Any, str | None]] = []  # (event, None if sent else the reason)
+
+    def publish(self, event: Any) -> None:
+        from driftline import events
+
+        from .errors import PublishError
+
+        if any(reason is not None for _, reason in self.outcomes):
+            events.validate(event)  # a malformed event is still refused
+            # The broker already failed once in this command: do not wait for it again.
+            self.outcomes.append((event, "not attempted: an earlier event of this command was not sent"))
+            return
+        try:
+            self.inner.publish(event)
+        except PublishError as error:
+            self.outcomes.append((event, str(error)))
+        else:
+            self.outcomes.append((event, None))
+
+    @property
+    def all_sent(self) -> bool:
+        return all(reason is None for _, reason in self.outcomes)
+
+    def lines(self) -> list[str]:
+        out = []
+        for event, reason in self.outcomes:
+            what = _describe(event)
+            out.append(f"event sent: {what} (to {self.topic})" if reason is None else
+                       f"event NOT sent: {what}: {reason}")
+        return out
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [{"event": e.event, "model": e.model, "version": e.version, "alias": e.alias, "sent": r is None,
+                 "error": r} for e, r in self.outcomes]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _describe(event: Any) -> str:
+    text = f"{event.event} {event.model}"
+    if event.alias is not None:
+        text += f"@{event.alias}"
+    if event.version is not None:
+        text += f" version {event.version}"
+    return text
+
+
+def open_for_change(settings: "Settings", args: argparse.Namespace) -> "tuple[Registry, EventReport | None]":
+    """A registry for a command that changes it: ``(registry, report)``.
+
+    Events go to ``settings.bootstrap_servers`` (the default address too,
+    like ``driftline train``), unless ``args.no_events``; then ``report`` is
+    ``None`` and nothing is attempted.
+    """
+    import logging
+
+    from .core import open_registry
+
+    if args.no_events:
+        return open_registry(settings, publish=False), None
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # kafka-python logs every failed connection attempt; the outcome is
+        # reported once per event on stdout instead.
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    reg = open_registry(settings, publish=True, publish_timeout_s=args.event_timeout_s)
+    report = EventReport(reg.publisher, settings.topics.model_events)
+    reg.publisher = report
+    return reg, report
+
+
+def finish_events(report: "EventReport | None", json_output: bool = False) -> int:
+    """Print what happened to the command's events; the exit code: 1 when an
+    event was not sent (the change is saved, but the daemons did not hear of
+    it), else 0."""
+    if report is None:
+        if not json_output:
+            print("model events off (--no-events): the monitor, the worker and serving processes were not told")
+        return 0
+    if not json_output:
+        for line in report.lines():
+            print(line)
+    if report.all_sent:
+        return 0
+    print("driftline: error: the change is saved, but not every model event was sent; the monitor, the worker "
+          "and serving processes have not heard of it (check DRIFTLINE_BOOTSTRAP_SERVERS, or pass --no-events)",
+          file=sys.stderr)
+    return 1
+
+
+def _change(args: argparse.Namespace):
+    from driftline.config import load_settings
+
+    return open_for_change(load_settings(), args)
+
+
+def _result(args: argparse.Namespace, report: "EventReport | None", data: dict[str, Any], text: str) -> int:
+    if args.json:
+        data["events"] = None if report is None else report.to_list()
+        _print_json(data)
+    else:
+        print(text)
+    return finish_events(report, args.json)
 
 
 def _time(ts: float) -> str:
@@ -173,24 +351,89 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register(args: argparse.Namespace) -> int:
+    import hashlib
+    from pathlib import Path
+
+    import pandas as pd
+
+    from driftline.errors import DriftlineError
+
+    from .core import CHAMPION
+
+    artifact = Path(args.artifact)
+    try:
+        data = artifact.read_bytes()
+    except OSError as error:
+        raise DriftlineError(f"cannot read artifact {args.artifact!r}: {error.strerror}") from None
+    reference_path = Path(args.reference)
+    try:
+        reference_bytes = reference_path.read_bytes()
+        reference = pd.read_csv(reference_path)
+    except OSError as error:
+        raise DriftlineError(f"cannot read --reference {args.reference!r}: {error.strerror}") from None
+    except (ValueError, UnicodeDecodeError) as error:  # pandas' parser errors are ValueErrors
+        raise DriftlineError(f"cannot read --reference {args.reference!r} as CSV: {error}") from None
+    metrics = _parse_metrics(args.metrics)
+    tags = _parse_tags(args.tags)
+    lineage = {"source": "external", "artifact_file": artifact.name, "reference_file": reference_path.name,
+               "reference_rows": int(len(reference)), "reference_sha256": hashlib.sha256(reference_bytes).hexdigest(),
+               "target": args.target, "parent_version": None}
+    reg, report = _change(args)
+    with reg:
+        version = reg.register_artifact(args.model, data, reference=reference, target=args.target,
+                                        metrics=metrics, tags=tags, lineage=lineage)
+        if args.promote:
+            reg.promote(args.model, version.version)
+    features = len((version.profile or {}).get("features", {}))
+    text = (f"{args.model}: version {version.version} registered from {artifact.name} "
+            f"(sha256 {version.artifact_sha256[:12]}, profile of {features} features, {len(reference)} rows"
+            + (f", target {args.target}" if args.target else "") + ")"
+            + (f"; promoted to {CHAMPION}" if args.promote else ""))
+    return _result(args, report, {"model": args.model, "version": version.version,
+                                  "artifact_sha256": version.artifact_sha256, "promoted": args.promote}, text)
+
+
+def _parse_metrics(text: str | None) -> dict[str, Any]:
+    from driftline.errors import DriftlineError
+
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise DriftlineError(f"--metrics {text!r} is not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise DriftlineError(f"--metrics must be a JSON object of name -> number (got {text!r})")
+    return value
+
+
+def _parse_tags(items: list[str]) -> dict[str, str]:
+    from driftline.errors import DriftlineError
+
+    tags = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DriftlineError(f"--tags {item!r} is invalid: expected KEY=VALUE")
+        tags[key] = value
+    return tags
+
+
 def _alias(args: argparse.Namespace) -> int:
-    with _open(args) as reg:
+    reg, report = _change(args)
+    with reg:
         version = reg.set_alias(args.model, args.alias, args.version)
-    if args.json:
-        _print_json({"model": args.model, "alias": args.alias, "version": version.version})
-    else:
-        print(f"{args.model}@{args.alias} -> version {version.version}")
-    return 0
+    return _result(args, report, {"model": args.model, "alias": args.alias, "version": version.version},
+                   f"{args.model}@{args.alias} -> version {version.version}")
 
 
 def _unalias(args: argparse.Namespace) -> int:
-    with _open(args) as reg:
+    reg, report = _change(args)
+    with reg:
         reg.remove_alias(args.model, args.alias)
-    if args.json:
-        _print_json({"model": args.model, "alias": args.alias, "version": None})
-    else:
-        print(f"{args.model}@{args.alias} removed")
-    return 0
+    return _result(args, report, {"model": args.model, "alias": args.alias, "version": None},
+                   f"{args.model}@{args.alias} removed")
 
 
 def _history(args: argparse.Namespace) -> int:
@@ -207,23 +450,19 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    with _open(args) as reg:
+    reg, report = _change(args)
+    with reg:
         version = reg.rollback(args.model)
-    if args.json:
-        _print_json({"model": args.model, "alias": "champion", "version": version.version})
-    else:
-        print(f"{args.model}@champion rolled back to version {version.version}")
-    return 0
+    return _result(args, report, {"model": args.model, "alias": "champion", "version": version.version},
+                   f"{args.model}@champion rolled back to version {version.version}")
 
 
 def _delete(args: argparse.Namespace) -> int:
-    with _open(args) as reg:
+    reg, report = _change(args)
+    with reg:
         reg.delete_version(args.model, args.version)
-    if args.json:
-        _print_json({"model": args.model, "deleted": args.version})
-    else:
-        print(f"deleted version {args.version} of {args.model}")
-    return 0
+    return _result(args, report, {"model": args.model, "deleted": args.version},
+                   f"deleted version {args.version} of {args.model}")
 
 
 def _gc(args: argparse.Namespace) -> int:
@@ -241,14 +480,20 @@ def _gc(args: argparse.Namespace) -> int:
 def _policy_set(args: argparse.Namespace) -> int:
     from driftline.policy import load_policy_file
 
+    from .errors import NotFoundError
+
     policy = load_policy_file(args.file)  # PolicyError names the bad setting
-    with _open(args) as reg:
+    reg, report = _change(args)
+    with reg:
+        if not args.create:
+            try:
+                reg.get_model(args.model)
+            except NotFoundError as error:
+                # a typo in the name would otherwise create a model nobody monitors
+                raise NotFoundError(f"{error}; pass --create to set the policy of a new model") from None
         stored = reg.set_policy(args.model, policy)
-    if args.json:
-        _print_json({"model": args.model, "policy": stored.to_dict()})
-    else:
-        print(f"policy of {args.model} updated")
-    return 0
+    return _result(args, report, {"model": args.model, "policy": stored.to_dict()},
+                   f"policy of {args.model} updated")
 
 
 def _policy_show(args: argparse.Namespace) -> int:

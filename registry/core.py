@@ -18,6 +18,8 @@ Examples
 (2, [1])
 >>> reg.rollback("churn").version
 1
+>>> reg.resolve("models:/churn/1").version, reg.resolve("models:/churn@champion").version
+(1, 1)
 >>> reg.resolve("churn/3")
 Traceback (most recent call last):
 ...
@@ -35,24 +37,26 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from driftline.config import ConfigError, Settings
+from driftline.config import ConfigError, Settings, load_settings
 from driftline.events import ModelEvent, validate_name
 from driftline.policy import Policy, PolicyError
 
 from . import artifacts
 from .artifacts import ArtifactStore
 from .backends import Backend, PostgresBackend, SQLiteBackend, Tx
-from .errors import ConflictError, NotFoundError, RegistryError
+from .errors import ConflictError, NotFoundError, RegistryError, UntrustedArtifactError
 from .models import VERSION_STATUSES, AliasMove, LoadedModel, Model, ModelVersion
 from .publish import EventPublisher, NullPublisher
 
-__all__ = ["Registry", "open_registry", "parse_ref", "CHAMPION"]
+__all__ = ["Registry", "open_registry", "parse_ref", "load", "CHAMPION", "MODELS_URI"]
 
 log = logging.getLogger(__name__)
 
 #: The alias serving loads and the worker promotes.
 CHAMPION = "champion"
 
+#: MLflow's spelling of a reference, accepted too: ``models:/churn@champion``, ``models:/churn/3``.
+MODELS_URI = "models:/"
 _REF = re.compile(r"^(?P<model>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>[^@/]+))$")
 _MAX_TAG = 1024
 _MAX_TEXT = 4096
@@ -96,19 +100,45 @@ def open_registry(settings: Settings, publish: bool = False, *, publish_timeout_
     return Registry(backend, ArtifactStore(artifact_root), publisher)
 
 
+def load(ref: str, settings: Settings | None = None) -> LoadedModel:
+    """Load the model behind ``ref`` from the registry the environment names
+    (``DRIFTLINE_REGISTRY``; see :func:`driftline.config.load_settings`).
+
+    ``ref`` is ``churn@champion``, ``churn/3``, ``models:/churn@champion`` or
+    ``models:/churn/3``. Publishes nothing and needs no broker.
+
+    >>> import registry                                    # doctest: +SKIP
+    >>> model = registry.load("models:/churn@champion")    # doctest: +SKIP
+    >>> model.estimator.predict(X), model.version.version  # doctest: +SKIP
+    """
+    with open_registry(settings if settings is not None else load_settings(), publish=False) as reg:
+        return reg.load(ref)
+
+
 def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
-    """Split ``name@alias`` or ``name/version`` into (name, alias, version).
+    """Split ``name@alias`` or ``name/version`` (optionally prefixed with
+    ``models:/``, as in MLflow) into (name, alias, version).
 
     >>> parse_ref("churn@champion"), parse_ref("churn/3")
     (('churn', 'champion', None), ('churn', None, 3))
+    >>> parse_ref("models:/churn@champion"), parse_ref("models:/churn/3")
+    (('churn', 'champion', None), ('churn', None, 3))
     """
-    match = _REF.match(ref) if isinstance(ref, str) else None
+    text = ref[len(MODELS_URI):] if isinstance(ref, str) and ref.startswith(MODELS_URI) else ref
+    match = _REF.match(text) if isinstance(text, str) else None
     if match is None:
-        raise RegistryError(f"model reference {ref!r} is invalid: expected NAME@ALIAS or NAME/VERSION")
+        raise RegistryError(f"model reference {ref!r} is invalid: expected NAME@ALIAS, NAME/VERSION, "
+                            "models:/NAME@ALIAS or models:/NAME/VERSION")
     name = validate_name(match["model"], "model")
     if match["alias"] is not None:
         return name, validate_name(match["alias"], "alias"), None
     return name, None, _version_number(match["version"])
+
+
+def _looks_like_pickle(data: bytes) -> bool:
+    # Protocol 2+ pickles (and joblib files, which are pickles) start with
+    # PROTO (0x80) and its protocol number; skops files are zips ("PK").
+    return len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5
 
 
 def _version_number(value: Any) -> int:
@@ -281,6 +311,102 @@ class Registry:
             Why it was rejected.
         """
         validate_name(name, "model")
+        fields = self._version_fields(metrics, params, tags, lineage, profile, status, request_id, reason)
+        data, trusted = artifacts.dumps_checked(estimator)
+        return self._store_version(name, data, trusted, fields)
+
+    def register_artifact(
+        self,
+        name: str,
+        data: bytes,
+        *,
+        reference: Any = None,
+        target: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        lineage: Mapping[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Register a skops file trained elsewhere (a notebook, another team)
+        as the next version of ``name``, byte for byte.
+
+        The file passes the same audit as every version before anything in it
+        is constructed (:func:`registry.artifacts.trusted_types`: a pickle or
+        a type outside the trusted list is refused with
+        :class:`UntrustedArtifactError`); then it is loaded, must predict on
+        the reference data, and is stored with its SHA-256 and a reference
+        profile. Publishes ``registered``.
+
+        Parameters
+        ----------
+        data
+            The skops file's bytes (``skops.io.dump(model, path)``).
+        reference
+            A pandas DataFrame the model was trained on (or data like it):
+            features are all columns but ``target``; profiled together with
+            the model's predictions on them.
+        target
+            The label column of ``reference``, profiled as the target.
+        metrics, params, tags, lineage
+            As for :meth:`register_version`.
+
+        Examples
+        --------
+        >>> import shutil, tempfile, pandas as pd, skops.io as sio
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> from driftline.config import load_settings
+        >>> tmp = tempfile.mkdtemp()
+        >>> df = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "y": [0, 0, 1, 1]})
+        >>> data = sio.dumps(LogisticRegression().fit(df[["x"]], df["y"]))
+        >>> reg = open_registry(load_settings(environ={}, registry=tmp))
+        >>> v = reg.register_artifact("churn", data, reference=df, target="y")
+        >>> v.version, sorted(v.profile["features"]), v.artifact_sha256 == artifacts.sha256(data)
+        (1, ['x'], True)
+        >>> reg.register_artifact("churn", b"\\x80\\x04K\\x01.")
+        Traceback (most recent call last):
+        ...
+        registry.errors.UntrustedArtifactError: the artifact is a pickle (or joblib) file: ...
+        >>> reg.close(); shutil.rmtree(tmp)
+        """
+        validate_name(name, "model")
+        if not isinstance(data, (bytes, bytearray)):
+            raise RegistryError(f"artifact must be bytes (got {type(data).__name__})")
+        data = bytes(data)
+        fields = self._version_fields(metrics, params, tags, lineage, None, "ready", None, None)
+        if _looks_like_pickle(data):
+            raise UntrustedArtifactError(
+                "the artifact is a pickle (or joblib) file: Driftline never loads pickles, because loading "
+                "one runs whatever code it names; save the model with skops.io.dump(model, 'model.skops')"
+            )
+        trusted = artifacts.trusted_types(data)  # the audit: nothing is constructed before it passes
+        estimator = artifacts.loads(data, artifacts.sha256(data), trusted)
+        if not callable(getattr(estimator, "predict", None)):
+            raise RegistryError(f"the artifact holds a {type(estimator).__name__}, which has no predict method: "
+                                "expected a fitted scikit-learn estimator or pipeline")
+        if reference is not None:
+            from .profile import build_profile
+
+            if target is not None and target not in reference.columns:
+                raise RegistryError(f"target column {target!r} is not in the reference data (columns: "
+                                    f"{', '.join(map(str, reference.columns[:20]))})")
+            features = reference.drop(columns=[target]) if target is not None else reference
+            if features.shape[1] == 0:
+                raise RegistryError("the reference data has no feature columns besides the target")
+            try:
+                predictions = estimator.predict(features)
+            # scikit-learn reports wrong columns, types or an unfitted model with these
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:
+                raise RegistryError(
+                    f"the model cannot predict on the reference data ({type(error).__name__}: "
+                    f"{' '.join(str(error).split())}); "
+                    "the reference must hold the model's feature columns (and the target, named by --target)"
+                ) from None
+            fields["profile_json"] = _json(build_profile(reference, target=target, predictions=predictions),
+                                           "profile")
+        return self._store_version(name, data, trusted, fields)
+
+    def _version_fields(self, metrics, params, tags, lineage, profile, status, request_id, reason) -> dict[str, Any]:
+        """Validate a version's metadata before any artifact is written."""
         if status not in VERSION_STATUSES:
             raise RegistryError(f"status {status!r} is invalid: expected one of {', '.join(VERSION_STATUSES)}")
         metrics_json = _json(_check_metrics(metrics), "metrics")
@@ -293,8 +419,13 @@ class Registry:
         profile_json = None if profile is None else _json(dict(profile), "profile")
         request_id = _optional_text(request_id, "request_id")
         reason = _optional_text(reason, "reason")
+        return dict(metrics_json=metrics_json, params_json=params_json, tags_json=tags_json, lineage=lineage,
+                    lineage_json=lineage_json, profile_json=profile_json, status=status, request_id=request_id,
+                    reason=reason)
 
-        data, trusted = artifacts.dumps_checked(estimator)
+    def _store_version(self, name: str, data: bytes, trusted: list[str], fields: dict[str, Any]) -> ModelVersion:
+        """Write the artifact, then commit the version's row, then publish."""
+        status, request_id, reason, lineage = fields["status"], fields["request_id"], fields["reason"], fields["lineage"]
         digest = artifacts.sha256(data)
         relative = self.store.write(name, data)
         created_at = time.time()
@@ -306,8 +437,9 @@ class Registry:
                 tx.execute("UPDATE models SET last_version = ? WHERE name = ?", (version, name))
                 tx.execute(
                     f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, version, status, created_at, metrics_json, params_json, tags_json, lineage_json,
-                     profile_json, digest, request_id, reason, len(data), relative, json.dumps(trusted)),
+                    (name, version, status, created_at, fields["metrics_json"], fields["params_json"],
+                     fields["tags_json"], fields["lineage_json"], fields["profile_json"], digest, request_id, reason,
+                     len(data), relative, json.dumps(trusted)),
                 )
                 if self._before_commit is not None:
                     self._before_commit(version)
@@ -396,8 +528,9 @@ class Registry:
         return None if row[0] is None else json.loads(row[0])
 
     def delete_version(self, name: str, version: int) -> None:
-        """Delete a version and its artifact. A version an alias points at
-        cannot be deleted (:class:`ConflictError`); its number is never reused."""
+        """Delete a version and its artifact and publish ``deleted``. A
+        version an alias points at cannot be deleted (:class:`ConflictError`);
+        its number is never reused."""
         validate_name(name, "model")
         version = _version_number(version)
         with self.backend.transaction(write=True) as tx:
@@ -415,10 +548,12 @@ class Registry:
                 )
             tx.execute("DELETE FROM versions WHERE model = ? AND version = ?", (name, version))
         self.store.remove(row[0])
+        self._publish("deleted", name, version=version)
 
     # -- references and loading ---------------------------------------------------------
     def resolve(self, ref: str) -> ModelVersion:
-        """The version behind ``name@alias`` or ``name/version``."""
+        """The version behind ``name@alias`` or ``name/version`` (either may
+        be written ``models:/...``)."""
         name, alias, version = parse_ref(ref)
         if alias is None:
             return self.get_version(name, version)
@@ -434,7 +569,8 @@ class Registry:
             return self._versions(tx, name, row[0])[0]
 
     def load(self, ref: str) -> LoadedModel:
-        """Load the estimator behind ``ref`` (``churn@champion``, ``churn/3``).
+        """Load the estimator behind ``ref`` (``churn@champion``, ``churn/3``,
+        ``models:/churn@champion``, ``models:/churn/3``).
 
         The artifact's SHA-256 must match the registered one and every type
         it needs must be trusted (:func:`registry.artifacts.trusted_types`);

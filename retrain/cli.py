@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 __all__ = ["register", "run_worker", "run_train"]
 
@@ -51,6 +50,9 @@ def register(subparsers) -> None:
                        help="recipe: logistic_regression, random_forest, gradient_boosting, linear_regression, "
                             "random_forest_regressor, gradient_boosting_regressor (default: the model's policy)")
     train.add_argument("--description", default="", help="model description (new models)")
+    from registry.cli import add_event_options
+
+    add_event_options(train)  # --no-events, --event-timeout-s: like every registry change
     train.set_defaults(handler=run_train)
 
 
@@ -105,7 +107,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from driftline.config import load_settings
     from driftline.errors import DriftlineError
-    from registry import open_registry
+    from registry.cli import finish_events, open_for_change
 
     from .trainer import train_frame
 
@@ -121,7 +123,7 @@ def run_train(args: argparse.Namespace) -> int:
     from .resilience import unavailable
 
     settings = load_settings()
-    reg = open_registry(settings, publish=_broker_reachable(settings))
+    reg, report = open_for_change(settings, args)  # events go to settings.bootstrap_servers
     try:
         result = train_frame(reg, args.model, frame, args.target, estimator=args.estimator,
                              description=args.description)
@@ -135,16 +137,4 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"{args.model}: version {result.version} registered and promoted to champion "
           f"({result.rows} rows used of {cleaning.get('rows_read')}; dropped missing_label="
           f"{cleaning.get('missing_label')} non_finite={cleaning.get('non_finite')}; {metrics})")
-    return 0
-
-
-def _broker_reachable(settings) -> bool:
-    """Publish model events only when a broker answers (training from a CSV
-    works without Kafka)."""
-    from .worker import tcp_reachable
-
-    if any(tcp_reachable(server) for server in settings.bootstrap_list):
-        return True
-    print(f"driftline: note: no broker at {settings.bootstrap_servers}; model events are not published",
-          file=sys.stderr)
-    return False
+    return finish_events(report)

@@ -17,10 +17,15 @@ from tests.registry_fixtures import backend, reg_settings, small_model  # noqa: 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+CHANGING = ("register", "alias", "unalias", "rollback", "delete", "policy")
+
+
 @pytest.fixture
 def cli(reg_settings, monkeypatch, capsys):
     """Run ``driftline registry ARGS`` in-process on this test's registry:
-    returns (exit code, stdout, stderr)."""
+    returns (exit code, stdout, stderr). These tests have no broker, so
+    commands that change the registry get ``--no-events`` (events are
+    tested in test_registry_events.py)."""
     for key in list(os.environ):
         if key.startswith("DRIFTLINE_"):
             monkeypatch.delenv(key)
@@ -29,6 +34,8 @@ def cli(reg_settings, monkeypatch, capsys):
         monkeypatch.setenv("DRIFTLINE_REGISTRY_ARTIFACTS", reg_settings.registry_artifacts)
 
     def run(*args: str):
+        if args[0] in CHANGING and args[:2] != ("policy", "show"):
+            args = (*args, "--no-events")
         code = main(["registry", *args])
         out, err = capsys.readouterr()
         return code, out, err
@@ -57,10 +64,12 @@ def test_listing_and_showing(cli, two_versions):
 
 def test_alias_rollback_history_delete(cli, two_versions):
     assert cli("alias", "churn", "champion", "1")[0] == 0
-    assert cli("alias", "churn", "champion", "2")[1].strip() == "churn@champion -> version 2"
+    assert cli("alias", "churn", "champion", "2")[1].splitlines() == [
+        "churn@champion -> version 2",
+        "model events off (--no-events): the monitor, the worker and serving processes were not told"]
     assert json.loads(cli("show", "churn@champion", "--json")[1])["version"] == 2
     code, out, _ = cli("rollback", "churn", "--json")
-    assert code == 0 and json.loads(out) == {"model": "churn", "alias": "champion", "version": 1}
+    assert code == 0 and json.loads(out) == {"model": "churn", "alias": "champion", "version": 1, "events": None}
     moves = json.loads(cli("history", "churn", "--json")[1])
     assert [(m["action"], m["version"]) for m in moves] == [("promoted", 1), ("promoted", 2), ("rolled_back", 1)]
     code, _, err = cli("delete", "churn", "1")
@@ -112,3 +121,98 @@ def test_real_process_exits_non_zero_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-m", "driftline", "registry", "show", "churn@champion"], cwd=ROOT,
                             env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stderr == "driftline: error: model 'churn' is not registered\n"
+
+
+def test_models_uri_references(cli, two_versions, reg_settings):
+    assert cli("alias", "churn", "champion", "1")[0] == 0
+    assert json.loads(cli("show", "models:/churn@champion", "--json")[1])["version"] == 1
+    assert json.loads(cli("show", "models:/churn/2", "--json")[1])["tags"] == {"team": "growth"}
+    code, _, err = cli("show", "models:/churn")
+    assert code == 1 and err == ("driftline: error: model reference 'models:/churn' is invalid: expected "
+                                 "NAME@ALIAS, NAME/VERSION, models:/NAME@ALIAS or models:/NAME/VERSION\n")
+
+
+def _policy_file(tmp_path, data) -> str:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"monitor": {"retrain_on": ["concept_drift", "drift"]}},
+     "monitor.retrain_on: names an unknown alert kind; known: data_drift, concept_drift, prediction_drift, "
+     "metric, latency, outliers (got 'drift')"),
+    ({"monitor": {"concept_drift": "adwinn"}},
+     "monitor.concept_drift.name: must be one of adwin, ddm, eddm, hddm_a, hddm_w, fhddm, page_hinkley "
+     "(got 'adwinn')"),
+    ({"monitor": {"data_drift": {"name": "wasserstein"}}},
+     "monitor.data_drift.name: must be one of ks, psi, kswin, adwin, page_hinkley, chi2 (got 'wasserstein')"),
+    ({"monitor": {"concept_drift": {"name": "adwin", "params": {"delt": 0.1}}}},
+     "monitor.concept_drift.params.delt: not a parameter of detector 'adwin'; known: delta, clock, max_buckets, "
+     "min_window_length, grace_period (got 'delt')"),
+    ({"monitor": {"data_drift": {"name": "ks", "params": {"alpha": 0.1}}}},
+     "monitor.data_drift.params.alpha: not a parameter of detector 'ks'; known: reference_size (got 'alpha')"),
+    ({"monitor": {"task": "classify"}}, "monitor.task: must be one of auto, classification, regression (got 'classify')"),
+    ({"monitor": {"outlier_detector": "iforest"}}, "monitor.outlier_detector: must be one of range, hst, both"),
+    ({"retrain": {"promotion_metric": "auc"}},
+     "retrain.promotion_metric: is not a known metric; known: accuracy, precision, recall, f1, log_loss, roc_auc, "
+     "mae, rmse, r2 (got 'auc')"),
+    ({"retrain": {"estimator": "svm"}}, "retrain.estimator: must be one of logistic_regression, random_forest"),
+])
+def test_policy_set_refuses_unknown_names(cli, two_versions, tmp_path, data, message):
+    code, out, err = cli("policy", "set", "churn", _policy_file(tmp_path, data))
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("driftline: error: " + message)
+    assert cli("models", "--json")[1].count('"has_policy": false') == 1  # nothing stored
+
+
+def test_policy_set_refuses_a_missing_model_unless_create(cli, two_versions, tmp_path):
+    path = _policy_file(tmp_path, {"monitor": {"cooldown_s": 5}})
+    code, out, err = cli("policy", "set", "chrun", path)
+    assert code == 1 and out == ""
+    assert err == ("driftline: error: model 'chrun' is not registered; pass --create to set the policy "
+                   "of a new model\n")
+    assert [m["name"] for m in json.loads(cli("models", "--json")[1])] == ["churn"]  # no model created
+    code, out, _ = cli("policy", "set", "chrun", path, "--create")
+    assert code == 0 and out.splitlines()[0] == "policy of chrun updated"
+    assert json.loads(cli("policy", "show", "chrun", "--json")[1])["monitor"]["cooldown_s"] == 5.0
+
+
+def _newcomer_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Your own model in ten commands")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def test_readme_small_data_policy_is_accepted(cli, two_versions, tmp_path):
+    section = _newcomer_section()
+    block = section[section.index("```json") + len("```json"):]
+    policy = json.loads(block[:block.index("```")])
+    path = _policy_file(tmp_path, policy)
+    code, out, err = cli("policy", "set", "churn", path)
+    assert code == 0, err
+    stored = json.loads(cli("policy", "show", "churn", "--json")[1])
+    assert stored["monitor"]["warmup"] == 50 and stored["monitor"]["expected_run_length"] == 1000.0
+    assert stored["retrain"]["min_rows"] <= stored["retrain"]["window_rows"]
+
+
+def test_readme_ten_commands_parse():
+    """Every ``driftline …`` command the newcomer section shows is one the
+    CLI accepts (parsed, not run)."""
+    import shlex
+
+    from driftline.cli import build_parser
+
+    section = _newcomer_section()
+    block = section[section.index("```sh") + len("```sh"):]
+    commands = []
+    for line in block[:block.index("```")].splitlines():
+        for part in line.split("#")[0].split("&&"):
+            words = shlex.split(part.strip().rstrip("&").strip())
+            if words[:1] == ["driftline"]:
+                commands.append(words[1:])
+    assert len(commands) == 10  # make install, then ten driftline commands (steps 3 and 4 are alternatives)
+    parser = build_parser()
+    for words in commands:
+        args = parser.parse_args(words)
+        assert callable(args.handler), words
