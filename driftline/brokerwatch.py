@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Callable, Sequence
 
-__all__ = ["BrokerWatch", "ClientNoiseFilter", "install_client_noise_filter"]
+__all__ = ["BrokerWatch", "ClientNoiseFilter", "install_client_noise_filter", "tcp_reachable"]
 
 log = logging.getLogger("driftline.broker")
 
@@ -77,17 +77,24 @@ def install_client_noise_filter(level: int | None = None) -> None:
             handler.addFilter(ClientNoiseFilter())
 
 
-def _reachable(servers: Sequence[str], timeout_s: float) -> str | None:
-    """``None`` when one server accepts a TCP connection, else the last error."""
-    error = "no bootstrap servers"
-    for server in servers:
-        host, _, port = server.rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s):
-                return None
-        except (OSError, ValueError) as failure:
-            error = f"{server}: {failure.strerror or failure}" if isinstance(failure, OSError) else str(failure)
-    return error
+def tcp_reachable(server: str, timeout_s: float = 1.0) -> bool:
+    """Whether ``host:port`` accepts a TCP connection."""
+    host, _, port = server.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def _say(component: str, event: str, down_s: float | None, servers: str, interval_s: float) -> None:
+    if event == "broker_down":
+        log.warning("%s: cannot reach the Kafka broker at %s; retrying, one line every %.0f s while it is down",
+                    component, servers, interval_s)
+    elif event == "broker_still_down":
+        log.warning("%s: Kafka broker at %s unreachable for %.0f s", component, servers, down_s)
+    else:
+        log.warning("%s: Kafka broker at %s reachable again after %.1f s", component, servers, down_s)
 
 
 class BrokerWatch:
@@ -105,15 +112,35 @@ class BrokerWatch:
         Seconds between probes.
     on_change
         Called with ``True`` (back) or ``False`` (gone) on each change.
+    say
+        ``say(event, down_s)`` writes the line for ``broker_down``,
+        ``broker_still_down`` or ``broker_up`` (default: a sentence on the
+        ``driftline.broker`` logger); the worker writes its ``key=value`` lines.
+    reachable
+        ``reachable(server) -> bool`` (default: a TCP connect).
+
+    Examples
+    --------
+    >>> answers = iter([False, False, True])
+    >>> said = []
+    >>> watch = BrokerWatch(["h:1"], "worker", reachable=lambda s: next(answers),
+    ...                     say=lambda event, down_s: said.append(event))
+    >>> [watch.check(now=t) for t in (0.0, 1.0, 2.0)], said
+    ([False, False, True], ['broker_down', 'broker_up'])
     """
 
     def __init__(self, servers: Sequence[str], component: str, interval_s: float = 30.0, probe_s: float = 1.0,
-                 on_change: Callable[[bool], None] | None = None):
+                 on_change: Callable[[bool], None] | None = None,
+                 say: Callable[[str, float | None], None] | None = None,
+                 reachable: Callable[[str], bool] | None = None):
         self.servers = list(servers)
         self.component = component
         self.interval_s = interval_s
         self.probe_s = probe_s
         self.on_change = on_change
+        joined = ",".join(self.servers)
+        self._say = say or (lambda event, down_s: _say(component, event, down_s, joined, interval_s))
+        self._reachable = reachable or (lambda server: tcp_reachable(server, timeout_s=min(2.0, probe_s * 2)))
         self.down_since: float | None = None
         self._last_line = 0.0
         self._stop = threading.Event()
@@ -123,26 +150,29 @@ class BrokerWatch:
     def up(self) -> bool:
         return self.down_since is None
 
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
     def check(self, now: float | None = None) -> bool:
         """Probe once, log what changed; returns whether the broker is up."""
+        up = any(self._reachable(server) for server in self.servers)
         now = time.monotonic() if now is None else now
-        error = _reachable(self.servers, timeout_s=min(2.0, self.probe_s * 2))
-        if error is None:
+        if up:
             if self.down_since is not None:
-                log.warning("%s: Kafka broker reachable again after %.1f s", self.component, now - self.down_since)
-                self.down_since = None
+                down_s, self.down_since = round(now - self.down_since, 1), None
+                self._say("broker_up", down_s)
                 if self.on_change:
                     self.on_change(True)
             return True
         if self.down_since is None:
             self.down_since = self._last_line = now
-            log.warning("%s: cannot reach the Kafka broker (%s); retrying, one line every %.0f s while it is down",
-                        self.component, error, self.interval_s)
+            self._say("broker_down", None)
             if self.on_change:
                 self.on_change(False)
         elif now - self._last_line >= self.interval_s:
             self._last_line = now
-            log.warning("%s: Kafka broker unreachable for %.0f s (%s)", self.component, now - self.down_since, error)
+            self._say("broker_still_down", round(now - self.down_since, 1))
         return False
 
     def start(self) -> "BrokerWatch":

@@ -6,8 +6,9 @@
   not be reached, trying again may help" (a refused or reset database
   connection, a broker that does not acknowledge) from a run's own failure,
   and say it in one readable line without secrets.
-- :class:`BrokerWatch` — one warning when the broker goes down, one reminder
-  per interval while it stays down, one line when it is back.
+- :func:`broker_watch` — :class:`driftline.brokerwatch.BrokerWatch` with the
+  worker's ``key=value`` lines: one warning when the broker goes down, one
+  reminder per interval while it stays down, one line when it is back.
 - :class:`KafkaLogLimiter` — at most one kafka-python line per interval
   (kafka-python logs every failed reconnect of every client at ERROR).
 
@@ -28,12 +29,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from driftline.brokerwatch import BrokerWatch
 from driftline.config import Settings
 from driftline.errors import DriftlineError
 
 from .log import log_event
 
-__all__ = ["RetryPolicy", "Unavailable", "unavailable", "safe_url", "BrokerWatch", "KafkaLogLimiter",
+__all__ = ["RetryPolicy", "Unavailable", "unavailable", "safe_url", "broker_watch", "KafkaLogLimiter",
            "quiet_kafka_logging"]
 
 logger = logging.getLogger("retrain.worker")
@@ -168,71 +170,21 @@ def unavailable(error: BaseException, settings: Settings) -> Unavailable | None:
     return None
 
 
-class BrokerWatch:
-    """Probe the bootstrap servers (TCP) and log the broker's ups and downs:
-    one warning when it goes down, one per ``interval_s`` while it stays
-    down (with the down time), one line when it is back.
+def broker_watch(servers: list[str], interval_s: float = 30.0, probe_s: float = 1.0,
+                 reachable: Callable[[str], bool] | None = None) -> BrokerWatch:
+    """The worker's broker watch: its lines are ``event=broker_down`` etc."""
+    joined = ",".join(servers)
 
-    Parameters
-    ----------
-    servers
-        ``host:port`` strings.
-    interval_s
-        Seconds between two "still down" lines.
-    probe_s
-        Seconds between two probes.
-    reachable
-        ``reachable(server) -> bool`` (default: a TCP connect).
-    """
+    def say(event: str, down_s: float | None) -> None:
+        if event == "broker_down":
+            log_event(logger, event, logging.WARNING, servers=joined,
+                      note=f"retrying; a reminder every {interval_s:g}s until it is back")
+        elif event == "broker_still_down":
+            log_event(logger, event, logging.WARNING, servers=joined, down_s=down_s)
+        else:
+            log_event(logger, event, servers=joined, down_s=down_s)
 
-    def __init__(self, servers: list[str], interval_s: float = 30.0, probe_s: float = 1.0,
-                 reachable: Callable[[str], bool] | None = None):
-        self.servers = list(servers)
-        self.interval_s = interval_s
-        self.probe_s = probe_s
-        self._reachable = reachable or _tcp_reachable
-        self._down_since: float | None = None
-        self._last_said = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="broker-watch", daemon=True)
-
-    @property
-    def down(self) -> bool:
-        return self._down_since is not None
-
-    def start(self) -> "BrokerWatch":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def check(self) -> bool:
-        """Probe once, log a change; returns whether the broker answers."""
-        up = any(self._reachable(server) for server in self.servers)
-        now = time.monotonic()
-        if not up and self._down_since is None:
-            self._down_since = self._last_said = now
-            log_event(logger, "broker_down", logging.WARNING, servers=",".join(self.servers),
-                      note=f"retrying; a reminder every {self.interval_s:g}s until it is back")
-        elif not up and now - self._last_said >= self.interval_s:
-            self._last_said = now
-            log_event(logger, "broker_still_down", logging.WARNING, servers=",".join(self.servers),
-                      down_s=round(now - self._down_since, 1))
-        elif up and self._down_since is not None:
-            log_event(logger, "broker_up", servers=",".join(self.servers), down_s=round(now - self._down_since, 1))
-            self._down_since = None
-        return up
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.probe_s):
-            self.check()
-
-
-def _tcp_reachable(server: str) -> bool:
-    from .worker import tcp_reachable
-
-    return tcp_reachable(server, timeout=1.0)
+    return BrokerWatch(servers, "worker", interval_s=interval_s, probe_s=probe_s, say=say, reachable=reachable)
 
 
 class KafkaLogLimiter(logging.Filter):

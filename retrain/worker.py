@@ -50,7 +50,9 @@ from driftline.events import DeadLetter, ModelEvent, RetrainRequest
 from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, RETRAIN_RUNS, start_metrics_server
 
 from .log import log_event
-from .resilience import BrokerWatch, RetryPolicy, unavailable
+from driftline.brokerwatch import BrokerWatch, tcp_reachable
+
+from .resilience import RetryPolicy, broker_watch, unavailable
 
 __all__ = ["WorkerConfigError", "OffsetTracker", "Ticket", "Coordinator", "ScheduleBook", "StatusBoard",
            "Worker", "WorkerOptions", "status_path"]
@@ -411,19 +413,6 @@ def _iso(ts: Any) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
 
 
-def tcp_reachable(server: str, timeout: float = 2.0) -> bool:
-    """Whether something accepts TCP connections at ``host:port`` (a fast
-    first check; kafka-python's own bootstrap retries for a long time)."""
-    import socket
-
-    host, _, port = server.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return True
-    except (OSError, ValueError):
-        return False
-
-
 # -- the daemon -----------------------------------------------------------------------------
 
 
@@ -553,7 +542,7 @@ class Worker:
         from driftline.broker import BrokerError, wait_for_kafka
 
         self.options.check()
-        if not any(tcp_reachable(server) for server in self.settings.bootstrap_list):
+        if not any(tcp_reachable(server, timeout_s=2.0) for server in self.settings.bootstrap_list):
             raise WorkerConfigError(f"cannot reach the Kafka broker: nothing listens at "
                                     f"{self.settings.bootstrap_servers} (DRIFTLINE_BOOTSTRAP_SERVERS)")
         try:
@@ -571,7 +560,7 @@ class Worker:
 
         self._outcomes = EventPublisher(self.settings, timeout_s=self.options.publish_timeout_s,
                                         client_id="driftline-worker")
-        self.watch = BrokerWatch(self.settings.bootstrap_list, interval_s=self.options.broker_log_interval_s).start()
+        self.watch = broker_watch(self.settings.bootstrap_list, interval_s=self.options.broker_log_interval_s).start()
         self.coordinator = Coordinator(self._run, self._debounce_for, self.options.concurrency)
         self.schedules = ScheduleBook(self.submit)
         self.schedules.sync(schedules)

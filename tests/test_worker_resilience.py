@@ -18,7 +18,7 @@ from driftline.events import ModelEvent
 from registry import open_registry
 from registry.errors import PublishError, RegistryError
 from retrain.data import build_frame
-from retrain.resilience import BrokerWatch, KafkaLogLimiter, RetryPolicy, Unavailable, safe_url, unavailable
+from retrain.resilience import KafkaLogLimiter, RetryPolicy, Unavailable, broker_watch, safe_url, unavailable
 from retrain.trainer import RunError, Trainer, train_frame
 
 from .kafka_helpers import read_records
@@ -140,7 +140,7 @@ def test_unreachable_dependencies_read_as_one_line_without_secrets():
 
 def test_broker_watch_says_down_once_then_once_per_interval_then_up(caplog):
     answers = iter([True, False, False, False, False, True, True])
-    watch = BrokerWatch(["h:1"], interval_s=0.3, reachable=lambda server: next(answers))
+    watch = broker_watch(["h:1"], interval_s=0.3, reachable=lambda server: next(answers))
     caplog.set_level(logging.INFO, logger="retrain.worker")
     watch.check()                     # up: nothing to say
     watch.check(); watch.check()      # down: one warning
