@@ -29,6 +29,10 @@ def register(subparsers) -> None:
                         help="re-read every policy this often (also on policy_changed events)")
     worker.add_argument("--shutdown-grace-s", type=float, default=30.0,
                         help="on SIGTERM/SIGINT wait this long for a running run to end")
+    worker.add_argument("--store-dir", default=None,
+                        help="training-data segments (default <registry dir>/training-data)")
+    worker.add_argument("--no-store", action="store_true",
+                        help="no segment store: every run scans the whole labeled topic (slow)")
     worker.set_defaults(handler=run_worker)
 
     train = subparsers.add_parser(
@@ -65,6 +69,7 @@ def run_worker(args: argparse.Namespace) -> int:
         status_file=args.status_file, session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=args.heartbeat_interval_ms, quiet_ms=args.quiet_ms,
         policy_refresh_s=args.policy_refresh_s, shutdown_grace_s=args.shutdown_grace_s,
+        store=not args.no_store, store_dir=args.store_dir,
     )
     worker = Worker(settings, options)
 

@@ -435,6 +435,8 @@ class WorkerOptions:
     policy_refresh_s: float = 60.0
     shutdown_grace_s: float = 30.0
     startup_timeout_s: float = 15.0
+    store: bool = True  # training data from the segment store (retrain/store.py); False: scan the topic
+    store_dir: str | None = None
 
     def check(self) -> None:
         from driftline.events import ValidationError
@@ -476,6 +478,7 @@ class Worker:
         self.status: StatusBoard | None = None
         self.coordinator: Coordinator | None = None
         self.schedules: ScheduleBook | None = None
+        self.store = self.store_writer = None
 
     # -- registry per thread (SQLite connections are not shared between threads) ---------
     def registry(self):
@@ -521,6 +524,10 @@ class Worker:
         self.schedules.start()
         self._last_refresh = time.monotonic()
         self._refresh_needed = False
+        from .store import start_store
+
+        self.store, self.store_writer = start_store(
+            self.settings, self.options, lambda model: self.registry().get_policy(model).retrain.store_retention_s)
         self._consumer = self._make_consumer()
         self._events_consumer = self._make_events_consumer()
         self.status.set_state("running")
@@ -660,7 +667,13 @@ class Worker:
         if len(request_ids) > 1:
             log_event(logger, "requests_coalesced", model=model, request_ids=request_ids)
         try:
-            trainer = Trainer(self.settings, self.registry(), LabeledReader(self.settings, quiet_ms=self.options.quiet_ms))
+            if self.store_writer is not None:
+                from .store import StoreWindowReader
+
+                reader = StoreWindowReader(self.store, self.store_writer, topic=self.topics.labeled)
+            else:
+                reader = LabeledReader(self.settings, quiet_ms=self.options.quiet_ms)
+            trainer = Trainer(self.settings, self.registry(), reader)
             result = trainer.run(model, request_ids, trigger,
                                  on_phase=lambda phase: self.status.phase(model, request_ids, phase))
             self.status.finished(result.to_dict())
@@ -759,6 +772,8 @@ class Worker:
             self._commit()
         except Exception:  # pragma: no cover
             pass
+        if self.store_writer is not None:
+            self.store_writer.stop()
         for client in (self._consumer, self._events_consumer):
             if client is not None:
                 try:
