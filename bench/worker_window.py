@@ -44,7 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000, help="window rows (and rows of the model)")
     parser.add_argument("--others", type=int, default=10, help="other models' rows, as a multiple of --rows")
-    parser.add_argument("--quiet-ms", type=int, default=300)
+    parser.add_argument("--quiet-ms", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
