@@ -69,13 +69,14 @@ import orjson
 
 from driftline import events
 from driftline.config import Settings
+from driftline.errors import DriftlineError
 from driftline.events import LabeledRecord
 
 from .data import Window, WindowRow
 from .log import log_event
 
 __all__ = ["StoredRow", "SegmentInfo", "StoreWindow", "TrainingStore", "StoreWriter", "StoreWindowReader",
-           "store_root", "start_store", "PAUSE_ENV"]
+           "store_root", "start_store", "StoreError", "PAUSE_ENV"]
 
 logger = logging.getLogger("retrain.store")
 
@@ -149,6 +150,10 @@ class StoreWindow(Window):
                     segments_read=len(self.segments), segments_listed=self.segments_listed,
                     min_key=self.min_key, duplicates_skipped=self.duplicates)
         return data
+
+
+class StoreError(DriftlineError):
+    """The store cannot be used (for example its directory is not writable)."""
 
 
 def _pause(phase: str) -> None:
@@ -480,7 +485,7 @@ class StoreWriter:
         self._first_buffered: float | None = None
         self._consumed: dict[Any, int] = {}  # tp -> next offset, not yet committed
         self._stored: dict[int, int] = {}
-        self._last_news = 0.0  # monotonic time the last poll with messages was processed
+        self._last_news: dict[int, float] = {}  # partition -> when its last messages were processed
         self._late: dict[int, float] = {}  # partition -> newest message timestamp (s) seen
         self._cond = threading.Condition()
         self._sync_requests: list[float] = []  # monotonic + wall times of open sync requests
@@ -540,7 +545,8 @@ class StoreWriter:
                 # What complete segments hold is skipped in _add (by offset), so a crash
                 # between rename and commit stores no row twice.
                 writer._stored = writer.store.recover(writer.topic)
-                writer._last_news = time.monotonic()
+                for tp in assigned:
+                    writer._last_news[tp.partition] = time.monotonic()
                 log_event(logger, "store_partitions_assigned", partitions=sorted(tp.partition for tp in assigned),
                           stored=writer._stored)
 
@@ -556,26 +562,56 @@ class StoreWriter:
 
     # -- the loop ------------------------------------------------------------------------
     def _serve(self) -> None:
+        backoff = 1.0
         try:
             while not self.stop_event.is_set():
-                self.step()
-            self._flush()
-        except Exception as error:  # the writer's single error policy: log it, the runs see sync() fail
-            logger.exception("store writer stopped")
-            self.error = f"{type(error).__name__}: {error}"
+                try:
+                    while not self.stop_event.is_set():
+                        self.step()
+                        backoff = 1.0
+                    self._flush()
+                except Exception as error:  # the writer's single error policy: log, start over, keep serving
+                    logger.exception("store writer failed; restarting from the committed offsets")
+                    self.error = f"{type(error).__name__}: {error}"
+                    self._restart()
+                    self.stop_event.wait(backoff)
+                    backoff = min(backoff * 2, 30.0)
         finally:
+            self._close()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _restart(self) -> None:
+        """Drop what is not durable and consume again from the committed
+        offsets (rows already in complete segments are skipped by offset)."""
+        self._buffer, self._buffered, self._first_buffered = {}, 0, None
+        self._consumed.clear()
+        self._close()
+        try:
+            self._consumer = self._make_consumer()
+        except Exception as error:  # broker away: the next attempt retries
+            log_event(logger, "store_consumer_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
+            self._consumer = None
+
+    def _close(self) -> None:
+        if self._consumer is not None:
             try:
                 self._consumer.close(autocommit=False)
             except Exception:  # closing a broken connection
                 pass
-            if self._producer is not None:
+            self._consumer = None
+        if self._producer is not None:
+            try:
                 self._producer.close(10)
-            with self._cond:
-                self._cond.notify_all()
+            except Exception:  # closing a broken connection
+                pass
+            self._producer = None
 
     def step(self, poll_ms: int = 200) -> int:
         """One poll: buffer, flush when due, answer sync requests; returns
         the messages consumed."""
+        if self._consumer is None:
+            self._consumer = self._make_consumer()
         with self._cond:
             pending = list(self._sync_requests)
         batch = self._consumer.poll(timeout_ms=poll_ms)
@@ -589,8 +625,9 @@ class StoreWriter:
                 if stamp is not None:
                     self._late[tp.partition] = max(self._late.get(tp.partition, 0.0), stamp / 1000.0)
         now = time.monotonic()
-        if count:  # after decoding: time spent on a big batch is not silence of the broker
-            self._last_news = now
+        for tp, messages in batch.items():  # after decoding: time spent on a big batch is not silence
+            if messages:
+                self._last_news[tp.partition] = now
         due = self._first_buffered is not None and now - self._first_buffered >= self.flush_interval_s
         if self._buffered >= self.segment_rows or due:
             self._flush()
@@ -606,23 +643,31 @@ class StoreWriter:
         return count
 
     def _caught_up(self, asked: float) -> bool:
+        """Every assigned partition delivered a message written after
+        ``asked`` (live traffic), or delivered nothing for ``quiet_ms`` since
+        then and is not behind its end offset (tansu's end offsets can be too
+        low, never too high: they only keep a slow fetch from passing for
+        silence)."""
         assigned = self._consumer.assignment()
         if not assigned:
             return False
         now = time.monotonic()
         asked_mono = now - (time.time() - asked)
-        # quiet: no partition delivered anything for quiet_ms, counted from the request at the earliest,
-        # and no partition is behind its end offset (tansu's can be too low, never too high: a slow
-        # first fetch must not pass for silence)
-        if max(self._last_news, asked_mono) <= now - self.quiet_ms / 1000.0:
-            try:
-                ends = self._consumer.end_offsets(list(assigned))
-            except Exception as error:  # the hint is optional: quiet alone decides
-                log_event(logger, "store_end_offsets_failed", logging.DEBUG, error=str(error))
-                return True
-            return all((self._consumer.position(tp) or 0) >= (ends.get(tp) or 0) for tp in assigned)
-        # or live traffic: every partition delivered a message written after the request
-        return all(self._late.get(tp.partition, 0.0) > asked for tp in assigned)
+        idle = []
+        for tp in assigned:
+            if self._late.get(tp.partition, 0.0) > asked:
+                continue
+            if max(self._last_news.get(tp.partition, 0.0), asked_mono) > now - self.quiet_ms / 1000.0:
+                return False
+            idle.append(tp)
+        if not idle:
+            return True
+        try:
+            ends = self._consumer.end_offsets(idle)
+        except Exception as error:  # the end offsets are a hint: silence alone decides then
+            log_event(logger, "store_end_offsets_failed", logging.DEBUG, error=f"{type(error).__name__}: {error}")
+            return True
+        return all((self._consumer.position(tp) or 0) >= (ends.get(tp) or 0) for tp in idle)
 
     def _add(self, message) -> None:
         from kafka import TopicPartition
@@ -741,7 +786,16 @@ def start_store(settings: Settings, options: Any,
     if not options.store:
         log_event(logger, "store_off", logging.WARNING, note="every run scans the whole labeled topic")
         return None, None
-    store = TrainingStore(store_root(settings, options.store_dir))
+    root = store_root(settings, options.store_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f"{TMP_PREFIX}{_HOST}-{os.getpid()}-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise StoreError(f"the training-data store {str(root)!r} is not writable: {error.strerror or error} "
+                         "(--store-dir)") from None
+    store = TrainingStore(root)
     writer = StoreWriter(settings, store, f"{options.group_id}-store", quiet_ms=options.quiet_ms,
                          retention_for=retention_for, session_timeout_ms=options.session_timeout_ms,
                          heartbeat_interval_ms=options.heartbeat_interval_ms)
