@@ -53,6 +53,8 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import logging
 import math
@@ -360,6 +362,11 @@ class TrainingStore:
         ``window_s`` when given), oldest first, reading segments newest
         first and stopping as soon as no older segment can hold a row of
         the window."""
+        with _gc_paused():
+            return self._read_window(model, window_rows, window_s, now, topic)
+
+    def _read_window(self, model: str, window_rows: int, window_s: float | None, now: float | None,
+                     topic: str) -> StoreWindow:
         started = time.monotonic()
         now = events.now() if now is None else now
         oldest = None if window_s is None else now - window_s
@@ -405,6 +412,10 @@ class TrainingStore:
     def rows_from_lineage(self, window_lineage: dict[str, Any]) -> list[WindowRow]:
         """The exact rows a store window held: the listed segments' rows
         from ``min_key`` on. Raises FileNotFoundError naming a missing segment."""
+        with _gc_paused():
+            return self._rows_from_lineage(window_lineage)
+
+    def _rows_from_lineage(self, window_lineage: dict[str, Any]) -> list[WindowRow]:
         kept: dict[tuple, tuple[tuple, StoredRow]] = {}
         for entry in window_lineage.get("segments", []):
             model, _, name = entry["id"].partition("/")
@@ -419,6 +430,20 @@ class TrainingStore:
         min_key = tuple(window_lineage.get("min_key") or ())
         chosen = sorted((kv for kv in kept.values() if not min_key or kv[0] >= min_key), key=lambda kv: kv[0])
         return [WindowRow(r.partition, r.offset, r.record) for _, r in chosen]
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Building tens of thousands of small objects makes the cyclic garbage
+    collector scan the whole heap again and again (it was half of a window
+    read); none of them form cycles, so it simply runs later."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _fsync_dir(directory: Path) -> None:
