@@ -13,8 +13,7 @@ Layout: ``<root>/<model>/<max_ts_ms>-<min_ts_ms>-<rows>-<id>.parquet``. The
 name carries the time span, so choosing segments needs a directory listing
 and no file opens. Each segment's Parquet footer records (key
 ``driftline``) the topic, the per-partition first/last offsets, the rows,
-the writer and the *flush* it belongs to (the names of every segment the
-same flush wrote, one per model).
+the writer and, for a merged segment, the segments it replaces.
 
 Durability, in this order:
 
@@ -22,18 +21,21 @@ Durability, in this order:
    fsync the directory (a kill -9 leaves a temporary file, never a torn
    segment; readers ignore temporary files, the next start removes those
    of dead writers);
-2. only when every segment of a flush is durable, commit the consumer
-   offsets past the flushed messages;
-3. on (re)assignment the writer learns, per partition, the highest offset
-   the complete segments hold and skips messages up to it, so a crash
-   between rename and commit stores no row twice. A flush that was
-   cut short (some of its segments missing) is removed and re-consumed.
-   Readers also deduplicate by (partition, offset, index).
+2. only when every buffered row is in a durable segment, commit the
+   consumer offsets past the flushed messages;
+3. after a (re)assignment, the first message of a partition tells where
+   the writer resumed; every row the segments already hold from there on
+   (written, then killed before the commit) is skipped by its
+   (partition, offset, index), so nothing is stored twice and a flush cut
+   short between two models' segments loses nothing. Readers deduplicate
+   by the same identity too.
 
-Retention: :meth:`TrainingStore.enforce_retention` deletes a model's
-segments whose newest row is older than the policy's
-``retrain.store_retention_s``; the writer applies it every
-``retention_interval_s``.
+Maintenance, every ``retention_interval_s``: :meth:`TrainingStore.enforce_retention`
+deletes a model's segments whose newest row is older than the policy's
+``retrain.store_retention_s``; :meth:`TrainingStore.compact` merges runs of
+small segments (a model with a trickle of traffic gets one small segment
+per flush). A merged segment keeps each row's original segment, so lineage
+naming a replaced segment still resolves to exactly its rows.
 
 Examples
 --------
@@ -222,109 +224,167 @@ class TrainingStore:
     # -- writing ---------------------------------------------------------------------
     def write_flush(self, topic: str, by_model: dict[str, Sequence[StoredRow]], *,
                     segment_rows: int = 20_000) -> list[SegmentInfo]:
-        """Write one flush: per model, segments of at most ``segment_rows``
-        rows sorted by time. Every segment names the whole flush, so a flush
-        cut short by a crash can be recognised (and is removed by
-        :meth:`recover`)."""
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        flush_id = uuid.uuid4().hex[:16]
-        planned: list[tuple[str, list[StoredRow], str]] = []
+        """Write buffered rows: per model, segments of at most
+        ``segment_rows`` rows sorted by time."""
+        written = []
         for model, rows in sorted(by_model.items()):
             events.validate_name(model)  # a directory name: never a path
             ordered = sorted(rows, key=lambda r: (r.record.label_timestamp, r.partition, r.offset, r.index))
             for start in range(0, len(ordered), segment_rows):
-                chunk = ordered[start:start + segment_rows]
-                max_ms = int(math.ceil(chunk[-1].record.label_timestamp * 1000))
-                min_ms = int(math.floor(chunk[0].record.label_timestamp * 1000))
-                name = f"{max_ms:016d}-{min_ms:016d}-{len(chunk):08d}-{uuid.uuid4().hex[:12]}{SUFFIX}"
-                planned.append((model, chunk, name))
-        names = [f"{model}/{name}" for model, _, name in planned]
-        written = []
-        for model, chunk, name in planned:
-            offsets: dict[str, list[int]] = {}
-            for row in chunk:
-                span = offsets.setdefault(str(row.partition), [row.offset, row.offset])
-                span[0], span[1] = min(span[0], row.offset), max(span[1], row.offset)
-            meta = {"topic": topic, "model": model, "rows": len(chunk), "offsets": offsets,
-                    "min_ts": chunk[0].record.label_timestamp, "max_ts": chunk[-1].record.label_timestamp,
-                    "created_at": events.now(), "writer": f"{_HOST}-{os.getpid()}", "flush": flush_id,
-                    "flush_segments": names}
-            table = pa.table({
-                "partition": pa.array([r.partition for r in chunk], pa.int32()),
-                "offset": pa.array([r.offset for r in chunk], pa.int64()),
-                "index": pa.array([r.index for r in chunk], pa.int32()),
-                "event_id": pa.array([r.record.event_id for r in chunk], pa.string()),
-                "timestamp": pa.array([r.record.label_timestamp for r in chunk], pa.float64()),
-                "record": pa.array([events.encode(r.record, validate=False) for r in chunk], pa.binary()),
-            }).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-            directory = self.root / model
-            directory.mkdir(parents=True, exist_ok=True)
-            tmp = directory / f"{TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            pq.write_table(table, tmp, compression="zstd")
-            fd = os.open(tmp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            _pause("before_rename")
-            final = directory / name
-            os.replace(tmp, final)
-            _fsync_dir(directory)
-            info = SegmentInfo.parse(model, final)
-            assert info is not None
-            written.append(info)
+                written.extend(self._write(topic, model, ordered[start:start + segment_rows]))
         return written
 
-    # -- recovery and offsets ----------------------------------------------------------
-    def recover(self, topic: str) -> dict[int, int]:
-        """Remove temporary files and cut-short flushes of dead writers;
-        returns partition -> highest stored offset of ``topic``."""
-        complete: dict[str, bool] = {}
-        by_flush: dict[str, list[Path]] = {}
-        metas: list[tuple[Path, dict]] = []
+    def _write(self, topic: str, model: str, rows: Sequence[StoredRow], *, sources: Sequence[str] | None = None,
+               replaces: Sequence[str] = ()) -> list[SegmentInfo]:
+        """One segment, durably: temporary file, fsync, rename, fsync the directory."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not rows:
+            return []
+        order = sorted(range(len(rows)), key=lambda i: (rows[i].record.label_timestamp, rows[i].partition,
+                                                        rows[i].offset, rows[i].index))
+        chunk = [rows[i] for i in order]
+        max_ms = int(math.ceil(chunk[-1].record.label_timestamp * 1000))
+        min_ms = int(math.floor(chunk[0].record.label_timestamp * 1000))
+        name = f"{max_ms:016d}-{min_ms:016d}-{len(chunk):08d}-{uuid.uuid4().hex[:12]}{SUFFIX}"
+        offsets: dict[str, list[int]] = {}
+        for row in chunk:
+            span = offsets.setdefault(str(row.partition), [row.offset, row.offset])
+            span[0], span[1] = min(span[0], row.offset), max(span[1], row.offset)
+        meta = {"topic": topic, "model": model, "rows": len(chunk), "offsets": offsets,
+                "min_ts": chunk[0].record.label_timestamp, "max_ts": chunk[-1].record.label_timestamp,
+                "created_at": events.now(), "writer": f"{_HOST}-{os.getpid()}", "replaces": list(replaces)}
+        columns = {
+            "partition": pa.array([r.partition for r in chunk], pa.int32()),
+            "offset": pa.array([r.offset for r in chunk], pa.int64()),
+            "index": pa.array([r.index for r in chunk], pa.int32()),
+            "event_id": pa.array([r.record.event_id for r in chunk], pa.string()),
+            "timestamp": pa.array([r.record.label_timestamp for r in chunk], pa.float64()),
+            "record": pa.array([events.encode(r.record, validate=False) for r in chunk], pa.binary()),
+        }
+        if sources is not None:
+            columns["source"] = pa.array([sources[i] for i in order], pa.string())
+        table = pa.table(columns).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+        directory = self.root / model
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / f"{TMP_PREFIX}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        pq.write_table(table, tmp, compression="zstd")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _pause("before_rename")
+        final = directory / name
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+        info = SegmentInfo.parse(model, final)
+        assert info is not None
+        return [info]
+
+    # -- recovery and deduplication ------------------------------------------------------
+    def recover(self) -> int:
+        """Remove temporary files of dead writers and segments that a
+        finished compaction replaced (killed before it deleted them);
+        returns how many files were removed."""
+        removed = 0
         for model in self.models():
             directory = self.root / model
             for path in directory.iterdir():
-                if path.name.startswith(TMP_PREFIX):
-                    parts = path.name[len(TMP_PREFIX):].split("-")
-                    try:
-                        dead = len(parts) >= 2 and not _alive(parts[0], int(parts[1]))
-                    except ValueError:
-                        dead = False
-                    if dead or time.time() - path.stat().st_mtime > 3600:
-                        path.unlink(missing_ok=True)
-                        log_event(logger, "store_temp_removed", path=str(path))
+                if not path.name.startswith(TMP_PREFIX):
                     continue
+                parts = path.name[len(TMP_PREFIX):].split("-")
+                try:
+                    dead = len(parts) >= 2 and not _alive(parts[0], int(parts[1]))
+                except ValueError:
+                    dead = False
+                if dead or time.time() - path.stat().st_mtime > 3600:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+                    log_event(logger, "store_temp_removed", path=str(path))
+            removed += self._drop_replaced(model)
+        return removed
+
+    def _drop_replaced(self, model: str) -> int:
+        segments = self.segments(model)
+        replaced = {name for info in segments for name in self.meta(info.path).get("replaces", [])}
+        gone = [info for info in segments if info.name in replaced]
+        for info in gone:
+            info.path.unlink(missing_ok=True)
+            self._meta_cache.pop(info.path, None)
+        if gone:
+            log_event(logger, "store_replaced_removed", model=model, segments=len(gone))
+        return len(gone)
+
+    def stored_ids(self, topic: str, partition: int, from_offset: int) -> set[tuple[int, int]]:
+        """``(offset, index)`` of every stored row of ``topic``/``partition``
+        at or after ``from_offset``: what a restarted writer must not store
+        again (rows written after the last commit). Row by row, so a flush
+        cut short between two models' segments loses nothing."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        found: set[tuple[int, int]] = set()
+        for model in self.models():
             for info in self.segments(model):
                 meta = self.meta(info.path)
-                metas.append((info.path, meta))
-                by_flush.setdefault(meta.get("flush", info.name), []).append(info.path)
-        for flush, paths in by_flush.items():
-            meta = self.meta(paths[0])
-            expected = set(meta.get("flush_segments") or [])
-            present = {f"{p.parent.name}/{p.name}" for p in paths}
-            whole = expected <= present
-            host, _, pid = str(meta.get("writer", "")).rpartition("-")
-            if not whole and pid.isdigit() and not _alive(host, int(pid)):
-                for path in paths:  # never committed: its messages are consumed again
-                    path.unlink(missing_ok=True)
-                    self._meta_cache.pop(path, None)
-                log_event(logger, "store_partial_flush_removed", logging.WARNING, flush=flush,
-                          present=len(present), expected=len(expected))
-                complete[flush] = False
-            else:
-                complete[flush] = True
-        highest: dict[int, int] = {}
-        for path, meta in metas:
-            if meta.get("topic") != topic or not complete.get(meta.get("flush", path.name), True):
+                span = meta.get("offsets", {}).get(str(partition))
+                if meta.get("topic") != topic or span is None or span[1] < from_offset:
+                    continue
+                try:
+                    table = pq.read_table(info.path, columns=["partition", "offset", "index"])
+                except FileNotFoundError:
+                    continue
+                mask = pc.and_(pc.equal(table["partition"], partition), pc.greater_equal(table["offset"], from_offset))
+                tail = table.filter(mask)
+                found.update(zip(tail["offset"].to_pylist(), tail["index"].to_pylist()))
+        return found
+
+    # -- compaction ----------------------------------------------------------------------
+    def compact(self, model: str, target_rows: int = 20_000) -> list[SegmentInfo]:
+        """Merge runs of small neighbouring segments (fewer than half of
+        ``target_rows`` rows) into segments of at most ``target_rows``, so a
+        model with a trickle of traffic does not end up with thousands of
+        files. The merged segment names what it replaces and keeps each
+        row's original segment (column ``source``), so lineage that names a
+        replaced segment still finds exactly its rows."""
+        runs: list[list[SegmentInfo]] = []
+        current: list[SegmentInfo] = []
+        for info in self.segments(model):
+            if info.rows < target_rows // 2 and sum(s.rows for s in current) + info.rows <= target_rows:
+                current.append(info)
                 continue
-            if not path.exists():
-                continue
-            for partition, (_, last) in meta.get("offsets", {}).items():
-                highest[int(partition)] = max(highest.get(int(partition), -1), int(last))
-        return highest
+            if len(current) > 1:
+                runs.append(current)
+            current = [info] if info.rows < target_rows // 2 else []
+        if len(current) > 1:
+            runs.append(current)
+        merged = []
+        for run in runs:
+            rows: list[StoredRow] = []
+            sources: list[str] = []
+            replaces: list[str] = []
+            for info in run:
+                part, part_sources = self._read_with_sources(info)
+                rows.extend(part)
+                sources.extend(part_sources)
+                replaces.extend(self.meta(info.path).get("replaces", []))
+                replaces.append(info.name)
+            topic = self.meta(run[0].path).get("topic", "labeled")
+            merged.extend(self._write(topic, model, rows, sources=sources, replaces=replaces))
+            self._drop_replaced(model)
+            log_event(logger, "store_compacted", model=model, segments=len(run), rows=len(rows))
+        return merged
+
+    def _read_with_sources(self, info: SegmentInfo) -> tuple[list[StoredRow], list[str]]:
+        import pyarrow.parquet as pq
+
+        rows = self.read_segment(info)
+        schema = pq.read_schema(info.path)
+        if "source" in schema.names:
+            return rows, pq.read_table(info.path, columns=["source"]).column("source").to_pylist()
+        return rows, [info.name] * len(rows)
 
     # -- retention -----------------------------------------------------------------------
     def enforce_retention(self, model: str, retention_s: float | None, now: float | None = None) -> list[str]:
@@ -362,6 +422,12 @@ class TrainingStore:
         ``window_s`` when given), oldest first, reading segments newest
         first and stopping as soon as no older segment can hold a row of
         the window."""
+        for attempt in range(3):
+            try:
+                with _gc_paused():
+                    return self._read_window(model, window_rows, window_s, now, topic)
+            except FileNotFoundError:  # compaction or retention removed a segment meanwhile: list again
+                log_event(logger, "store_read_retried", model=model, attempt=attempt + 1)
         with _gc_paused():
             return self._read_window(model, window_rows, window_s, now, topic)
 
@@ -382,10 +448,7 @@ class TrainingStore:
                 boundary = sorted(k for k, _ in kept.values())[-window_rows][0]
                 if info.max_ts < boundary:
                     break
-            try:
-                rows = self.read_segment(info)
-            except FileNotFoundError:  # removed by retention meanwhile
-                continue
+            rows = self.read_segment(info)  # FileNotFoundError: read_window lists again
             rows_read += len(rows)
             used.append({"id": f"{model}/{info.name}", "rows": len(rows)})
             for row in rows:
@@ -421,15 +484,26 @@ class TrainingStore:
             model, _, name = entry["id"].partition("/")
             path = self.root / model / name
             info = SegmentInfo.parse(model, path)
-            if info is None or not path.exists():
-                raise FileNotFoundError(f"segment {entry['id']} is no longer in the store {self.root} "
-                                        "(removed by retention?)")
-            for row in self.read_segment(info):
+            if info is not None and path.exists():
+                rows = self.read_segment(info)
+            else:  # compacted since: the merged segment keeps each row's original segment
+                rows = self._rows_of_replaced(model, name)
+                if rows is None:
+                    raise FileNotFoundError(f"segment {entry['id']} is no longer in the store {self.root} "
+                                            "(removed by retention?)")
+            for row in rows:
                 key = (row.record.label_timestamp, row.partition, row.offset, row.index)
                 kept.setdefault((row.partition, row.offset, row.index), (key, row))
         min_key = tuple(window_lineage.get("min_key") or ())
         chosen = sorted((kv for kv in kept.values() if not min_key or kv[0] >= min_key), key=lambda kv: kv[0])
         return [WindowRow(r.partition, r.offset, r.record) for _, r in chosen]
+
+    def _rows_of_replaced(self, model: str, name: str) -> list[StoredRow] | None:
+        for info in self.segments(model):
+            if name in self.meta(info.path).get("replaces", []):
+                rows, sources = self._read_with_sources(info)
+                return [row for row, source in zip(rows, sources) if source == name]
+        return None
 
 
 @contextlib.contextmanager
@@ -509,7 +583,10 @@ class StoreWriter:
         self._buffered = 0
         self._first_buffered: float | None = None
         self._consumed: dict[Any, int] = {}  # tp -> next offset, not yet committed
-        self._stored: dict[int, int] = {}
+        self._fresh: set[int] = set()  # partitions (re)assigned: their stored tail is not known yet
+        self._tail: dict[int, set[tuple[int, int]]] = {}  # partition -> stored (offset, index) past the commit
+        self._tail_max: dict[int, int] = {}
+        self.duplicates_skipped = 0
         self._last_news: dict[int, float] = {}  # partition -> when its last messages were processed
         self._late: dict[int, float] = {}  # partition -> newest message timestamp (s) seen
         self._cond = threading.Condition()
@@ -523,12 +600,11 @@ class StoreWriter:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> "StoreWriter":
-        self._stored = self.store.recover(self.topic)
+        self.store.recover()
         self._consumer = self._make_consumer()
         self._thread = threading.Thread(target=self._serve, name="retrain-store", daemon=True)
         self._thread.start()
-        log_event(logger, "store_started", root=str(self.store.root), group_id=self.group_id,
-                  stored_partitions=self._stored)
+        log_event(logger, "store_started", root=str(self.store.root), group_id=self.group_id)
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -567,13 +643,14 @@ class StoreWriter:
                 writer._flush()  # what we hold of them is durable and committed before they move
 
             def on_partitions_assigned(self, assigned):
-                # What complete segments hold is skipped in _add (by offset), so a crash
-                # between rename and commit stores no row twice.
-                writer._stored = writer.store.recover(writer.topic)
+                # Rows the segments already hold (written after the last commit) are
+                # skipped row by row in _add, so a crash before the commit stores nothing twice.
+                writer.store.recover()
                 for tp in assigned:
+                    writer._fresh.add(tp.partition)
+                    writer._tail.pop(tp.partition, None)
                     writer._last_news[tp.partition] = time.monotonic()
-                log_event(logger, "store_partitions_assigned", partitions=sorted(tp.partition for tp in assigned),
-                          stored=writer._stored)
+                log_event(logger, "store_partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
 
         consumer = KafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_list, group_id=self.group_id,
@@ -699,9 +776,18 @@ class StoreWriter:
 
         tp = TopicPartition(message.topic, message.partition)
         self._consumed[tp] = message.offset + 1
-        stored = self._stored.get(message.partition)
-        if stored is not None and message.offset <= stored:
-            return  # already in a segment (a crash before the commit)
+        partition = message.partition
+        if partition in self._fresh:  # first message since (re)assignment: where we resumed
+            self._fresh.discard(partition)
+            tail = self.store.stored_ids(self.topic, partition, message.offset)
+            if tail:
+                self._tail[partition], self._tail_max[partition] = tail, max(o for o, _ in tail)
+                log_event(logger, "store_tail_found", partition=partition, from_offset=message.offset,
+                          rows=len(tail))
+        tail = self._tail.get(partition)
+        if tail is not None and message.offset > self._tail_max[partition]:
+            del self._tail[partition]  # past everything stored before: no duplicate possible any more
+            tail = None
         decoded = events.decode_batch(LabeledRecord, message.value if message.value is not None else b"")
         for error in decoded.errors:
             self._dead_letter(message, error)
@@ -712,8 +798,11 @@ class StoreWriter:
             positions = (i for i in range(len(decoded.records) + len(bad)) if i not in bad)
             index_of = {id(r): i for r, i in zip(decoded.records, positions)}
         for record in decoded.records:
-            self._buffer.setdefault(record.model, []).append(
-                StoredRow(message.partition, message.offset, index_of.get(id(record), 0), record))
+            index = index_of.get(id(record), 0)
+            if tail is not None and (message.offset, index) in tail:
+                self.duplicates_skipped += 1  # already in a segment: written, then killed before the commit
+                continue
+            self._buffer.setdefault(record.model, []).append(StoredRow(partition, message.offset, index, record))
             self._buffered += 1
         if self._first_buffered is None:
             self._first_buffered = time.monotonic()
@@ -737,9 +826,6 @@ class StoreWriter:
         """Make the buffer durable, then commit past it."""
         if self._buffer:
             written = self.store.write_flush(self.topic, self._buffer, segment_rows=self.segment_rows)
-            for rows in self._buffer.values():
-                for row in rows:
-                    self._stored[row.partition] = max(self._stored.get(row.partition, -1), row.offset)
             self.rows_written += self._buffered
             self.segments_written += len(written)
             log_event(logger, "store_flushed", rows=self._buffered, segments=len(written),
@@ -762,6 +848,7 @@ class StoreWriter:
             log_event(logger, "store_commit_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
 
     def apply_retention(self) -> None:
+        """Retention from each model's policy, then compaction of small segments."""
         for model in self.store.models():
             try:
                 retention = self.retention_for(model) if self.retention_for else None
@@ -770,6 +857,7 @@ class StoreWriter:
                           error=f"{type(error).__name__}: {error}")
                 continue
             self.store.enforce_retention(model, retention)
+            self.store.compact(model, self.segment_rows)
 
 
 class StoreWindowReader:

@@ -4,7 +4,8 @@
 - segments survive restarts; a writer killed with SIGKILL before the rename
   leaves no torn segment, one killed between rename and commit stores no
   row twice (exact counts after restart);
-- retention deletes old segments; a flush cut short by a crash is removed.
+- retention deletes old segments; a flush cut short by a crash loses no
+  row; compaction merges small segments and lineage still resolves.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 from driftline import events
 from registry import open_registry
 from retrain.data import LabeledReader
+from retrain import store as store_module
 from retrain.store import StoredRow, StoreWindowReader, StoreWriter, TrainingStore, store_root
 from retrain.trainer import Trainer, train_frame
 
@@ -195,19 +197,44 @@ def test_retention_from_the_policy_deletes_old_segments(settings):
     assert [r.record.event_id for r in store.read_window("m", window_rows=100).rows] == [f"m-{i}" for i in range(10, 20)]
 
 
-def test_a_flush_cut_short_by_a_crash_is_removed_and_its_offsets_forgotten(tmp_path):
-    root = tmp_path / "store"
-    # a child process writes one flush for two models, then dies; we delete one of its segments,
-    # as if it had been killed between the two renames
-    code = ("import sys; from retrain.store import TrainingStore; from tests.test_worker_store import _row; "
-            "s = TrainingStore(sys.argv[1]); "
-            "s.write_flush('labeled', {'a': [_row('a', i, 1000.0 + i) for i in range(5)], "
-            "'b': [_row('b', 5 + i, 1000.0 + i) for i in range(5)]})")
-    subprocess.run([sys.executable, "-c", code, str(root)], cwd=ROOT, check=True, timeout=120,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
-    store = TrainingStore(root)
-    store.segments("b")[0].path.unlink()
-    complete = store.write_flush("labeled", {"a": [_row("a", 20, 2000.0)]})
-    assert store.recover("labeled") == {0: 20}  # the cut-short flush's offsets do not count
-    assert [s.name for s in store.segments("a")] == [complete[0].name]
-    assert store.segments("b") == []
+def test_a_flush_cut_short_loses_nothing_and_stale_temporary_files_go(tmp_path):
+    store = TrainingStore(tmp_path / "store")
+    # one flush for two models, killed between the two renames: only a's segment exists
+    store.write_flush("labeled", {"a": [_row("a", i, 1000.0 + i) for i in range(5)]})
+    other = store.write_flush("other-topic", {"a": [_row("a", 3, 1000.0)]})
+    # what a restarted writer skips is exactly what is stored, row by row: b's rows come again
+    assert store.stored_ids("labeled", 0, 0) == {(i, 0) for i in range(5)}
+    assert store.stored_ids("labeled", 0, 3) == {(3, 0), (4, 0)}
+    assert store.stored_ids("labeled", 1, 0) == set()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = store.root / "a" / f".tmp-{store_module._HOST}-{dead}-deadbeef"
+    live = store.root / "a" / f".tmp-{store_module._HOST}-{os.getpid()}-cafecafe"
+    stale.write_bytes(b"PAR1 torn")
+    live.write_bytes(b"PAR1 being written")
+    assert store.recover() == 1
+    assert not stale.exists() and live.exists()  # a live writer's file is left alone
+    assert len(store.segments("a")) == 2 and other[0].path.exists()
+
+
+def test_compaction_merges_small_segments_and_lineage_still_resolves(tmp_path):
+    store = TrainingStore(tmp_path / "store")
+    for k in range(6):
+        store.write_flush("labeled", {"m": [_row("m", 10 * k + i, 1000.0 + 10 * k + i) for i in range(10)]})
+    window = store.read_window("m", window_rows=25)
+    assert window.rows_read == 30 and [r.offset for r in window.rows] == list(range(35, 60))
+    before = [r.offset for r in store.rows_from_lineage(window.lineage())]
+    merged = store.compact("m", target_rows=100)
+    assert len(merged) == 1 and [s.rows for s in store.segments("m")] == [60]
+    # the lineage names segments that no longer exist: the merged one resolves them, row for row
+    assert [r.offset for r in store.rows_from_lineage(window.lineage())] == before == list(range(35, 60))
+    assert [r.offset for r in store.read_window("m", window_rows=100).rows] == list(range(60))
+    # killed after writing a merged segment, before deleting what it replaces: the restart finishes it
+    a = store.write_flush("labeled", {"n": [_row("n", i, 5000.0 + i) for i in range(3)]})
+    b = store.write_flush("labeled", {"n": [_row("n", 3 + i, 5003.0 + i) for i in range(3)]})
+    rows = store.read_segment(a[0]) + store.read_segment(b[0])
+    store._write("labeled", "n", rows, sources=[a[0].name] * 3 + [b[0].name] * 3,
+                 replaces=[a[0].name, b[0].name])
+    assert store.read_window("n", window_rows=100).duplicates == 6  # readers never count a row twice
+    assert len(store.read_window("n", window_rows=100).rows) == 6
+    assert store.recover() == 2 and [s.rows for s in store.segments("n")] == [6]
