@@ -61,6 +61,10 @@ def test_from_lineage_reproduces_scores_exactly_and_reports_changed_data(setting
     assert "reproduced: every score matches" in shown.stdout and "DIFF" not in shown.stdout
     as_json = json.loads(_cli(test_env, "lin", "--from-lineage", "2", "--json").stdout)
     assert as_json["reproduced"] and all(s["match"] for s in as_json["scores"])
+    show = subprocess.run([sys.executable, "-m", "driftline", "registry", "show", "lin/2"], cwd=ROOT, env=test_env,
+                          capture_output=True, text=True, timeout=60)
+    metrics_line = next(line for line in show.stdout.splitlines() if line.startswith("metrics: "))
+    assert json.loads(metrics_line[len("metrics: "):]) == v2.metrics  # every gate score, as recorded
 
     # the data changed under the version: 60 labels of the newest segment are flipped
     newest = store.segments("lin")[-1]
