@@ -590,7 +590,7 @@ class StoreWriter:
         self._last_news: dict[int, float] = {}  # partition -> when its last messages were processed
         self._late: dict[int, float] = {}  # partition -> newest message timestamp (s) seen
         self._cond = threading.Condition()
-        self._sync_requests: list[float] = []  # monotonic + wall times of open sync requests
+        self._sync_requests: list[float] = []  # wall-clock times of open sync requests
         self._synced_at = 0.0
         self._consumer = None
         self._producer = None
@@ -615,8 +615,8 @@ class StoreWriter:
     def sync(self, timeout_s: float = 60.0) -> bool:
         """Wait until everything published before this call is in the store
         (every partition delivered a newer message, or none delivered
-        anything for ``quiet_ms``), flushed; False after ``timeout_s`` (the run then reads
-        what is stored, and says so in the log)."""
+        anything for ``quiet_ms``), flushed; False after ``timeout_s`` (the
+        run then reads what is stored, and says so in the log)."""
         if self._thread is None or not self._thread.is_alive():
             return False
         asked = time.time()
@@ -685,7 +685,7 @@ class StoreWriter:
 
     def _restart(self) -> None:
         """Drop what is not durable and consume again from the committed
-        offsets (rows already in complete segments are skipped by offset)."""
+        offsets (rows the segments already hold are skipped row by row)."""
         self._buffer, self._buffered, self._first_buffered = {}, 0, None
         self._consumed.clear()
         self._close()

@@ -492,6 +492,15 @@ class Worker:
                 self._registries.append(reg)
         return reg
 
+    def _window_reader(self):
+        """The segment store (retrain/store.py), or the full topic scan with --no-store."""
+        from .data import LabeledReader
+        from .store import StoreWindowReader
+
+        if self.store_writer is None:
+            return LabeledReader(self.settings, quiet_ms=self.options.quiet_ms)
+        return StoreWindowReader(self.store, self.store_writer, topic=self.topics.labeled)
+
     # -- start-up ------------------------------------------------------------------------
     def start(self) -> None:
         """Check the configuration and connect; raises WorkerConfigError."""
@@ -667,13 +676,7 @@ class Worker:
         if len(request_ids) > 1:
             log_event(logger, "requests_coalesced", model=model, request_ids=request_ids)
         try:
-            if self.store_writer is not None:
-                from .store import StoreWindowReader
-
-                reader = StoreWindowReader(self.store, self.store_writer, topic=self.topics.labeled)
-            else:
-                reader = LabeledReader(self.settings, quiet_ms=self.options.quiet_ms)
-            trainer = Trainer(self.settings, self.registry(), reader)
+            trainer = Trainer(self.settings, self.registry(), self._window_reader())
             result = trainer.run(model, request_ids, trigger,
                                  on_phase=lambda phase: self.status.phase(model, request_ids, phase))
             self.status.finished(result.to_dict())
