@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) bench/contract.py
 	$(PY) bench/registry.py
 	$(PY) bench/worker.py
+	$(PY) bench/worker_window.py
 	$(PY) bench/monitor_detectors.py
 	$(PY) bench/monitor.py
 

@@ -156,6 +156,18 @@ class RetrainPolicy:
         ``random_forest``, ``gradient_boosting`` (or their regressors).
     search
         Optional hyperparameter search: ``{"param_grid": {...}, "cv": 3}``.
+    cv_folds
+        k of the k-fold cross-validation on the training part (never the
+        holdout); mean and spread go on the version. ``0``: off.
+    max_overfit_gap
+        Reject a candidate whose training score beats its cross-validated
+        score (or, with ``cv_folds=0``, its holdout score) by more than this
+        (``None``: off).
+    min_rows_per_class
+        Classifiers: refuse a run when a class of the window has fewer
+        training rows than this (``0``: off).
+    store_retention_s
+        Keep the model's training-data segments this long (``None``: forever).
     """
 
     schedule: dict[str, Any] | None = None
@@ -169,6 +181,11 @@ class RetrainPolicy:
     debounce_s: float = 10.0
     estimator: str = "gradient_boosting"
     search: dict[str, Any] | None = None
+    # -- fitness gate and training-data store (retrain/gate.py, retrain/store.py) --
+    cv_folds: int = 5
+    max_overfit_gap: float | None = None
+    min_rows_per_class: int = 0
+    store_retention_s: float | None = 1_209_600.0  # 14 days
 
 
 @dataclass(frozen=True)
@@ -276,6 +293,17 @@ class Policy:
             cv = r.search.get("cv", 3)
             _expect(isinstance(cv, int) and 2 <= cv <= 20, "retrain.search.cv", cv, "must be an integer from 2 to 20")
             _no_unknown(r.search, ("param_grid", "cv"), "retrain.search.")
+        # -- fitness gate and training-data store --
+        _expect(isinstance(r.cv_folds, int) and not isinstance(r.cv_folds, bool)
+                and (r.cv_folds == 0 or 2 <= r.cv_folds <= 20), "retrain.cv_folds", r.cv_folds,
+                "must be 0 (off) or an integer from 2 to 20")
+        _expect(r.max_overfit_gap is None or (_number(r.max_overfit_gap) and r.max_overfit_gap >= 0),
+                "retrain.max_overfit_gap", r.max_overfit_gap, "must be a number >= 0 or null")
+        _expect(isinstance(r.min_rows_per_class, int) and not isinstance(r.min_rows_per_class, bool)
+                and r.min_rows_per_class >= 0, "retrain.min_rows_per_class", r.min_rows_per_class,
+                "must be an integer >= 0")
+        _expect(r.store_retention_s is None or _positive(r.store_retention_s), "retrain.store_retention_s",
+                r.store_retention_s, "must be a positive number or null")
 
 
 ESTIMATORS = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-__all__ = ["register", "run_worker", "run_train"]
+__all__ = ["register", "run_worker", "run_train", "run_reproduce"]
 
 
 def register(subparsers) -> None:
@@ -38,7 +38,24 @@ def register(subparsers) -> None:
                         help="how long one delivery of a model event or dead letter may take (default 30)")
     worker.add_argument("--broker-log-interval-s", type=float, default=30.0,
                         help="while the broker is down: one log line per this many seconds (default 30)")
+    worker.add_argument("--store-dir", default=None,
+                        help="training-data segments (default <registry dir>/training-data)")
+    worker.add_argument("--no-store", action="store_true",
+                        help="no segment store: every run scans the whole labeled topic (slow)")
     worker.set_defaults(handler=run_worker)
+
+    retrain = subparsers.add_parser(
+        "retrain", help="reproduce a version: rebuild its training window from the lineage, refit, compare scores",
+        description="Rebuild a version's training window from the training-data store (its lineage names the "
+                    "segments and rows), refit with the recorded recipe, seeds and policy, and report whether "
+                    "the data hash and every score match. Exit status 0: reproduced; 1: not.")
+    retrain.add_argument("model", help="model name")
+    retrain.add_argument("--from-lineage", required=True, type=int, metavar="VERSION",
+                         help="the version to reproduce")
+    retrain.add_argument("--store-dir", default=None,
+                         help="training-data segments (default <registry dir>/training-data)")
+    retrain.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    retrain.set_defaults(handler=run_reproduce)
 
     train = subparsers.add_parser(
         "train", help="train a model from a CSV file, register it with its reference profile and promote it",
@@ -81,6 +98,7 @@ def run_worker(args: argparse.Namespace) -> int:
         retry_attempts=args.retry_attempts, retry_backoff_s=args.retry_backoff_s,
         retry_max_backoff_s=args.retry_max_backoff_s, publish_timeout_s=args.publish_timeout_s,
         broker_log_interval_s=args.broker_log_interval_s,
+        store=not args.no_store, store_dir=args.store_dir,
     )
     # kafka-python logs every failed reconnect of every client: at most one of
     # its lines per interval (all of them with --log-level DEBUG)
@@ -98,6 +116,22 @@ def run_worker(args: argparse.Namespace) -> int:
         worker.shutdown()
         raise
     return worker.serve()
+
+
+def run_reproduce(args: argparse.Namespace) -> int:
+    from driftline.config import load_settings
+    from registry import open_registry
+
+    from .lineage import format_reproduction, reproduce
+
+    settings = load_settings()
+    reg = open_registry(settings)  # reads only: no model events
+    try:
+        rep = reproduce(settings, reg, args.model, args.from_lineage, store_dir=args.store_dir)
+    finally:
+        reg.close()
+    print(json.dumps(rep.to_dict(), indent=2, sort_keys=True) if args.json else format_reproduction(rep))
+    return 0 if rep.reproduced else 1
 
 
 def run_train(args: argparse.Namespace) -> int:

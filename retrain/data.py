@@ -1,8 +1,12 @@
 """Training data: the newest joined records of one model, as pandas.
 
-:class:`LabeledReader` reads the ``labeled`` topic (joined prediction + label
-records written by the monitor) from the beginning of every partition and
-keeps the newest ``window_rows`` records of one model (and, with
+The worker reads its windows from the training-data store
+(:mod:`retrain.store`: per-model Parquet segments, cost proportional to the
+window). :class:`LabeledReader` is the fallback (``driftline worker
+--no-store``) and the reference the store is checked against: it reads the
+``labeled`` topic (joined prediction + label records written by the
+monitor) from the beginning of every partition, so its cost grows with the
+topic, and keeps the newest ``window_rows`` records of one model (and, with
 ``window_s``, only the young ones).
 
 When does reading stop? Not at the high watermark: on the embedded tansu

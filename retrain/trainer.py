@@ -39,6 +39,7 @@ from driftline.observability import RETRAIN_DURATION, RETRAIN_RUNS
 from driftline.policy import Policy
 
 from .data import LabeledReader, TrainingData, build_frame, data_hash, split_holdout
+from .gate import check_class_counts, evaluate, seeds, split_identity
 from .log import log_event
 from .resilience import unavailable
 from driftline.policy import REGRESSION_METRICS
@@ -290,6 +291,8 @@ class Trainer:
             except (TypeError, ValueError):
                 raise RunError("regression needs numeric labels; the window holds text labels") from None
 
+        if classification:
+            check_class_counts(data, train, retrain.min_rows_per_class)
         if champion is not None:
             from sklearn.base import clone
 
@@ -304,29 +307,13 @@ class Trainer:
             phase("paused")
             time.sleep(float(pause))
         phase("training")
-        try:
-            fitted, search_info = fit_candidate(estimator, train, policy)
+        try:  # fit, cross-validate, overfitting and holdout checks: retrain/gate.py
+            gated = evaluate(estimator, train, holdout, policy, champion.estimator if champion else None,
+                             phase=phase)
         except (ValueError, TypeError) as error:
             raise RunError(f"fitting {recipe} failed: {error}") from error
-
-        phase("validating")
-        scores = {f"candidate_{metric}": score(fitted, holdout.X, holdout.y, metric)}
-        scores[f"champion_{metric}"] = score(champion.estimator, holdout.X, holdout.y, metric) if champion else None
-        for name in retrain.minimums:
-            scores.setdefault(f"candidate_{name}", score(fitted, holdout.X, holdout.y, name))
+        fitted, search_info, scores, reasons = gated.fitted, gated.search, gated.scores, gated.reasons
         result.metrics = dict(scores)
-        candidate, incumbent = scores[f"candidate_{metric}"], scores[f"champion_{metric}"]
-        reasons = []
-        if candidate is None:
-            reasons.append(f"candidate {metric} could not be computed on the holdout")
-        elif not is_improvement(candidate, incumbent, metric, retrain.margin):
-            reasons.append(f"candidate {metric}={candidate:.6g} does not beat champion "
-                           f"{metric}={incumbent:.6g} by margin {retrain.margin:g}")
-        for name, limit in retrain.minimums.items():
-            value = scores.get(f"candidate_{name}")
-            if not meets_minimum(value, name, limit):
-                shown = "n/a" if value is None else f"{value:.6g}"
-                reasons.append(f"candidate {name}={shown} misses the minimum {limit:g}")
         promote = not reasons
 
         phase("registering")
@@ -346,6 +333,12 @@ class Trainer:
             "parent_version": parent,
             "recipe": recipe,
             "cleaning": data.report.to_dict(),
+            # what --from-lineage needs to rebuild and refit exactly (retrain/lineage.py)
+            "split": split_identity(train, holdout),
+            "seeds": seeds(fitted),
+            "gate": gated.details,
+            "retrain_policy": policy.to_dict()["retrain"],
+            "task": task_of(policy),
         }
         metrics = dict(scores)  # None (e.g. no champion) is kept: the event shows it
         metrics.update({"holdout_rows": float(len(holdout)), "train_rows": float(len(train))})

@@ -444,6 +444,8 @@ class WorkerOptions:
     retry_max_backoff_s: float = 30.0
     publish_timeout_s: float = 30.0
     broker_log_interval_s: float = 30.0
+    store: bool = True  # training data from the segment store (retrain/store.py); False: scan the topic
+    store_dir: str | None = None
 
     @property
     def retry(self) -> RetryPolicy:
@@ -500,6 +502,7 @@ class Worker:
         self.status: StatusBoard | None = None
         self.coordinator: Coordinator | None = None
         self.schedules: ScheduleBook | None = None
+        self.store = self.store_writer = None
 
     # -- registry per thread (SQLite connections are not shared between threads) ---------
     def registry(self):
@@ -536,6 +539,15 @@ class Worker:
         self._said[key] = now
         return True
 
+    def _window_reader(self):
+        """The segment store (retrain/store.py), or the full topic scan with --no-store."""
+        from .data import LabeledReader
+        from .store import StoreWindowReader
+
+        if self.store_writer is None:
+            return LabeledReader(self.settings, quiet_ms=self.options.quiet_ms)
+        return StoreWindowReader(self.store, self.store_writer, topic=self.topics.labeled)
+
     # -- start-up ------------------------------------------------------------------------
     def start(self) -> None:
         """Check the configuration and connect; raises WorkerConfigError."""
@@ -567,6 +579,10 @@ class Worker:
         self.schedules.start()
         self._last_refresh = time.monotonic()
         self._refresh_needed = False
+        from .store import start_store
+
+        self.store, self.store_writer = start_store(
+            self.settings, self.options, lambda model: self.registry().get_policy(model).retrain.store_retention_s)
         self._consumer = self._make_consumer()
         self._events_consumer = self._make_events_consumer()
         self.status.set_state("running")
@@ -756,7 +772,7 @@ class Worker:
         while result is None:
             try:
                 trainer = Trainer(self.settings, self.registry(),
-                                  LabeledReader(self.settings, quiet_ms=self.options.quiet_ms),
+                                  self._window_reader(),
                                   publish_failures=False, retry_unavailable=True)
                 result = trainer.run(model, request_ids, trigger,
                                      on_phase=lambda phase: self.status.phase(model, request_ids, phase))
@@ -961,6 +977,8 @@ class Worker:
             self._commit()
         except Exception:  # pragma: no cover
             pass
+        if self.store_writer is not None:
+            self.store_writer.stop()
         for client in (self._consumer, self._events_consumer):
             if client is not None:
                 try:
