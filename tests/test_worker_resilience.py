@@ -164,6 +164,7 @@ def test_kafka_log_limiter_lets_one_line_through_per_interval():
     handler = Keep()
     handler.addFilter(KafkaLogLimiter(interval_s=0.3))
     kafka_log = logging.getLogger("kafka.net.connection.test")
+    kafka_log.setLevel(logging.INFO)  # CLI commands run in-process before may have silenced "kafka"
     ours = logging.getLogger("retrain.worker.test")
     for log in (kafka_log, ours):
         log.addHandler(handler)
