@@ -11,22 +11,25 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams import app  # noqa: E402
 
-method, _, nth = os.environ["DRIFTLINE_TEST_FAULT"].partition(":")
-original = getattr(app.MonitorApp, method)
-calls = {"n": 0}
+def main() -> int:
+    from streams import app
+
+    method, _, nth = os.environ["DRIFTLINE_TEST_FAULT"].partition(":")
+    original = getattr(app.MonitorApp, method)
+    calls = {"n": 0}
+
+    async def faulty(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] >= int(nth or 1):
+            raise RuntimeError(f"injected fault in {method}")
+        return await original(self, *args, **kwargs)
+
+    setattr(app.MonitorApp, method, faulty)
+    from driftline.cli import main as driftline_main
+
+    return driftline_main(["monitor", *sys.argv[1:]])
 
 
-async def faulty(self, *args, **kwargs):
-    calls["n"] += 1
-    if calls["n"] >= int(nth or 1):
-        raise RuntimeError(f"injected fault in {method}")
-    return await original(self, *args, **kwargs)
-
-
-setattr(app.MonitorApp, method, faulty)
-
-from driftline.cli import main  # noqa: E402
-
-sys.exit(main(["monitor", *sys.argv[1:]]))
+if __name__ == "__main__":
+    sys.exit(main())
