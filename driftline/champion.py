@@ -267,6 +267,9 @@ class Champion:
         loads the version as soon as the alias resolves.
     refresh_s
         Re-resolve the alias this often, events or not.
+    retry_s
+        After the broker could not be reached, wait this long before trying
+        again (events published meanwhile are counted as failures).
     queue_size
         Most events waiting to be published; beyond it events are dropped
         (and counted) rather than slow the application down.
@@ -289,12 +292,13 @@ class Champion:
 
     def __init__(self, model: str, alias: str | None = None, settings: Settings | None = None, *,
                  publish: bool = True, follow: bool = True, probabilities: bool = True, require: bool = True,
-                 refresh_s: float = 30.0, queue_size: int = 100_000, log_every_s: float = 30.0,
+                 refresh_s: float = 30.0, retry_s: float = 5.0, queue_size: int = 100_000, log_every_s: float = 30.0,
                  registry: Any = None, **producer_options: Any):
         self.name, self.alias = parse_model_ref(model, alias)
         self.settings = settings or load_settings()
         self.publishing = publish
         self.use_probabilities = probabilities
+        self.retry_s = retry_s
         self.stats: dict[str, int] = {"published": 0, "publish_failures": 0, "dropped": 0, "refused": 0,
                                       "reloads": 0, "reload_failures": 0}
         self._stats_lock = threading.Lock()
@@ -487,17 +491,31 @@ class Champion:
     def _start_publisher(self, producer_options: dict[str, Any]) -> None:
         # The producer is made on the sender thread, so a broker that is down
         # delays events, never the application's start or its requests.
-        self._producer_options = {"linger_ms": 20, "max_block_ms": 10_000, "delivery_timeout_ms": 30_000,
+        self._retry_at = 0.0
+        self._connect_error = ""
+        self._producer_options = {"linger_ms": 20, "max_block_ms": 10_000, "request_timeout_ms": 10_000, "delivery_timeout_ms": 30_000,
                                   "client_id": "driftline-champion", **producer_options}
         self._sender = threading.Thread(target=self._send_loop, name="driftline-champion-publisher", daemon=True)
         self._sender.start()
 
     def _get_publisher(self):
         if self._publisher is None:
+            from kafka import KafkaProducer
+
             from .sdk import Publisher
 
-            self._publisher = Publisher(self.settings, on_delivery_error=self._on_delivery_error,
-                                        **self._producer_options)
+            if time.monotonic() < self._retry_at:
+                raise DriftlineError(f"no connection to the broker (retrying in "
+                                     f"{self._retry_at - time.monotonic():.0f}s): {self._connect_error}")
+            options = dict(self._producer_options)
+            if "bootstrap_timeout_ms" in KafkaProducer.DEFAULT_CONFIG:  # kafka-python 3: do not wait a minute
+                options.setdefault("bootstrap_timeout_ms", 5_000)
+            try:
+                self._publisher = Publisher(self.settings, on_delivery_error=self._on_delivery_error, **options)
+            except Exception as error:  # whatever the client raises: try again later, count meanwhile
+                self._retry_at = time.monotonic() + self.retry_s
+                self._connect_error = f"{type(error).__name__}: {error}"
+                raise
         return self._publisher
 
     def _enqueue(self, item: tuple) -> None:
@@ -603,6 +621,17 @@ class Champion:
             self.flush(timeout)
             self._queue.put(_STOP)
             self._sender.join(timeout)
+        lost = 0
+        while True:  # what the sender could not take in time is lost: count it
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                lost += len(item[1]) if item[0] == "p" else 1
+        if lost:
+            self._count("dropped", lost)
+            log.warning("%s: %d event(s) not published before close", self.name, lost)
         if self._publisher is not None:
             from kafka.errors import KafkaError
 
