@@ -560,10 +560,9 @@ class Champion:
                 continue
             try:
                 publisher = self._get_publisher()
-                if kind == "predictions":
-                    publisher.publish_predictions(records)
-                else:
-                    publisher.publish_labels(records)
+                topics = self.settings.topics
+                # checked by from_dict when they were built: not checked twice
+                publisher._publish_records(topics.predictions if kind == "predictions" else topics.labels, records)
                 self._count("published", len(records))
             except Exception as error:  # the sender thread's one error policy: count, log, go on
                 self._count("publish_failures", len(records))
@@ -575,11 +574,18 @@ class Champion:
         probabilities = result.probabilities or [None] * len(records)
         for i, (features, event_id, prediction, probs) in enumerate(
                 zip(records, result.event_ids, result.predictions, probabilities)):
+            fields = {"event_id": event_id, "model": self.name, "model_version": result.model_version,
+                      "timestamp": timestamp, "features": features, "prediction": prediction,
+                      "probabilities": probs, "latency_ms": result.latency_ms}
             try:
-                out.append(events.Prediction.from_dict({
-                    "event_id": event_id, "model": self.name, "model_version": result.model_version,
-                    "timestamp": timestamp, "features": features, "prediction": prediction,
-                    "probabilities": probs, "latency_ms": result.latency_ms}))
+                try:
+                    out.append(events.Prediction.from_dict(fields))
+                except ValidationError as error:
+                    if not (error.field.startswith("features.") and error.value != error.value):
+                        raise
+                    # NaN is how pandas writes "missing"; the contract writes null
+                    fields["features"] = {k: (None if v != v else v) for k, v in features.items()}
+                    out.append(events.Prediction.from_dict(fields))
             except ValidationError as error:  # an input the contract cannot hold: count, say why
                 self._count("refused")
                 self._throttle.warn("refused", "%s: prediction event %s not published: %s", self.name, event_id,
@@ -656,6 +662,10 @@ def _shown(records: list[dict]) -> Any:
     return records[0] if len(records) == 1 else f"{len(records)} rows"
 
 
+_CELL_TYPES = frozenset((str, int, float, bool, type(None)))
+_STR = frozenset((str,))
+
+
 def _cell(value: Any, path: str) -> Any:
     value = plain(value)
     kind = type(value)
@@ -664,6 +674,29 @@ def _cell(value: Any, path: str) -> Any:
     if kind is int or kind is str or kind is bool or value is None:
         return value
     raise ValidationError(path, value, "must be a number, string, bool or null")
+
+
+def _plain_row(row: Any, i: int, where: str, columns: frozenset | None) -> dict:
+    if not isinstance(row, Mapping):
+        raise ValidationError(f"{where}[{i}]", row, "must be an object of feature -> value")
+    # The usual row (JSON or plain Python) is checked with C-speed set and
+    # map operations; only the others are rebuilt cell by cell. (NaN, the
+    # one plain value the contract refuses, becomes null when the event is
+    # built, off the request's path.)
+    if type(row) is dict and _CELL_TYPES.issuperset(map(type, row.values())) and _STR.issuperset(map(type, row)):
+        out = row
+    else:
+        out = {}
+        for name, value in row.items():
+            if type(name) is not str:
+                raise ValidationError(f"{where}[{i}]", name, "feature names must be strings")
+            out[name] = _cell(value, f"{where}[{i}].{name}")
+    if columns is not None and not columns <= out.keys():
+        missing = sorted(columns - out.keys())
+        raise ValidationError(f"{where}[{i}].{missing[0]}", events.MISSING_VALUE,
+                              f"missing feature (the model needs {len(columns)} features; "
+                              f"{len(missing)} missing)")
+    return out
 
 
 def _frame(rows: Any, columns: tuple[str, ...] | None):
@@ -684,22 +717,8 @@ def _frame(rows: Any, columns: tuple[str, ...] | None):
         frame = None
     if not records:
         raise ValidationError(where, [], "must hold at least one row")
-    plain_records = []
-    for i, row in enumerate(records):
-        if not isinstance(row, Mapping):
-            raise ValidationError(f"{where}[{i}]", row, "must be an object of feature -> value")
-        out = {}
-        for name, value in row.items():
-            if type(name) is not str:
-                raise ValidationError(f"{where}[{i}]", name, "feature names must be strings")
-            out[name] = _cell(value, f"{where}[{i}].{name}")
-        if columns is not None:
-            missing = [c for c in columns if c not in out]
-            if missing:
-                raise ValidationError(f"{where}[{i}].{missing[0]}", events.MISSING_VALUE,
-                                      f"missing feature (the model needs {len(columns)}: {', '.join(columns[:10])}"
-                                      f"{', ...' if len(columns) > 10 else ''})")
-        plain_records.append(out)
+    needed = frozenset(columns) if columns is not None else None
+    plain_records = [_plain_row(row, i, where, needed) for i, row in enumerate(records)]
     if frame is None:
         frame = pd.DataFrame.from_records(plain_records, columns=list(columns) if columns is not None else None)
     elif columns is not None and tuple(frame.columns) != columns:
