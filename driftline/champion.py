@@ -241,6 +241,7 @@ class _Served:
     columns: tuple[str, ...] | None
     classes: tuple | None  # class_key text per column of predict_proba
     labels: tuple | None  # the classes as plain values
+    checkable: bool = False  # column names and class labels the contract takes: batches checked at once
 
 
 class Champion:
@@ -408,8 +409,17 @@ class Champion:
         if classes is not None and hasattr(estimator, "predict_proba"):
             labels = tuple(plain(c) for c in classes)
             keys = tuple(class_key(c) for c in labels)
-        return _Served(estimator, version, tuple(str(c) for c in columns) if columns is not None else None,
-                       keys, labels)
+        names = tuple(str(c) for c in columns) if columns is not None else None
+        checkable = (names is not None and 0 < len(names) <= events.MAX_FEATURES
+                     and all(0 < len(n) <= events.MAX_ID for n in names))
+        for label in labels or ():
+            try:  # each class once per version, not once per event
+                events.Label.from_dict({"event_id": "x", "model": "x", "label": label, "timestamp": 0.0})
+            except ValidationError:
+                checkable = False
+        if labels is not None and len(labels) > events.MAX_FEATURES:
+            checkable = False
+        return _Served(estimator, version, names, keys, labels, checkable)
 
     # -- predicting ---------------------------------------------------------------------------
     def predict(self, rows: Any, *, event_ids: Sequence[str] | None = None) -> Predictions:
@@ -437,7 +447,7 @@ class Champion:
         elif len(event_ids) != n:
             raise ValidationError("event_ids", len(event_ids), f"must give one id per row ({n} rows)")
         estimator = served.estimator
-        proba = None
+        proba = raw = None
         started = time.perf_counter()
         try:
             if self.use_probabilities and served.classes is not None:
@@ -445,7 +455,8 @@ class Champion:
                 best = proba.argmax(axis=1)
                 predictions = [served.labels[i] for i in best.tolist()]
             else:
-                predictions = [plain(p) for p in estimator.predict(frame).tolist()]
+                raw = estimator.predict(frame)
+                predictions = [plain(p) for p in raw.tolist()]
         except (ValueError, TypeError, KeyError) as error:  # what scikit-learn raises for inputs it cannot use
             raise ValidationError("inputs", _shown(records), f"the model refused the input "
                                                              f"({type(error).__name__}: {error})") from None
@@ -457,7 +468,8 @@ class Champion:
         result = Predictions(predictions, list(event_ids), self.name, served.version, probabilities,
                              latency_ms, proba)
         if self.publishing:
-            self._enqueue(("p", records, result, events.now()))
+            checked = _batch_checked(served, frame, records, event_ids, raw, proba, latency_ms)
+            self._enqueue(("p", records, result, events.now(), checked))
         return result
 
     def predict_proba(self, rows: Any, *, event_ids: Sequence[str] | None = None) -> Predictions:
@@ -553,21 +565,34 @@ class Champion:
         for item in batch:
             if item[0] == "l":
                 labels.append(item[1])
+            elif item[4]:  # the batch passed the contract's checks at once (see _batch_checked)
+                predictions.extend(self._prediction_dicts(*item[1:4]))
             else:
-                predictions.extend(self._prediction_records(*item[1:]))
+                predictions.extend(r.to_dict() for r in self._prediction_records(*item[1:4]))
         for records, kind in ((predictions, "predictions"), (labels, "labels")):
             if not records:
                 continue
             try:
                 publisher = self._get_publisher()
                 topics = self.settings.topics
-                # checked by from_dict when they were built: not checked twice
-                publisher._publish_records(topics.predictions if kind == "predictions" else topics.labels, records)
+                # checked when they were built: not checked twice
+                if kind == "predictions":
+                    publisher._publish_checked(topics.predictions, records)
+                else:
+                    publisher._publish_records(topics.labels, records)
                 self._count("published", len(records))
             except Exception as error:  # the sender thread's one error policy: count, log, go on
                 self._count("publish_failures", len(records))
                 self._throttle.warn("publish", "%s: publishing %d %s failed: %s: %s", self.name, len(records),
                                     kind, type(error).__name__, error)
+
+    def _prediction_dicts(self, records: list[dict], result: Predictions, timestamp: float) -> list[dict]:
+        name, version, latency = self.name, result.model_version, result.latency_ms
+        probabilities = result.probabilities or [None] * len(records)
+        return [{"event_id": event_id, "model": name, "model_version": version, "timestamp": timestamp,
+                 "features": features, "prediction": prediction, "probabilities": probs, "latency_ms": latency}
+                for features, event_id, prediction, probs in zip(records, result.event_ids, result.predictions,
+                                                                 probabilities)]
 
     def _prediction_records(self, records: list[dict], result: Predictions, timestamp: float) -> list:
         out = []
@@ -660,6 +685,46 @@ class Champion:
 
 def _shown(records: list[dict]) -> Any:
     return records[0] if len(records) == 1 else f"{len(records)} rows"
+
+
+def _batch_checked(served: _Served, frame: Any, records: list[dict], event_ids: Sequence[str], raw: Any,
+                   proba: Any, latency_ms: float) -> bool:
+    """Whether a whole batch of prediction events meets the contract, checked
+    at once (NumPy over the frame) rather than event by event: rows with
+    exactly the model's columns, no infinite number, no string over the
+    limit, valid ids, finite predictions, probabilities in [0, 1]. NaN
+    features are fine (written as null). ``False`` means: check each event
+    (the slow path, which names what is wrong)."""
+    import numpy as np
+
+    if not served.checkable or not (math.isfinite(latency_ms) and latency_ms >= 0):
+        return False
+    width = len(served.columns)
+    if set(map(len, records)) != {width}:  # with the columns already required: the same keys
+        return False
+    if not (0 < min(map(len, event_ids)) and max(map(len, event_ids)) <= events.MAX_ID
+            and _STR.issuperset(map(type, event_ids))):
+        return False
+    if proba is not None:
+        if not (np.isfinite(proba).all() and proba.min() >= 0.0 and proba.max() <= 1.0):
+            return False
+    elif raw is None or raw.dtype.kind not in "iufb" or (raw.dtype.kind == "f" and not np.isfinite(raw).all()):
+        return False
+    floats, others = [], []
+    for column, dtype in frame.dtypes.items():
+        kind = getattr(dtype, "kind", "O")
+        if kind == "f":
+            floats.append(column)
+        elif kind not in "iub":
+            others.append(column)
+    if floats and np.isinf(frame[floats].to_numpy(dtype=float)).any():
+        return False
+    for column in others:  # strings and mixed columns: cell by cell
+        for value in frame[column].tolist():
+            kind = type(value)
+            if (kind is str and len(value) > events.MAX_STRING) or (kind is float and math.isinf(value)):
+                return False
+    return True
 
 
 _CELL_TYPES = frozenset((str, int, float, bool, type(None)))

@@ -114,13 +114,17 @@ def test_champion_follows_promotions_rollbacks_and_refuses_a_tampered_version(se
         refused = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert any("version 3" in m and "still serving version 2" in m and "ArtifactIntegrityError" in m
                    for m in refused), refused
+        # a row with a column the model does not use: checked event by event, published whole
+        extra = champion.predict([{**X.iloc[0].to_dict(), "note": "vip"}])
         champion.flush()
         stats = dict(champion.stats)
 
     assert stats["publish_failures"] == 0 and stats["dropped"] == 0 and stats["refused"] == 0
     published = read_records(settings, "predictions", Prediction, until=lambda m: len(m) >= 1, quiet_s=3.0)
     by_id = {p.event_id: p for p in published}
-    assert len(by_id) == len(published) == 4 * len(X)  # four predict calls
+    assert len(by_id) == len(published) == 4 * len(X) + 1  # five predict calls
+    assert by_id[extra.event_ids[0]].features == {**X.iloc[0].to_dict(), "note": "vip"}
+    assert by_id[extra.event_ids[0]].prediction == third.predictions[0]
     assert {by_id[e].model_version for e in first.event_ids} == {1}
     assert {by_id[e].model_version for e in second.event_ids} == {2}
     assert {by_id[e].model_version for e in third.event_ids} == {2}
