@@ -78,7 +78,10 @@ class ServerProcess:
             except OSError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"driftline serve did not come up (exit {self.process.poll()})")
+                self.log.close()
+                with open(self.log.name, "rb") as log:
+                    tail = log.read()[-2000:].decode(errors="replace")
+                raise SystemExit(f"driftline serve did not come up (exit {self.process.poll()}):\n{tail}")
             time.sleep(0.2)
         self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
@@ -107,14 +110,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per configuration (best kept)")
     args = parser.parse_args()
 
-    import pandas as pd
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    from driftline.champion import Champion
-    from registry import open_registry
 
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
@@ -122,6 +121,18 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="driftline-bench-serving-")
     print(f"driftline serve benchmark: breast cancer (30 features), scaler + logistic regression, "
           f"{os.cpu_count()} CPUs")
+    try:
+        run(args, estimator, records, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args, estimator, records, work: str) -> None:
+    import pandas as pd
+
+    from driftline.champion import Champion
+    from registry import open_registry
+
     with EmbeddedBroker() as broker:
         settings = load_settings(environ={}, bootstrap_servers=broker.bootstrap_servers, topic_prefix="bench.",
                                  registry=os.path.join(work, "registry"))
@@ -180,7 +191,6 @@ def main() -> None:
                 print(f"  publishing cost ({kind}): {cost:+.1f}% of throughput "
                       f"({'meets' if cost <= 10 else 'misses'} the 10% goal)")
         print(f"\npeak RSS of this process: {peak_rss_mb():.0f} MB")
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
