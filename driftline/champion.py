@@ -361,6 +361,17 @@ class Champion:
     def ready(self) -> bool:
         return self._served is not None
 
+    @property
+    def columns(self) -> tuple[str, ...] | None:
+        """The serving version's feature names (``feature_names_in_``), if it has them."""
+        served = self._served
+        return served.columns if served is not None else None
+
+    @property
+    def last_error(self) -> str:
+        """Why the last load failed (or ``"not loaded yet"``)."""
+        return self._last_error
+
     _last_error = "not loaded yet"
 
     def refresh(self) -> bool:

@@ -241,8 +241,7 @@ def create_app(champion: Any):
         started = time.perf_counter()
         try:
             body = _json_body(await request.body())
-            served = champion._served
-            shape, rows = parse_invocation(body, served.columns if served is not None else None)
+            shape, rows = parse_invocation(body, champion.columns)
             event_ids = body.get("event_ids")
             if event_ids is not None and (type(event_ids) is not list or not all(type(e) is str for e in event_ids)):
                 raise ValidationError("event_ids", event_ids, "must be a list of strings, one per row")
@@ -262,6 +261,10 @@ def create_app(champion: Any):
 
     async def labels(request: Request) -> Response:
         started = time.perf_counter()
+        if not champion.publishing:
+            return answer("labels", started, 409, {"error_code": "PUBLISHING_OFF",
+                                                   "message": "this server runs with --no-publish: labels are "
+                                                              "not sent"})
         try:
             pairs = parse_labels(_json_body(await request.body()))
             champion.publish_labels(pairs)
@@ -275,7 +278,7 @@ def create_app(champion: Any):
         version = champion.version
         if version is None:
             return not_ready("health", started, NotReadyError(
-                f"{champion.name}@{champion.alias}: no version loaded ({champion._last_error})"))
+                f"{champion.name}@{champion.alias}: no version loaded ({champion.last_error})"))
         return answer("health", started, 200, {"status": "ok", "model": champion.name, "alias": champion.alias,
                                                "model_version": version})
 
