@@ -46,7 +46,7 @@ __all__ = ["Champion", "ModelEventFollower", "Predictions", "NotReadyError", "pa
 log = logging.getLogger(__name__)
 
 #: Model events after which the alias is resolved again.
-_MOVES = ("promoted", "rolled_back", "alias_set", "registered")
+_MOVES = ("promoted", "rolled_back", "alias_set")
 _STOP = object()
 
 
@@ -111,6 +111,12 @@ class ModelEventFollower(threading.Thread):
         Called on the follower's thread with each :class:`ModelEvent`.
     on_idle
         Called on the follower's thread about every ``idle_s`` seconds.
+
+    Examples
+    --------
+    >>> follower = ModelEventFollower(settings, lambda e: print(e.event, e.model, e.version))  # doctest: +SKIP
+    >>> follower.start(); follower.ready.wait(15)                                   # doctest: +SKIP
+    >>> follower.stop()                                                             # doctest: +SKIP
     """
 
     def __init__(self, settings: Settings, on_event: Callable[[ModelEvent], None],
@@ -193,9 +199,11 @@ class ModelEventFollower(threading.Thread):
 
 
 def _close_quietly(consumer) -> None:
+    from kafka.errors import KafkaError
+
     try:
         consumer.close()
-    except Exception as error:  # closing a broken connection: nothing left to save
+    except (KafkaError, OSError) as error:  # closing a broken connection: nothing left to save
         log.debug("closing the model-events consumer failed: %s", error)
 
 
@@ -414,7 +422,7 @@ class Champion:
     def _on_event(self, event: ModelEvent) -> None:
         if event.model != self.name or event.event not in _MOVES:
             return
-        if event.event == "registered" or (event.alias is not None and event.alias != self.alias):
+        if event.alias is not None and event.alias != self.alias:
             return
         self.refresh()
 
@@ -533,6 +541,8 @@ class Champion:
 
             from .sdk import Publisher
 
+            from kafka.errors import KafkaError
+
             if time.monotonic() < self._retry_at:
                 raise DriftlineError(f"no connection to the broker (retrying in "
                                      f"{self._retry_at - time.monotonic():.0f}s): {self._connect_error}")
@@ -541,7 +551,7 @@ class Champion:
                 options.setdefault("bootstrap_timeout_ms", 5_000)
             try:
                 self._publisher = Publisher(self.settings, on_delivery_error=self._on_delivery_error, **options)
-            except Exception as error:  # whatever the client raises: try again later, count meanwhile
+            except KafkaError as error:  # no broker (or a bad option): try again later, count meanwhile
                 self._retry_at = time.monotonic() + self.retry_s
                 self._connect_error = f"{type(error).__name__}: {error}"
                 raise

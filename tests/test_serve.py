@@ -252,3 +252,36 @@ def test_503_until_a_model_then_a_promotion_during_a_request_loop(settings, test
 
 def _count(messages) -> int:
     return sum(len(json.loads(m.value)) if m.value.startswith(b"[") else 1 for m in messages)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_real_monitor_joins_the_labels_sent_through_the_server(settings, test_env, tmp_path, cancer):
+    from driftline.demo import Daemon
+    from driftline.events import LabeledRecord
+
+    X, y = cancer
+    train(test_env, flip=False, promote=True)
+    monitor = Daemon("monitor", ["monitor", "--metrics-port", str(free_port()), "--data-dir",
+                                 str(tmp_path / "monitor"), "--snapshot-interval", "1", "--session-timeout", "6"],
+                     test_env, tmp_path / "monitor.log")
+    server = Server(test_env, tmp_path / "serve.log")
+    try:
+        assert server.wait_up() == 200
+        records = json.loads(X.to_json(orient="records"))
+        status, answer = server.request("POST", "/invocations", {"dataframe_records": records})
+        assert status == 200
+        labels = [{"event_id": e, "label": int(t)} for e, t in zip(answer["event_ids"], y)]
+        assert server.request("POST", "/labels", {"labels": labels})[0] == 200
+        joined = read_records(settings, "labeled", LabeledRecord, until=lambda m: _count(m) >= len(X),
+                              timeout_s=180, quiet_s=200)
+        assert monitor.running, monitor.tail()
+        by_id = {r.event_id: r for r in joined}
+        assert set(by_id) == set(answer["event_ids"])
+        for event_id, prediction, row, truth in zip(answer["event_ids"], answer["predictions"], records, y):
+            record = by_id[event_id]
+            assert (record.prediction, record.label, record.model_version) == (prediction, int(truth), 1)
+            assert record.features == row and set(record.probabilities) == {"0", "1"}
+    finally:
+        server.stop()
+        monitor.stop()
