@@ -9,9 +9,12 @@ SDK's own cost without HTTP. Goal: publishing costs at most 10% of
 throughput.
 
 The model is a scaler + logistic regression pipeline on scikit-learn's
-breast-cancer data (30 features); the broker is the embedded tansu.
+breast-cancer data (30 features), or with ``--estimator forest`` a 100-tree
+random forest; the broker is the embedded tansu. Publishing costs a fixed
+amount of CPU per event, so its share of throughput is largest for a cheap
+model and many rows per request.
 
-Run: ``.venv/bin/python bench/serving.py [--requests N] [--repeats R]``
+Run: ``.venv/bin/python bench/serving.py [--requests N] [--repeats R] [--estimator forest]``
 """
 
 from __future__ import annotations
@@ -108,19 +111,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per 1-row run (100-row runs: /10)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per configuration (best kept)")
+    parser.add_argument("--estimator", choices=("logistic", "forest"), default="logistic",
+                        help="scaler + logistic regression (cheap: publishing's share is largest) or a "
+                             "100-tree random forest")
     args = parser.parse_args()
 
     from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+    if args.estimator == "logistic":
+        estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+        described = "scaler + logistic regression"
+    else:
+        estimator = RandomForestClassifier(n_estimators=100, random_state=0).fit(X, y)
+        described = "random forest (100 trees)"
     records = json.loads(X.to_json(orient="records"))
     work = tempfile.mkdtemp(prefix="driftline-bench-serving-")
-    print(f"driftline serve benchmark: breast cancer (30 features), scaler + logistic regression, "
-          f"{os.cpu_count()} CPUs")
+    print(f"driftline serve benchmark: breast cancer (30 features), {described}, {os.cpu_count()} CPUs")
     try:
         run(args, estimator, records, work)
     finally:
