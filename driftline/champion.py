@@ -399,7 +399,7 @@ class Champion:
                 if served is not None and served.version == target:
                     return True
                 loaded = self.registry.load(f"{self.name}/{target}")  # verified: checksum and trusted types
-            except (RegistryError, OSError, sqlite3.Error) as error:
+            except (RegistryError, OSError, *_database_errors()) as error:
                 self._last_error = f"{type(error).__name__}: {error}"
                 self._count("reload_failures")
                 if self._refused.get(target) != self._last_error:  # once per version and reason
@@ -713,6 +713,15 @@ class Champion:
 
     def __repr__(self) -> str:
         return f"Champion({self.name}@{self.alias}, version={self.version})"
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    """What a registry query can raise when its database is unavailable."""
+    try:
+        import psycopg
+    except ImportError:  # a SQLite-only install
+        return (sqlite3.Error,)
+    return (sqlite3.Error, psycopg.Error)
 
 
 def _new_ids(n: int) -> list[str]:
