@@ -76,10 +76,11 @@ def parse_invocation(body: Any, columns: tuple[str, ...] | None = None) -> tuple
     ('dataframe_split', [{'a': 1, 'b': 'x'}, {'a': 2, 'b': 'y'}])
     >>> parse_invocation({"instances": [[1, 2]]}, columns=("a", "b"))
     ('instances', [{'a': 1, 'b': 2}])
-    >>> parse_invocation({"rows": []})
-    Traceback (most recent call last):
-    ...
-    driftline.events.ValidationError: <body>: must hold one of dataframe_records, dataframe_split, instances, inputs (got ['rows'])
+    >>> try:
+    ...     parse_invocation({"rows": []})
+    ... except ValidationError as error:
+    ...     print(error.field, "|", error.reason)
+    <body> | must hold one of dataframe_records, dataframe_split, instances, inputs
     """
     if type(body) is not dict:
         raise ValidationError("<body>", body, "must be a JSON object with one of " + ", ".join(_SHAPES))

@@ -77,6 +77,7 @@ def test_champion_follows_promotions_rollbacks_and_refuses_a_tampered_version(se
         assert accuracy_v1 > 0.9
         assert len(set(first.event_ids)) == len(X)
         assert all(set(p) == {"0", "1"} and abs(sum(p.values()) - 1) < 1e-9 for p in first.probabilities)
+        assert (champion.predict_proba(X).proba == champion.estimator.predict_proba(X)).all()
 
         assert train(test_env, flip=True, promote=True) == 2           # another process
         took = wait_for(lambda: champion.version == 2)
@@ -122,7 +123,7 @@ def test_champion_follows_promotions_rollbacks_and_refuses_a_tampered_version(se
     assert stats["publish_failures"] == 0 and stats["dropped"] == 0 and stats["refused"] == 0
     published = read_records(settings, "predictions", Prediction, until=lambda m: len(m) >= 1, quiet_s=3.0)
     by_id = {p.event_id: p for p in published}
-    assert len(by_id) == len(published) == 4 * len(X) + 1  # five predict calls
+    assert len(by_id) == len(published) == 5 * len(X) + 1  # six predict calls
     assert by_id[extra.event_ids[0]].features == {**X.iloc[0].to_dict(), "note": "vip"}
     assert by_id[extra.event_ids[0]].prediction == third.predictions[0]
     assert {by_id[e].model_version for e in first.event_ids} == {1}

@@ -106,7 +106,7 @@ def test_nan_and_infinity_are_refused_with_the_contracts_message(settings, cance
             assert error.field == field
             assert type(error.value) is float  # plain after conversion, so the message shows the value
             assert (math.isnan(error.value) if math.isnan(shown) else error.value == shown)
-            assert str(error).startswith(f"{field}: ") and repr(float(shown)) in str(error)
+            assert field in str(error) and repr(float(shown)) in str(error)
             assert "np." not in str(error)
         with pytest.raises(ValidationError) as caught:
             publisher.publish_label(event_id="e-1", model="cancer", label=np.float32("nan"))
