@@ -493,7 +493,7 @@ class Champion:
         result = Predictions(predictions, list(event_ids), self.name, served.version, probabilities,
                              latency_ms, proba)
         if self.publishing:
-            checked = _batch_checked(served, records, event_ids, raw, proba, latency_ms)
+            checked = _batch_checked(served, records, event_ids, raw, probabilities, latency_ms)
             self._enqueue(("p", records, result, events.now(), checked))
         return result
 
@@ -735,8 +735,8 @@ def _shown(records: list[dict]) -> Any:
     return records[0] if len(records) == 1 else f"{len(records)} rows"
 
 
-def _batch_checked(served: _Served, records: list[dict], event_ids: Sequence[str], raw: Any, proba: Any,
-                   latency_ms: float) -> bool:
+def _batch_checked(served: _Served, records: list[dict], event_ids: Sequence[str], raw: Any,
+                   probabilities: list[dict] | None, latency_ms: float) -> bool:
     """Whether a whole batch of prediction events meets the contract, checked
     at once (set operations in C, NumPy over the outputs) rather than event
     by event: rows with exactly the model's columns, no infinite number, no
@@ -753,8 +753,10 @@ def _batch_checked(served: _Served, records: list[dict], event_ids: Sequence[str
     if not (0 < min(map(len, event_ids)) and max(map(len, event_ids)) <= events.MAX_ID
             and _STR.issuperset(map(type, event_ids))):
         return False
-    if proba is not None:
-        if not (np.isfinite(proba).all() and proba.min() >= 0.0 and proba.max() <= 1.0):
+    if probabilities is not None:
+        flat = list(chain.from_iterable(map(dict.values, probabilities)))
+        # a finite sum means no NaN and no infinity among them
+        if not (math.isfinite(sum(flat)) and min(flat) >= 0.0 and max(flat) <= 1.0):
             return False
     elif raw is None or raw.dtype.kind not in "iufb" or (raw.dtype.kind == "f" and not np.isfinite(raw).all()):
         return False
