@@ -306,8 +306,7 @@ class Champion:
     def __init__(self, model: str, alias: str | None = None, settings: Settings | None = None, *,
                  publish: bool = True, follow: bool = True, probabilities: bool = True, require: bool = True,
                  refresh_s: float = 30.0, retry_s: float = 5.0, batch_s: float = 0.05, queue_size: int = 100_000,
-                 log_every_s: float = 30.0,
-                 registry: Any = None, **producer_options: Any):
+                 log_every_s: float = 30.0, registry: Any = None, **producer_options: Any):
         self.name, self.alias = parse_model_ref(model, alias)
         self.settings = settings or load_settings()
         self.publishing = publish
@@ -561,6 +560,11 @@ class Champion:
         if self._sender is None:
             if item[0] == "l":
                 raise DriftlineError("this champion was created with publish=False: labels cannot be sent")
+            return
+        if self._closed:  # nothing sends any more: count it, as for a full queue
+            count = len(item[1]) if item[0] == "p" else 1
+            self._count("dropped", count)
+            self._throttle.warn("closed", "%s: champion closed: %d event(s) not published", self.name, count)
             return
         try:
             self._queue.put_nowait(item)
