@@ -24,7 +24,7 @@ from .errors import DriftlineError
 __all__ = ["main", "build_parser"]
 
 # Packages that contribute sub-commands, in help order.
-_PLUGINS = ("streams.cli", "retrain.cli", "registry.cli", "driftline.usercli")
+_PLUGINS = ("streams.cli", "retrain.cli", "registry.cli", "driftline.usercli", "driftline.serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

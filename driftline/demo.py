@@ -7,10 +7,10 @@ OS processes in their own process groups):
 2. store the demo policy and train version 1 of model ``agrawal`` on
    River's Agrawal generator, classification function 0 [1]_;
 3. start ``driftline monitor`` and ``driftline worker``;
-4. replay the stream through a small serving loop that loads
-   ``agrawal@champion`` from the registry, predicts, publishes predictions
-   and — one second later — labels with the SDK, and reloads the model when
-   a ``promoted`` model event arrives. Half-way the concept drifts: the
+4. replay the stream through :class:`~driftline.champion.Champion`, which
+   loads ``agrawal@champion`` from the registry, publishes every
+   prediction and swaps to the new version when a promotion arrives; labels
+   follow one second later. Half-way the concept drifts: the
    labels switch to Agrawal's classification function 2, so version 1 falls
    to about coin-flip accuracy;
 5. show live metrics, the drift alert, the retrain request, the promotion
@@ -225,7 +225,6 @@ class Watcher(threading.Thread):
         self.happenings: list[Happening] = []
         self.snapshots: dict[int, Any] = {}
         self.snapshot_history: list[tuple[float, Any]] = []
-        self.promoted: queue.Queue[int] = queue.Queue()
         self.error: BaseException | None = None
         self.ready = threading.Event()
 
@@ -290,8 +289,6 @@ class Watcher(threading.Thread):
             if record.reason:
                 text += f" ({record.reason})"
             self._add(record.event, text, event=record.to_dict())
-            if record.event == "promoted" and record.version is not None:
-                self.promoted.put(record.version)
 
     def first(self, kind: str, after: float = 0.0) -> Happening | None:
         with self.lock:
@@ -302,59 +299,44 @@ class Watcher(threading.Thread):
 
 
 class Serving:
-    """Loads the champion, predicts, publishes predictions and delayed labels."""
+    """The demo's application: a :class:`~driftline.champion.Champion`
+    (it loads ``agrawal@champion``, follows promotions and publishes every
+    prediction) plus the labels, sent ``label_delay_s`` later."""
 
     def __init__(self, settings, registry, label_delay_s: float):
-        from .sdk import Publisher
+        from .champion import Champion
 
-        self.registry = registry
-        self.publisher = Publisher(settings, linger_ms=20)
+        self.champion = Champion(DEMO_MODEL, settings=settings, registry=registry)
         self.label_delay_s = label_delay_s
         self.pending: deque = deque()
-        self.estimator = None
-        self.version = 0
-        self.reload()
 
-    def reload(self) -> int:
-        loaded = self.registry.load(f"{DEMO_MODEL}@champion")
-        self.estimator, self.version = loaded.estimator, loaded.version.version
-        return self.version
+    @property
+    def version(self) -> int:
+        return self.champion.version
 
-    def serve(self, rows: list[tuple[dict, int]], ids: list[str]) -> list[int]:
-        """Predict a batch, publish its predictions, queue its labels;
-        returns the predictions."""
-        import pandas as pd
-
-        frame = pd.DataFrame([x for x, _ in rows], columns=list(FEATURES))
-        started = time.perf_counter()
-        proba = self.estimator.predict_proba(frame)
-        latency_ms = (time.perf_counter() - started) * 1000 / max(1, len(rows))
-        classes = [int(c) for c in self.estimator.classes_]
-        now = time.time()
-        predictions, out = [], []
-        for (x, _), event_id, p in zip(rows, ids, proba):
-            best = classes[int(p.argmax())]
-            predictions.append(best)
-            out.append({"event_id": event_id, "model": DEMO_MODEL, "model_version": self.version, "timestamp": now,
-                        "features": x, "prediction": best, "latency_ms": latency_ms,
-                        "probabilities": {str(c): float(v) for c, v in zip(classes, p)}})
-        self.publisher.publish_predictions(out)
+    def serve(self, rows: list[tuple[dict, int]], ids: list[str]) -> tuple[list[int], int]:
+        """Predict a batch (published by the champion), queue its labels;
+        returns the predictions and the version that made them."""
+        result = self.champion.predict([x for x, _ in rows], event_ids=ids)
         due = time.monotonic() + self.label_delay_s
         for (_, y), event_id in zip(rows, ids):
             self.pending.append((due, event_id, y))
-        return predictions
+        return result.predictions, result.model_version
 
     def send_due_labels(self, everything: bool = False) -> int:
         now, labels = time.monotonic(), []
         while self.pending and (everything or self.pending[0][0] <= now):
             _, event_id, y = self.pending.popleft()
-            labels.append({"event_id": event_id, "model": DEMO_MODEL, "label": y, "timestamp": time.time()})
+            labels.append((event_id, y))
         if labels:
-            self.publisher.publish_labels(labels)
+            self.champion.publish_labels(labels)
         return len(labels)
 
+    def flush(self, timeout: float) -> None:
+        self.champion.flush(timeout)
+
     def close(self) -> None:
-        self.publisher.close(10)
+        self.champion.close(10)
 
 
 # -- the live view ------------------------------------------------------------------------------
@@ -518,6 +500,7 @@ def run_demo(events: int | None = None, report_dir: str | Path = "demo-report", 
         sent = 0
         drift_t = promoted_t = None
         promoted_at_event = None
+        known_version = serving.version
         replay_start = time.monotonic()
         mark("replay_started")
         while sent < total:
@@ -530,20 +513,18 @@ def run_demo(events: int | None = None, report_dir: str | Path = "demo-report", 
                                     f"{daemon.tail()}")
             if watcher.error:
                 raise DemoError(f"following the output topics failed: {watcher.error}")
-            while not watcher.promoted.empty():
-                version = watcher.promoted.get()
-                if version != serving.version:
-                    serving.reload()
-                    if promoted_t is None and sent > drift_at:
-                        promoted_t, promoted_at_event = mark("new_version_serving"), sent
+            if serving.version != known_version:  # the champion swapped versions on a promotion
+                known_version = serving.version
+                if promoted_t is None and sent > drift_at:
+                    promoted_t, promoted_at_event = mark("new_version_serving"), sent
             n = min(batch, total - sent)
             source = before if sent < drift_at else after
             n = min(n, drift_at - sent) if sent < drift_at else n
             rows = [next(source) for _ in range(n)]
             ids = [f"demo-{seed}-{sent + i}" for i in range(n)]
-            predictions = serving.serve(rows, ids)
+            predictions, version = serving.serve(rows, ids)
             t = time.monotonic() - started
-            truth.extend((t, sent + i, serving.version, int(p == y)) for i, (p, (_, y)) in
+            truth.extend((t, sent + i, version, int(p == y)) for i, (p, (_, y)) in
                          enumerate(zip(predictions, rows)))
             sent += n
             if drift_t is None and sent >= drift_at:
@@ -560,7 +541,7 @@ def run_demo(events: int | None = None, report_dir: str | Path = "demo-report", 
                 time.sleep(ahead)
         result.events_sent = sent
         serving.send_due_labels(everything=True)
-        serving.publisher.flush(30)
+        serving.flush(30)
         # the monitor's snapshot of the new version after the last labels
         if promoted_at_event is not None:
             wait_until = time.monotonic() + 8
