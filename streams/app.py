@@ -149,6 +149,7 @@ class PolicySource:
         self._policies: dict[str, Policy] = {}
         self._profiles: dict[tuple[str, int], dict | None] = {}
         self._opened = False
+        self._unregistered: set[str] = set()  # told once each
 
     def _open(self):
         if not self._opened:
@@ -168,9 +169,15 @@ class PolicySource:
             registry = self._open()
             if registry is not None:
                 try:
-                    policy = registry.get_policy(model)
-                except Exception as error:  # unknown model or registry trouble
-                    log.debug("no policy for %s (%s): defaults", model, error)
+                    policy = registry.get_policy(model, missing_ok=False)
+                except LookupError:  # the registry's NotFoundError: predictions of a model never registered
+                    if model not in self._unregistered:
+                        self._unregistered.add(model)
+                        log.warning("model %s has predictions but no registry entry: monitored with the default "
+                                    "policy, drift against its own past ('driftline registry register' or "
+                                    "'driftline train' gives it one)", model)
+                except Exception as error:  # registry trouble must not stop monitoring: defaults
+                    log.warning("no policy for %s (%s): defaults", model, describe_error(error))
             self._policies[model] = policy
         return policy
 

@@ -287,3 +287,29 @@ def test_reset_state_starts_afresh_from_the_committed_offsets(settings, test_env
     finally:
         _stop(proc)
     assert "monitor state reset: deleted" in (tmp_path / "second.log").read_text()
+
+
+def test_a_model_without_registry_entry_is_told_once_and_policies_refresh(tmp_path, caplog):
+    from driftline.policy import Policy
+    from registry import open_registry
+    from streams.app import PolicySource
+
+    settings = load_settings(environ={}, bootstrap_servers="127.0.0.1:9", topic_prefix="p.",
+                             registry=str(tmp_path / "registry"))
+    source = PolicySource(settings)
+    caplog.set_level("INFO", logger="driftline.monitor")
+    assert source.policy("stranger") == Policy()
+    source.refresh()
+    source.refresh()
+    told = [r.getMessage() for r in caplog.records if "no registry entry" in r.getMessage()]
+    assert len(told) == 1 and "stranger" in told[0]
+
+    # a policy set behind the monitor's back (no event) is picked up by the refresh
+    registry = open_registry(settings, publish=False)
+    changed = Policy.from_dict({"monitor": {"label_ttl_s": 42.0}})
+    registry.set_policy("stranger", changed)
+    registry.close()
+    assert source.refresh() == ["stranger"]
+    assert source.label_ttl("stranger") == 42.0
+    assert source.refresh() == []
+    source.close()
