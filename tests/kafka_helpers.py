@@ -64,9 +64,31 @@ def read_topic(
 
 
 def read_records(settings: Settings, topic_name: str, record_type, **kwargs) -> list:
-    """Decoded records of a Driftline topic (``topic_name`` as in Topics)."""
+    """Decoded records of a Driftline topic (``topic_name`` as in Topics).
+
+    ``count`` counts records, not messages: one message of ``labeled`` or
+    ``dead_letter`` can carry many records, and waiting for that many
+    messages would only end at the timeout. Reading goes on for a second
+    after the count is reached, so that extra records are returned too."""
     topic = getattr(settings.topics, topic_name)
-    out = []
-    for message in read_topic(settings, topic, **kwargs):
-        out.extend(events.decode(record_type, message.value))
+    count = kwargs.pop("count", None)
+    out: list = []
+
+    def enough(messages: list) -> bool:
+        while enough.decoded < len(messages):
+            out.extend(events.decode(record_type, messages[enough.decoded].value))
+            enough.decoded += 1
+        if len(out) < count:
+            return False
+        # a second more, so that records beyond the count (duplicates) show
+        enough.reached = enough.reached or time.monotonic()
+        return time.monotonic() - enough.reached > 1.0
+
+    enough.decoded = 0
+    enough.reached = 0.0
+    if count is None:
+        for message in read_topic(settings, topic, **kwargs):
+            out.extend(events.decode(record_type, message.value))
+    else:
+        enough(read_topic(settings, topic, until=enough, **kwargs))
     return out
