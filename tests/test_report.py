@@ -1,0 +1,151 @@
+"""``driftline report``: the HTML report of a model.
+
+The report of a real run (drift, retrain, promotion) is checked by
+:func:`check_report_of_run`, called at the end of the end-to-end run in
+``tests/test_e2e.py`` (no second multi-minute run): the page exists, embeds
+its plots, names the drifted features and both versions, fetches nothing,
+and renders in headless Chromium to a PNG without console messages.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from driftline.events import Alert, MetricsSnapshot, ModelEvent, RetrainRequest
+from driftline.report import ReportData, parse_since, write_report
+from driftline.report.data import VersionInfo
+
+CLI = [sys.executable, "-m", "driftline"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+
+# Chromium writes every console message of the page (console.*, uncaught
+# errors) as `...:INFO:CONSOLE:<line>] "<message>", source: <url> (<line>)`.
+_CONSOLE = re.compile(r":CONSOLE(?::\d+)?\]\s*(.*)")
+
+
+def render_in_chromium(page: Path, png: Path, width: int = 1280, height: int = 5000) -> list[str]:
+    """Render ``page`` headless to ``png``; returns the page's console messages."""
+    result = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr",
+         "--v=0", f"--window-size={width},{height}", f"--screenshot={png}", page.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", result.stderr[-3000:]
+    return [m.group(1) for m in map(_CONSOLE.search, result.stderr.splitlines()) if m]
+
+
+def assert_self_contained(page: str) -> None:
+    """Nothing the page would fetch: no script, stylesheet link, or src/href/url() to a file or server."""
+    assert "<script" not in page.lower() and "<link" not in page.lower()
+    assert not re.findall(r'\s(?:src|href|xlink:href)="(?!#|data:)[^"]*"', page)
+    assert "url(" not in page.replace("url(#", "")
+
+
+def check_report_of_run(env: dict, out: Path, model: str, drifted: set[str], versions: set[int]) -> Path:
+    """Run ``driftline report`` against a finished run and check the page; returns the PNG."""
+    result = subprocess.run(CLI + ["report", model, "--out", str(out), "--quiet-s", "1"], env=env,
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    page_path = out / "index.html"
+    page = page_path.read_text(encoding="utf-8")
+    assert page.count("<svg") >= 4 + len(drifted)  # metrics, drift statistics, labels, one per drifted feature
+    assert_self_contained(page)
+    summary = re.search(r"Drifted features: (.*?)\.</li>", page).group(1)
+    assert set(re.findall(r'class="drifted">([^<]+)<', summary)) == drifted
+    for feature in drifted:
+        assert f"<h3>{feature}</h3>" in page and f"{feature}: reference against the recent window" in page
+    for version in versions:
+        assert f"<b>v{version}</b>" in page  # the versions table
+        assert f"v{version} rolling" in page  # a metrics line per version
+    assert "promoted" in page and "retrain request" in page
+    if CHROMIUM is not None:
+        png = out / "report.png"
+        assert render_in_chromium(page_path, png) == []
+        return png
+    return page_path
+
+
+# -- fast tests: no run, no broker ------------------------------------------------------------------
+
+
+def _synthetic() -> ReportData:
+    """Two versions, a drifted numeric and categorical feature, a promotion."""
+    t0 = 1_700_000_000.0
+    profile = {"features": {
+        "x": {"type": "numeric", "histogram": {"edges": [float(e) for e in range(11)], "counts": [5] * 10}},
+        "plan": {"type": "categorical", "frequencies": {"a": 0.7, "b": 0.3}}}}
+    snaps = []
+    for i in range(20):
+        version = 1 if i < 12 else 2
+        shifted = 6 <= i < 12
+        window = {"edges": [float(e) for e in range(5, 16)], "counts": [3] * 10, "n": 30} if shifted else \
+            {"edges": [float(e) for e in range(11)], "counts": [3] * 10, "n": 30}
+        drift = {"x": {"kind": "numeric", "statistic": 0.5 if shifted else 0.05, "threshold": 0.2, "p_value": 0.01,
+                       "missing": 0, "outliers": 0, "window": window},
+                 "plan": {"kind": "categorical", "statistic": 40.0 if shifted else 1.0, "threshold": 20.0,
+                          "window": {"frequencies": {"b": 0.9, "a": 0.1} if shifted else {"a": 0.7, "b": 0.3},
+                                     "n": 30}}}
+        snaps.append(MetricsSnapshot("m", version, t0 + 10 * i, {"accuracy": 0.9}, {"accuracy": 0.9 - 0.3 * shifted},
+                                     {"joined": 10 * i, "label_coverage": 0.95, "label_delay_p50_s": 1.5,
+                                      "drift": drift}))
+    alerts = [Alert(f"a{f}", "m", 1, "data_drift", f, "ks", 0.5, 0.2, t0 + 65, f"drift in {f}") for f in ("x", "plan")]
+    return ReportData(
+        model="m", snapshots=snaps, alerts=alerts,
+        requests=[RetrainRequest("r1", "m", "drift", t0 + 70, ["ax"], 1)],
+        model_events=[ModelEvent("promoted", "m", t0 + 118, version=2, metrics={"candidate_accuracy": 0.95})],
+        versions=[VersionInfo(1, "ready", t0 - 100, [], {"candidate_accuracy": 0.97}, {}, None, None, profile),
+                  VersionInfo(2, "ready", t0 + 110, ["champion"], {"candidate_accuracy": 0.95},
+                              {"parent_version": 1}, "r1", None, profile)])
+
+
+def test_report_of_records_names_drifted_features_and_versions(tmp_path):
+    path = write_report(_synthetic(), tmp_path / "r")
+    page = path.read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert page.count("<svg") == 5  # metrics, drift statistics, labels, two drifted features
+    assert "<h3>x</h3>" in page and "<h3>plan</h3>" in page
+    assert "<b>v1</b>" in page and "<b>v2</b>" in page and "parent_version: 1" in page
+
+
+def test_report_of_nothing_still_renders(tmp_path):
+    page = write_report(ReportData(model="m"), tmp_path).read_text(encoding="utf-8")
+    assert "No feature drifted in the period." in page and "No versions in the registry." in page
+
+
+def test_since_parses_durations_and_times():
+    assert parse_since("90s", now=1000.0) == 910.0
+    assert parse_since("1d", now=100_000.0) == 100_000.0 - 86400
+    assert parse_since("2026-01-01T00:00:00+01:00") == parse_since("2025-12-31T23:00:00")
+
+
+def test_report_command_refuses_a_bad_since(tmp_path):
+    result = subprocess.run(CLI + ["report", "m", "--since", "yesterday-ish", "--out", str(tmp_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "--since: 'yesterday-ish' is not a duration" in result.stderr
+
+
+@needs_chromium
+def test_chromium_check_sees_console_errors(tmp_path):
+    """The console check can fail: a page with an error is caught."""
+    page = tmp_path / "bad.html"
+    page.write_text("<!doctype html><p>x</p><script>console.error('report-broken'); nosuch();</script>")
+    messages = render_in_chromium(page, tmp_path / "bad.png", 400, 300)
+    assert any("report-broken" in m for m in messages)
+    assert any("Uncaught ReferenceError" in m for m in messages)
+
+
+@needs_chromium
+def test_synthetic_report_renders_without_console_messages(tmp_path):
+    path = write_report(_synthetic(), tmp_path)
+    assert render_in_chromium(path, tmp_path / "report.png") == []
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
