@@ -219,7 +219,7 @@ def _reference_panel(ax, spec: dict | None, title: str) -> tuple[float, float] |
 
 def _window_panel(ax, window: dict | None, title: str, colour: str) -> tuple[float, float] | None:
     if not window:
-        _empty(ax, "no tested window in the snapshots")
+        _empty(ax, "no window tested yet")
         return None
     if "edges" in window:
         total = sum(window["counts"]) or 1

@@ -24,8 +24,10 @@ _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
      padding:0 1em;color:#222}
 h1{margin-bottom:.2em} h2{margin-top:1.6em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5em 0;font-size:.9em} td,th{padding:3px 10px;text-align:left;
-     vertical-align:top} tr:nth-child(even){background:#f4f4f4} th{background:#e8e8e8}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em;max-width:100%}
+td,th{padding:3px 10px;text-align:left;vertical-align:top}
+.wrap{overflow-wrap:anywhere} .nowrap{white-space:nowrap}
+tr:nth-child(even){background:#f4f4f4} th{background:#e8e8e8}
 .figure{margin:.5em 0;max-width:100%;overflow:hidden} .figure svg{display:block;max-width:100%}
 .drifted{color:#b00020;font-weight:bold} .muted{color:#777} code{background:#f2f2f2;padding:0 3px}
 pre{background:#f6f6f6;padding:1em;overflow-x:auto}
@@ -139,19 +141,25 @@ def _scores(metrics: dict[str, Any]) -> str:
     return ", ".join(f"{_esc(k)}={_num(v)}" for k, v in shown) or "-"
 
 
+def _short(value: Any, most: int = 40) -> str:
+    text = _num(value) if isinstance(value, float) else str(value)
+    return text if len(text) <= most else text[:most - 1] + "\u2026"
+
+
 def _lineage(lineage: dict[str, Any]) -> str:
     keys = ("parent_version", "trigger", "rows", "train_rows", "data_sha256", "window_start", "window_end")
     shown = [(k, lineage[k]) for k in keys if lineage.get(k) is not None]
     shown += [(k, v) for k, v in sorted(lineage.items()) if k not in keys and isinstance(v, (int, float, str))]
-    return "<br>".join(f"{_esc(k)}: {_esc(v if not isinstance(v, float) else _num(v))}" for k, v in shown[:8]) \
-        or "-"
+    return "<br>".join(f"{_esc(k)}: {_esc(_short(v))}" for k, v in shown[:8]) or "-"
 
 
 def _versions_table(data: ReportData) -> str:
     if not data.versions:
         return '<p class="muted">No versions in the registry.</p>'
-    rows = [[f"<b>v{v.version}</b>", _esc(v.status), _esc(", ".join(v.aliases) or "-"), _when(v.created_at),
-             _lineage(v.lineage), _esc(v.request_id), _scores(v.metrics), _esc(v.reason)]
+    rows = [[f"<b>v{v.version}</b>", _esc(v.status), _esc(", ".join(v.aliases) or "-"),
+             f'<span class="nowrap">{_when(v.created_at)}</span>', f'<span class="wrap">{_lineage(v.lineage)}</span>',
+             f'<span class="wrap">{_esc(v.request_id)}</span>', f'<span class="wrap">{_scores(v.metrics)}</span>',
+             f'<span class="wrap">{_esc(v.reason)}</span>']
             for v in data.versions]
     return table(["version", "status", "aliases", "registered", "lineage", "retrain request", "scores",
                   "reason"], rows, raw=True)
@@ -173,7 +181,9 @@ def _timeline(data: ReportData) -> str:
     rows.sort(key=lambda r: r[0])
     if not rows:
         return '<p class="muted">Nothing happened in the period.</p>'
-    return table(["time", "what", "details"], [(_when(t), what, text) for t, what, text in rows])
+    return table(["time", "what", "details"], [(f'<span class="nowrap">{_when(t)}</span>', _esc(what),
+                                                 f'<span class="wrap">{_esc(text)}</span>') for t, what, text in rows],
+                 raw=True)
 
 
 def render(data: ReportData, title: str | None = None, extra_sections: Sequence[tuple[str, str]] = ()) -> str:
