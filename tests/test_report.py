@@ -147,5 +147,44 @@ def test_synthetic_report_renders_without_console_messages(tmp_path):
     assert render_in_chromium(path, tmp_path / "report.png") == []
 
 
+# -- the command on a real broker, records written by hand (no daemons) ------------------------------
+
+
+def test_report_command_reads_the_topics_since_a_time(settings, test_env, tmp_path):
+    """Only the given model's records at or after --since are shown; the registry is optional."""
+    import time
+
+    from kafka import KafkaProducer
+
+    from driftline import events
+
+    now = time.time()
+    old, new = now - 7200, now - 60
+    records = [
+        (settings.topics.metrics, MetricsSnapshot("m", 1, old, {"accuracy": 0.5}, {"accuracy": 0.5}, {})),
+        (settings.topics.metrics, MetricsSnapshot("m", 1, new, {"accuracy": 0.9}, {"accuracy": 0.9}, {})),
+        (settings.topics.metrics, MetricsSnapshot("other", 7, new, {"accuracy": 0.1}, {}, {})),
+        (settings.topics.alerts, Alert("old-alert", "m", 1, "data_drift", "age", "ks", 0.5, 0.2, old, "old drift")),
+        (settings.topics.alerts, Alert("new-alert", "m", 1, "data_drift", "plan", "chi2", 40.0, 20.0, new, "drift")),
+        (settings.topics.model_events, ModelEvent("promoted", "m", new, version=1)),
+    ]
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap_list)
+    for topic, record in records:
+        producer.send(topic, events.encode(record))
+    producer.flush()
+    producer.close()
+    out = tmp_path / "r"
+    result = subprocess.run(CLI + ["report", "m", "--since", "1h", "--out", str(out), "--quiet-s", "1"],
+                            env=test_env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 snapshot(s), 1 alert(s), 0 version(s); drifted features: plan" in result.stdout
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert "<h3>plan</h3>" in page and "<h3>age</h3>" not in page and "old drift" not in page
+    assert "v7" not in page  # another model's version
+    result = subprocess.run(CLI + ["report", "nobody", "--out", str(out), "--quiet-s", "1"], env=test_env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "nothing known about model 'nobody'" in result.stderr
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))

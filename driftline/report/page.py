@@ -84,6 +84,8 @@ def _summary(data: ReportData) -> str:
     ]
     if data.skipped:
         items.append(f"{data.skipped} message(s) on the topics broke the event contract and were skipped.")
+    if data.read_timed_out:
+        items.append("The topics were still delivering when reading stopped: the newest records may be missing.")
     if data.registry_error:
         items.append(f"Registry: {_esc(data.registry_error)}.")
     return "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
