@@ -147,6 +147,38 @@ def test_synthetic_report_renders_without_console_messages(tmp_path):
     assert render_in_chromium(path, tmp_path / "report.png") == []
 
 
+# -- what the monitor's snapshots carry for the report -----------------------------------------------
+
+
+def test_drift_tests_keep_the_tested_window_and_its_threshold():
+    import numpy as np
+
+    from streams.drift import CategoricalDriftTest, NumericDriftTest
+
+    rng = np.random.default_rng(3)
+    profile = {"type": "numeric", "count": 5000, "quantiles": list(np.quantile(rng.uniform(0, 10, 5000),
+                                                                          np.linspace(0, 1, 101)))}
+    test = NumericDriftTest(window=400, profile=profile)
+    window = rng.uniform(5, 15, 400)
+    [result] = test.update(window, alpha=1e-4)
+    assert test.last_threshold == result.threshold and test.last_statistic == result.statistic
+    hist = test.last_histogram
+    assert hist["n"] == 400 and sum(hist["counts"]) == 400 and len(hist["edges"]) == 21
+    assert hist["edges"][0] == pytest.approx(profile["quantiles"][0]) and hist["edges"][-1] == window.max()
+    assert hist["counts"] == np.histogram(window, bins=hist["edges"])[0].tolist()
+    old_state = test.to_state()
+    old_state["last"] = old_state["last"][:2]  # a checkpoint written before these fields existed
+    restored = NumericDriftTest.from_state(old_state)
+    assert restored.last_statistic == result.statistic and restored.last_histogram is None
+
+    cat = CategoricalDriftTest(window=200, profile={"type": "categorical", "count": 1000,
+                                                    "frequencies": {"a": 0.7, "b": 0.3}})
+    [result] = cat.update(["b"] * 150 + ["a"] * 50, alpha=1e-4)
+    assert cat.last_histogram == {"frequencies": {"b": 0.75, "a": 0.25}, "n": 200}
+    assert cat.last_threshold == result.threshold
+    assert CategoricalDriftTest.from_state(cat.to_state()).last_histogram == cat.last_histogram
+
+
 # -- the command on a real broker, records written by hand (no daemons) ------------------------------
 
 
