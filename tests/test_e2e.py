@@ -34,8 +34,8 @@ POLICY = {
                 "promotion_metric": "accuracy", "margin": 0.05},
 }
 PRE, POST, AFTER = 1500, 1500, 600
-#: Agrawal's functions 0 and 2 read age and elevel only: shifting these
-#: changes the inputs' distribution (data drift) and not the labels.
+#: Agrawal's functions 0 and 2 read age and elevel only: shifting home years
+#: and the loan changes the inputs' distribution (data drift), not the labels.
 SHIFTED = {"hyears": lambda v: v + 15, "loan": lambda v: v * 1.6}
 
 
