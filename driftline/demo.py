@@ -28,10 +28,7 @@ References
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import json
 import logging
 import os
 import queue
@@ -562,7 +559,7 @@ def run_demo(events: int | None = None, report_dir: str | Path = "demo-report", 
                 result.metrics_scraped[name] = {"error": str(error)}  # type: ignore[dict-item]
         mark("summary")
         _summarise(result, watcher, truth, drift_at, drift_t, promoted_at_event, serving.version)
-        report = write_report(report_dir, result, watcher, truth, drift_t, drift_at)
+        report = write_report(report_dir, settings, registry, result, drift_at)
         _print_summary(view, result, report)
         return 0 if result.ok else 1
     except KeyboardInterrupt:
@@ -711,106 +708,26 @@ def _print_summary(view: View, result: DemoResult, report: Path) -> None:
 # -- the HTML report -----------------------------------------------------------------------------------
 
 
-def _png(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+def write_report(report_dir: Path, settings, registry, result: DemoResult, drift_at: int) -> Path:
+    """``index.html``: the report ``driftline report agrawal`` writes (from
+    the topics and the registry), followed by what only the demo knows: the
+    ground-truth accuracy, the timings, the policy and the Prometheus series."""
+    from .report import gather
+    from .report import write_report as write_model_report
+    from .report.page import pretty_json, table
 
-
-def write_report(report_dir: Path, result: DemoResult, watcher: Watcher, truth: list, drift_t: float | None,
-                 drift_at: int) -> Path:
-    """``index.html`` with the timeline, the accuracy and drift plots (PNG,
-    embedded) and the figures of the summary."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with watcher.lock:
-        happenings = list(watcher.happenings)
-        history = list(watcher.snapshot_history)
-
-    def marks(ax) -> None:
-        if drift_t is not None:
-            ax.axvline(drift_t, color="tab:red", linestyle="--", label="drift injected")
-        for i, h in enumerate(h for h in happenings if h.kind == "promoted"):
-            ax.axvline(h.t, color="tab:green", linestyle="-", label="version promoted" if i == 0 else None)
-            ax.annotate(f"v{h.data['event']['version']}", (h.t, 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(3, -12), textcoords="offset points", color="tab:green")
-        if truth:
-            ax.set_xlim(0, truth[-1][0] + 1)
-        for i, h in enumerate(h for h in happenings if h.kind == "request"):
-            ax.axvline(h.t, color="tab:purple", linestyle=":", label="retrain request" if i == 0 else None)
-
-    figure, ax = plt.subplots(figsize=(10, 4))
-    if truth:
-        step = 100
-        xs, ys = [], []
-        for k in range(step, len(truth) + 1, step):
-            window = truth[max(0, k - 300):k]
-            xs.append(truth[k - 1][0])
-            ys.append(sum(c for *_, c in window) / len(window))
-        ax.plot(xs, ys, color="black", label="served accuracy (ground truth, last 300)")
-    versions = sorted({snap.model_version for _, snap in history})
-    for v in versions:
-        points = [(t, snap.rolling.get("accuracy")) for t, snap in history
-                  if snap.model_version == v and snap.rolling.get("accuracy") is not None]
-        if points:
-            ax.plot(*zip(*points), marker=".", linestyle="-", alpha=0.7, label=f"monitor rolling accuracy v{v}")
-    marks(ax)
-    ax.set_xlabel("seconds since start")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.05)
-    ax.set_title("Accuracy over time (version changes marked)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    accuracy_png = _png(figure)
-    plt.close(figure)
-
-    figure, ax = plt.subplots(figsize=(10, 3))
-    alerts = [h for h in happenings if h.kind == "alert"]
-    kinds = sorted({h.data["alert"]["kind"] for h in alerts})
-    for row, kind in enumerate(kinds):
-        points = [(h.t, row) for h in alerts if h.data["alert"]["kind"] == kind]
-        ax.scatter(*zip(*points), s=60, label=kind)
-    ax.set_yticks(range(len(kinds)), kinds)
-    if not kinds:
-        ax.text(0.5, 0.5, "no alerts", transform=ax.transAxes, ha="center")
-    marks(ax)
-    ax.set_xlabel("seconds since start")
-    ax.set_title("Drift and metric alerts")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    alerts_png = _png(figure)
-    plt.close(figure)
-
-    def esc(value: Any) -> str:
-        return html.escape(str(value))
-
-    timeline = "\n".join(f"<tr><td>{h.t:.2f}s</td><td>{esc(h.kind)}</td><td>{esc(h.text)}</td></tr>"
-                         for h in sorted(happenings + ([Happening(drift_t, "drift", f"drift injected at event "
-                                                                  f"{drift_at}")] if drift_t else []),
-                                         key=lambda h: h.t))
-    timings = "\n".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in result.timings.items())
-    accuracy = "\n".join(f"<tr><td>{esc(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in result.accuracy.items())
-    status = "OK" if result.ok else f"INCOMPLETE: {esc(result.problem)}"
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Driftline demo report</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td,th{{padding:2px 10px;text-align:left}}
-table{{border-collapse:collapse}}tr:nth-child(even){{background:#f3f3f3}}pre{{background:#f6f6f6;padding:1em}}</style>
-</head><body>
-<h1>Driftline demo report</h1>
-<p>Model <code>{DEMO_MODEL}</code> on River's Agrawal stream; concept drift (classification function
-{BEFORE_FUNCTION} &rarr; {AFTER_FUNCTION}) injected after {drift_at} events. {result.events_sent} events replayed.
-Result: <b>{status}</b>. Alert delay: {esc(result.timings.get('alert_delay_s', '-'))}s
-({esc(result.alert_delay_events)} events after the drift).</p>
-<h2>Accuracy</h2><img alt="accuracy over time" src="data:image/png;base64,{accuracy_png}">
-<table><tr><th>period</th><th>accuracy (ground truth)</th></tr>{accuracy}</table>
-<h2>Alerts</h2><img alt="alerts over time" src="data:image/png;base64,{alerts_png}">
-<h2>Timeline</h2><table><tr><th>time</th><th>what</th><th>details</th></tr>{timeline}</table>
-<h2>Timings (seconds since start)</h2><table>{timings}</table>
-<h2>Policy</h2><pre>{esc(json.dumps(DEMO_POLICY, indent=2))}</pre>
-<h2>Prometheus series at the end</h2><pre>{esc(json.dumps(result.metrics_scraped, indent=1, sort_keys=True))}</pre>
-</body></html>
-"""
-    path = report_dir / "index.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+    data = gather(settings, DEMO_MODEL, registry=registry, quiet_s=1.0)
+    status = "OK" if result.ok else f"INCOMPLETE: {html.escape(str(result.problem))}"
+    about = (f"<p>Model <code>{DEMO_MODEL}</code> on River's Agrawal stream; concept drift (classification "
+             f"function {BEFORE_FUNCTION} &rarr; {AFTER_FUNCTION}) injected after {drift_at} events. "
+             f"{result.events_sent} events replayed. Result: <b>{status}</b>. Alert delay: "
+             f"{html.escape(str(result.timings.get('alert_delay_s', '-')))}s "
+             f"({html.escape(str(result.alert_delay_events))} events after the drift).</p>")
+    extra = [
+        ("The demo", about + table(["period", "accuracy (ground truth)"],
+                                   [(k, _fmt(v)) for k, v in result.accuracy.items()])),
+        ("Timings (seconds since start)", table(["step", "seconds"], result.timings.items())),
+        ("Policy", pretty_json(DEMO_POLICY)),
+        ("Prometheus series at the end", pretty_json(result.metrics_scraped)),
+    ]
+    return write_model_report(data, report_dir, title=f"Driftline demo report: {DEMO_MODEL}", extra_sections=extra)

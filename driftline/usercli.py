@@ -21,6 +21,10 @@ Sub-commands contributed to ``driftline`` (see :mod:`driftline.cli`):
     Registry models, champions and latest versions, and which Driftline
     topics exist on the broker.
 
+``driftline report MODEL [--since WHEN] [--out DIR]``
+    An HTML report of one model from the output topics and the registry
+    (:mod:`driftline.report`).
+
 ``driftline demo``
     The whole loop on a drifting benchmark stream (:mod:`driftline.demo`).
 
@@ -80,7 +84,7 @@ class UserCliError(DriftlineError):
 
 
 def register(subparsers) -> None:
-    """Add ``publish``, ``alerts``, ``metrics``, ``status`` and ``demo``."""
+    """Add ``publish``, ``alerts``, ``metrics``, ``status``, ``report`` and ``demo``."""
     publish = subparsers.add_parser(
         "publish",
         help="send predictions or labels from a JSON-lines or CSV file",
@@ -110,6 +114,17 @@ def register(subparsers) -> None:
     status = subparsers.add_parser("status", help="registry models, champions, latest versions and topics")
     status.add_argument("--json", action="store_true", help="one JSON object per line")
     status.set_defaults(handler=_cmd_status)
+
+    report = subparsers.add_parser("report", help="write an HTML report of a model (metrics, drift, versions)")
+    report.add_argument("model", help="the model's name")
+    report.add_argument("--since", default=None,
+                        help="only what happened since: a duration (30m, 2h, 7d) or an ISO-8601 time "
+                             "(default: everything on the topics)")
+    report.add_argument("--out", default="driftline-report",
+                        help="directory for index.html (default driftline-report)")
+    report.add_argument("--quiet-s", type=float, default=2.0,
+                        help="stop reading the topics after this many seconds without news (default 2)")
+    report.set_defaults(handler=_cmd_report)
 
     demo = subparsers.add_parser("demo", help="run the whole loop on a drifting benchmark stream")
     demo.add_argument("--events", type=int, default=None, help="events to replay (default: see driftline.demo)")
@@ -620,6 +635,49 @@ def _cmd_status(args: argparse.Namespace) -> int:
                   + (f": {run['reason']}" if run.get("reason") else ""))
     missing = [t for t, present in status["topics"].items() if not present]
     return 1 if status["broker_error"] or missing else 0
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .events import validate_name
+    from .report import gather, parse_since, write_report
+
+    validate_name(args.model, "model")
+    since = parse_since(args.since) if args.since is not None else None
+    settings = _settings()
+    _quiet_kafka_logs()
+    registry, registry_error = _open_registry_for_reading(settings)
+    try:
+        data = gather(settings, args.model, registry=registry, since=since, quiet_s=args.quiet_s)
+    finally:
+        if registry is not None:
+            registry.close()
+    data.registry_error = data.registry_error or registry_error
+    if not data.snapshots and not data.versions:
+        raise UserCliError(f"nothing known about model {args.model!r}: no metrics on "
+                           f"{settings.topics.metrics} and no versions in the registry")
+    path = write_report(data, args.out)
+    print(f"report of {args.model}: {len(data.snapshots)} snapshot(s), {len(data.alerts)} alert(s), "
+          f"{len(data.versions)} version(s); drifted features: {', '.join(data.drifted_features) or 'none'}")
+    print(path.resolve())
+    return 0
+
+
+def _open_registry_for_reading(settings):
+    """The registry, or ``None`` and why not (a report still shows the topics)."""
+    try:
+        from registry import open_registry
+        from registry.errors import RegistryError
+    except ImportError:
+        return None, "the registry package is not installed"
+    if not settings.registry_is_database and not Path(settings.registry).exists():
+        return None, f"no registry at {settings.registry_location}"
+    try:
+        return open_registry(settings, publish=False), None
+    except RegistryError as error:
+        return None, redact(str(error))
 
 
 # -- demo -----------------------------------------------------------------------------------

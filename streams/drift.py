@@ -157,6 +157,49 @@ class DriftResult:
     detector: str
 
 
+#: Bins of a tested window's histogram (the reference profile has 20 too).
+WINDOW_BINS = 20
+#: Most categories kept of a tested window (the rest summed under ``__other__``).
+WINDOW_CATEGORIES = 30
+
+
+def window_histogram(values: np.ndarray, reference_range: tuple[float, float] | None = None) -> dict:
+    """Histogram of a tested window, JSON-safe, over the window's range
+    widened to the reference's (so a shifted window still shows where the
+    reference was).
+
+    >>> window_histogram(np.array([0.0, 1.0, 1.0, 2.0]))["counts"][-1]
+    1
+    """
+    low, high = float(values.min()), float(values.max())
+    if reference_range is not None:
+        low, high = min(low, reference_range[0]), max(high, reference_range[1])
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    counts, edges = np.histogram(values, bins=WINDOW_BINS, range=(low, high))
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts], "n": int(values.size)}
+
+
+def category_shares(counts: dict[str, int], n: int) -> dict:
+    """Shares of the categories of a tested window (the most frequent ones).
+
+    >>> category_shares({"a": 3, "b": 1}, 4)
+    {'frequencies': {'a': 0.75, 'b': 0.25}, 'n': 4}
+    """
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    shares = {k: c / n for k, c in ranked[:WINDOW_CATEGORIES]}
+    if len(ranked) > WINDOW_CATEGORIES:
+        shares["__other__"] = sum(c for _, c in ranked[WINDOW_CATEGORIES:]) / n
+    return {"frequencies": shares, "n": int(n)}
+
+
+def _restore_last(test, last: list) -> None:
+    # States written before thresholds and window histograms were kept hold two values.
+    test.last_statistic, test.last_p_value = last[0], last[1]
+    test.last_threshold = last[2] if len(last) > 2 else None
+    test.last_histogram = last[3] if len(last) > 3 else None
+
+
 # -- references ------------------------------------------------------------------
 
 
@@ -231,6 +274,8 @@ class NumericDriftTest:
         self.tests = 0
         self.last_statistic: float | None = None
         self.last_p_value: float | None = None
+        self.last_threshold: float | None = None
+        self.last_histogram: dict | None = None  # the last tested window, for reports
         if profile is not None and profile.get("quantiles"):
             self.quantiles = _QuantileCDF(profile["quantiles"])
             self.ref_count = int(profile.get("count") or profile.get("rows") or 0) or 10 ** 9
@@ -293,14 +338,16 @@ class NumericDriftTest:
         self.tests += 1
         n = window_sorted.size
         m = self.ref_count
+        self.last_histogram = window_histogram(window_sorted, self.reference_range())
         n_eff = n * m / (n + m)
         right, left, resolution = self._ref_cdfs()
         if self.method == "ks":
             d = max(0.0, _ks_statistic(window_sorted, right, left) - resolution)
             p = ks_pvalue(d, n_eff)
             self.last_statistic, self.last_p_value = d, p
+            self.last_threshold = ks_critical(alpha, n_eff)
             if p < alpha:
-                return DriftResult(d, ks_critical(alpha, n_eff), p, alpha, 0, n, "ks")
+                return DriftResult(d, self.last_threshold, p, alpha, 0, n, "ks")
             return None
         # PSI on reference deciles; n_eff*PSI is approximately chi-square(B-1) under H0.
         edges = np.interp(np.linspace(0, 1, 11), np.linspace(0, 1, self.quantiles.q.size), self.quantiles.q)
@@ -315,8 +362,9 @@ class NumericDriftTest:
         dof = max(1, inner.size)
         p = float(stats.chi2.sf(psi * n_eff, dof))
         self.last_statistic, self.last_p_value = psi, p
+        self.last_threshold = float(stats.chi2.isf(alpha, dof)) / n_eff
         if p < alpha:
-            return DriftResult(psi, float(stats.chi2.isf(alpha, dof)) / n_eff, p, alpha, 0, n, "psi")
+            return DriftResult(psi, self.last_threshold, p, alpha, 0, n, "psi")
         return None
 
     # -- state -------------------------------------------------------------
@@ -325,7 +373,7 @@ class NumericDriftTest:
         return {"window": self.window, "reference_size": self.reference_size, "method": self.method,
                 "pending": pending, "reference": self.reference, "ref_count": self.ref_count,
                 "quantiles": None if self.quantiles is None else self.quantiles.q, "tests": self.tests,
-                "last": [self.last_statistic, self.last_p_value]}
+                "last": [self.last_statistic, self.last_p_value, self.last_threshold, self.last_histogram]}
 
     @classmethod
     def from_state(cls, state: dict) -> "NumericDriftTest":
@@ -338,7 +386,7 @@ class NumericDriftTest:
         if state["quantiles"] is not None:
             self.quantiles = _QuantileCDF(state["quantiles"])
         self.tests = int(state["tests"])
-        self.last_statistic, self.last_p_value = state["last"]
+        _restore_last(self, state["last"])
         return self
 
 
@@ -368,6 +416,8 @@ class CategoricalDriftTest:
         self.tests = 0
         self.last_statistic: float | None = None
         self.last_p_value: float | None = None
+        self.last_threshold: float | None = None
+        self.last_histogram: dict | None = None  # the last tested window, for reports
         if profile is not None and profile.get("frequencies"):
             count = float(profile.get("count") or 10 ** 9)
             self.ref_counts = {str(k): float(v) * count for k, v in profile["frequencies"].items()}
@@ -412,6 +462,7 @@ class CategoricalDriftTest:
         for v in chunk:
             counts[v] = counts.get(v, 0) + 1
         n = len(chunk)
+        self.last_histogram = category_shares(counts, n)
         cats = sorted(set(counts) | set(self.ref_counts))
         ref = np.array([self.ref_counts.get(c, 0.0) for c in cats])
         obs = np.array([counts.get(c, 0) for c in cats], dtype=np.float64)
@@ -424,7 +475,7 @@ class CategoricalDriftTest:
             pooled = table[:, small].sum(axis=1, keepdims=True)
             table = np.hstack([table[:, ~small], pooled]) if pooled.sum() > 0 else table[:, ~small]
         if table.shape[1] < 2:
-            self.last_statistic, self.last_p_value = 0.0, 1.0
+            self.last_statistic, self.last_p_value, self.last_threshold = 0.0, 1.0, None
             return None
         row = table.sum(axis=1, keepdims=True)
         col = table.sum(axis=0, keepdims=True)
@@ -433,14 +484,16 @@ class CategoricalDriftTest:
         dof = table.shape[1] - 1
         p = float(stats.chi2.sf(chi2, dof))
         self.last_statistic, self.last_p_value = chi2, p
+        self.last_threshold = float(stats.chi2.isf(alpha, dof))
         if p < alpha:
-            return DriftResult(chi2, float(stats.chi2.isf(alpha, dof)), p, alpha, 0, n, "chi2")
+            return DriftResult(chi2, self.last_threshold, p, alpha, 0, n, "chi2")
         return None
 
     def to_state(self) -> dict:
         return {"window": self.window, "reference_size": self.reference_size, "ref": [list(self.ref_counts),
                 list(self.ref_counts.values())], "ref_total": self.ref_total, "from_profile": self.from_profile,
-                "pending": self.pending, "tests": self.tests, "last": [self.last_statistic, self.last_p_value]}
+                "pending": self.pending, "tests": self.tests,
+                "last": [self.last_statistic, self.last_p_value, self.last_threshold, self.last_histogram]}
 
     @classmethod
     def from_state(cls, state: dict) -> "CategoricalDriftTest":
@@ -451,7 +504,7 @@ class CategoricalDriftTest:
         self.from_profile = bool(state["from_profile"])
         self.pending = list(state["pending"])
         self.tests = int(state["tests"])
-        self.last_statistic, self.last_p_value = state["last"]
+        _restore_last(self, state["last"])
         return self
 
 

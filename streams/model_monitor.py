@@ -572,7 +572,12 @@ class VersionMonitor:
             "task": self.task,
             "drift": {name: {"kind": f.kind, "statistic": getattr(f.test, "last_statistic", None),
                              "p_value": getattr(f.test, "last_p_value", None), "missing": f.missing,
-                             "outliers": f.outliers} for name, f in sorted(self.features.items())},
+                             "outliers": f.outliers,
+                             # the threshold the statistic is tested against and the tested
+                             # window's histogram (reports draw it next to the reference)
+                             "threshold": getattr(f.test, "last_threshold", None),
+                             "window": getattr(f.test, "last_histogram", None)}
+                      for name, f in sorted(self.features.items())},
         }
         return MetricsSnapshot(self.model, self.version, now, cumulative, rolling, stats)
 

@@ -1,7 +1,10 @@
 """The whole loop through a real broker with the monitor and the worker as
 separate OS processes: an injected concept drift produces an alert, a retrain
 request, a new promoted version in the registry and a model event, and the
-monitor then scores the new version. Both /metrics endpoints are scraped."""
+monitor then scores the new version. Both /metrics endpoints are scraped.
+After the drift two features the labels do not depend on shift too (a data
+drift), and ``driftline report`` is checked on the finished run
+(tests/test_report.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from driftline.events import Alert, MetricsSnapshot, ModelEvent, RetrainRequest
 from driftline.policy import Policy
 from driftline.sdk import Publisher
 from tests.kafka_helpers import read_records
+from tests.test_report import check_report_of_run
 
 MODEL = "agrawal"
 POLICY = {
@@ -30,6 +34,13 @@ POLICY = {
                 "promotion_metric": "accuracy", "margin": 0.05},
 }
 PRE, POST, AFTER = 1500, 1500, 600
+#: Agrawal's functions 0 and 2 read age and elevel only: shifting home years
+#: and the loan changes the inputs' distribution (data drift), not the labels.
+SHIFTED = {"hyears": lambda v: v + 15, "loan": lambda v: v * 1.6}
+
+
+def shifted(rows):
+    return [({k: SHIFTED[k](v) if k in SHIFTED else v for k, v in x.items()}, y) for x, y in rows]
 
 
 def publish(settings, estimator, version, rows, prefix):
@@ -94,10 +105,13 @@ def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_versio
         assert read_records(settings, "retrain_requests", RetrainRequest, quiet_s=1, timeout_s=5) == []
 
         # 2. the drift: the labels switch to Agrawal's function 2, version 1 drops to ~coin flip
-        after = list(itertools.islice(agrawal_rows(2, seed=2), POST))
+        after = shifted(itertools.islice(agrawal_rows(2, seed=2), POST))
         assert publish(settings, champion.estimator, 1, after, "post") < 0.65
 
-        alerts = read_records(settings, "alerts", Alert, until=lambda m: len(m) > 0, timeout_s=60)
+        def performance_alert(messages):
+            return any(a.kind in ("concept_drift", "metric") for m in messages for a in events.decode(Alert, m.value))
+
+        alerts = read_records(settings, "alerts", Alert, until=performance_alert, timeout_s=60)
         assert {a.model for a in alerts} == {MODEL}
         assert {a.kind for a in alerts} & {"concept_drift", "metric"}
         assert all(a.model_version == 1 for a in alerts)
@@ -124,7 +138,7 @@ def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_versio
             loaded = reg.load(f"{MODEL}@champion")
 
         # 3. serving switches to version 2; the monitor scores the new version
-        later = list(itertools.islice(agrawal_rows(2, seed=3), AFTER))
+        later = shifted(itertools.islice(agrawal_rows(2, seed=3), AFTER))
         served = publish(settings, loaded.estimator, 2, later, "v2")
         assert served > 0.9
         read_records(settings, "metrics", MetricsSnapshot, until=snapshot_for(2, AFTER), timeout_s=90)
@@ -136,7 +150,9 @@ def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_versio
         monitor = scrape_metrics(ports["monitor"])
         worker = scrape_metrics(ports["worker"])
         assert monitor['driftline_events_processed_total{component="monitor",kind="joined"}'] == PRE + POST + AFTER
-        assert sum(v for k, v in monitor.items() if k.startswith("driftline_alerts_total")) == len(alerts)
+        all_alerts = read_records(settings, "alerts", Alert, quiet_s=1, timeout_s=10)
+        assert {a.subject for a in all_alerts if a.kind == "data_drift"} == set(SHIFTED)
+        assert sum(v for k, v in monitor.items() if k.startswith("driftline_alerts_total")) == len(all_alerts)
         assert monitor[f'driftline_model_metric{{metric="accuracy",model="{MODEL}",version="2",window="cumulative"}}'] \
             == pytest.approx(served)
         assert worker[f'driftline_retrain_runs_total{{model="{MODEL}",outcome="promoted"}}'] == 1
@@ -155,3 +171,6 @@ def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_versio
             daemon.stop()
     for daemon in daemons:
         assert not daemon.running
+
+    # 5. the report of the run names the shifted features and both versions
+    check_report_of_run(test_env, tmp_path / "report", MODEL, drifted=set(SHIFTED), versions={1, 2})

@@ -13,6 +13,8 @@ import time
 import psutil
 import pytest
 
+from tests.test_report import CHROMIUM, assert_self_contained, render_in_chromium
+
 CLI = [sys.executable, "-m", "driftline"]
 
 
@@ -59,8 +61,14 @@ def test_demo_runs_the_loop_and_writes_the_report(tmp_path):
     assert before > 0.95 and dropped < 0.65 and recovered > 0.9
     assert "\x1b[" not in out  # not a terminal: plain lines, no redraws
     page = (report / "index.html").read_text()
-    assert page.count("data:image/png;base64,") == 2
-    assert "model promoted: agrawal v2" in page
+    # the report `driftline report` writes (tests/test_report.py), plus the demo's own sections
+    assert_self_contained(page)
+    assert page.count("<svg") >= 3  # metrics, drift statistics, labels
+    assert "<b>v1</b>" in page and "<b>v2</b>" in page and "v2 rolling" in page
+    assert re.search(r"<td>model promoted</td><td><span class=\"wrap\">v2 ", page)
+    assert "accuracy (ground truth)" in page
+    if CHROMIUM is not None:
+        assert render_in_chromium(report / "index.html", report / "report.png") == []
     pids = _pids(out)
     assert len(pids) == 3  # broker, monitor, worker
     assert _wait_gone(pids, timeout=1) == []
