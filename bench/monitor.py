@@ -206,7 +206,10 @@ def quix_python(explicit: str | None) -> str:
     if not os.path.exists(os.path.join(QUIX_VENV, ".installed")):
         print(f"  (making {os.path.relpath(QUIX_VENV, ROOT)}: pip install quixstreams river)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", QUIX_VENV], check=True)
-        subprocess.run([python, "-m", "pip", "install", "--quiet", "quixstreams", "river"], check=True)
+        install = subprocess.run([python, "-m", "pip", "install", "--quiet", "quixstreams", "river"],
+                                 capture_output=True, text=True)
+        if install.returncode != 0:
+            raise RuntimeError(f"pip install quixstreams river failed:\n{install.stderr[-2000:]}")
         open(os.path.join(QUIX_VENV, ".installed"), "w").close()
     return python
 

@@ -1056,9 +1056,26 @@ def _label_from_struct(s: Any) -> Label | None:
     return Label(s.event_id, s.model, s.label, timestamp)
 
 
+def _labeled_from_struct(s: Any) -> LabeledRecord | None:
+    features = s.features
+    if not _known_name(s.model) or "" in features or max(map(len, features)) > MAX_ID:
+        return None
+    predicted_at, labelled_at = s.prediction_timestamp, s.label_timestamp
+    if type(predicted_at) is str:
+        predicted_at = _fast_timestamp(predicted_at)
+    if type(labelled_at) is str:
+        labelled_at = _fast_timestamp(labelled_at)
+    if predicted_at is None or labelled_at is None:
+        return None
+    return LabeledRecord(s.event_id, s.model, s.model_version, features, s.prediction, s.label, predicted_at,
+                         labelled_at, s.probabilities, s.latency_ms)
+
+
+# The record types that travel in volume (the monitor's input, the worker's).
 _FAST = {
     Prediction: _fast_decoder("Prediction", _prediction_from_struct),
     Label: _fast_decoder("Label", _label_from_struct),
+    LabeledRecord: _fast_decoder("LabeledRecord", _labeled_from_struct),
 }
 
 

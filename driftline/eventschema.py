@@ -3,13 +3,13 @@
 :mod:`driftline.events` is the contract (its dataclasses, checks and error
 messages). This module states the same shapes as msgspec types, for two uses:
 
-* the fast path of :func:`driftline.events.decode_batch` for the hot record
-  types (``Prediction``, ``Label``): msgspec parses and checks a whole
-  message in C in one pass. It is a filter that never accepts what the
-  contract refuses: a message it refuses, or anything it cannot decide
-  (an unknown field, an integer past 2**63, ``2.0`` as a version, a model
-  name it has not checked yet that fails), goes through the contract's own
-  validator, which gives the exact field, value and reason;
+* the fast path of :func:`driftline.events.decode_batch` for the record
+  types that travel in volume (``Prediction``, ``Label``,
+  ``LabeledRecord``): msgspec parses and checks a whole message in C in one
+  pass. It never accepts what the contract refuses: a message it refuses or
+  cannot decide (a bad event, an unknown field, an integer past 2**63,
+  ``2.0`` as a version) goes through the contract's own validator, which
+  accepts it or names the field, value and reason;
 * :func:`json_schema`: the contract as a JSON Schema (``driftline schema``),
   so producers in other languages can check what they send.
 

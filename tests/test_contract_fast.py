@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 
 from driftline import events
 from driftline.cli import main, schema_text
-from driftline.events import Label, Prediction, decode_batch, encode_many
+from driftline.events import Label, LabeledRecord, Prediction, decode_batch, encode_many
 from tests.test_contract_fuzz import message_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -57,7 +57,7 @@ FUZZ = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.mark.parametrize("record_type", [Prediction, Label], ids=["Prediction", "Label"])
+@pytest.mark.parametrize("record_type", [Prediction, Label, LabeledRecord], ids=lambda t: t.__name__)
 def test_the_fast_path_accepts_only_what_the_validator_accepts_and_gives_the_same_records(record_type):
     decided = []
 
@@ -74,7 +74,10 @@ def test_the_fast_path_accepts_only_what_the_validator_accepts_and_gives_the_sam
     "record_type, event",
     [(Prediction, GOOD_PREDICTION), (Label, GOOD_LABEL),
      (Prediction, {**GOOD_PREDICTION, "probabilities": None, "latency_ms": 0, "prediction": 1, "timestamp": 5}),
-     (Prediction, {**GOOD_PREDICTION, "features": {"x": 2**63 - 1, "y": -(2**63), "z": 1e308, "w": -0.0}})],
+     (Prediction, {**GOOD_PREDICTION, "features": {"x": 2**63 - 1, "y": -(2**63), "z": 1e308, "w": -0.0}}),
+     (LabeledRecord, {"event_id": "e", "model": "churn", "model_version": 1, "features": {"x": 1.5},
+                      "prediction": 0, "label": 1, "prediction_timestamp": 1.0,
+                      "label_timestamp": "2024-01-02T03:04:05+01:00", "latency_ms": -2.5})],
 )
 def test_ordinary_messages_take_the_fast_path(record_type, event):
     for payload in (json.dumps(event).encode(), json.dumps([event] * 3).encode(), json.dumps(event)):
