@@ -1,7 +1,8 @@
 """Throughput and memory of the monitor (``driftline monitor``) on a real broker.
 
 Run: ``.venv/bin/python bench/monitor.py [--events 1000000] [--single-events 50000]
-[--scale-events 200000] [--bootstrap HOST:PORT] [--skip-detectors]``
+[--scale-events 200000] [--bootstrap HOST:PORT] [--skip-detectors] [--only bulk,single]
+[--quix-python PATH | --skip-quix]``
 
 Without ``--bootstrap`` it starts the embedded tansu broker. Every section
 publishes its data first (predictions and their labels, 10 numeric
@@ -11,6 +12,11 @@ default policy), then measures, in the same run:
 
 * raw aiokafka: one consumer reading the same topics (no decoding);
 * a do-nothing faust agent on the same topics (a separate process);
+* a hand-written quixstreams + River app (``bench/quix_baseline.py``: JSON,
+  a dict join, River Accuracy/F1/LogLoss/ROCAUC, ADWIN per feature and on
+  errors) in its own virtual environment, ``.bench-venv/quixstreams``
+  (made with ``pip install quixstreams river`` when missing; or
+  ``--quix-python``): the measuring stick, with its peak RSS;
 * the monitor: a real ``python -m streams`` process; throughput is the time
   from the first to the last event it applied (its Prometheus counters
   ``applied_prediction``/``applied_joined``, polled every 0.1 s), so
@@ -188,6 +194,42 @@ def noop_faust(settings: Settings, expected_messages: int) -> float:
     raise RuntimeError(f"no-op faust agent failed:\n{proc.stderr[-2000:]}")
 
 
+QUIX_VENV = os.path.join(ROOT, ".bench-venv", "quixstreams")
+
+
+def quix_python(explicit: str | None) -> str:
+    """The interpreter of the quixstreams + River baseline's own virtual
+    environment, made on first use (a measuring stick, not a dependency)."""
+    if explicit:
+        return explicit
+    python = os.path.join(QUIX_VENV, "bin", "python")
+    if not os.path.exists(os.path.join(QUIX_VENV, ".installed")):
+        print(f"  (making {os.path.relpath(QUIX_VENV, ROOT)}: pip install quixstreams river)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", QUIX_VENV], check=True)
+        install = subprocess.run([python, "-m", "pip", "install", "--quiet", "quixstreams", "river"],
+                                 capture_output=True, text=True)
+        if install.returncode != 0:
+            raise RuntimeError(f"pip install quixstreams river failed:\n{install.stderr[-2000:]}")
+        open(os.path.join(QUIX_VENV, ".installed"), "w").close()
+    return python
+
+
+def quix_baseline(python: str, settings: Settings, n: int) -> dict:
+    """Run bench/quix_baseline.py over the section's topics; its JSON summary."""
+    script = os.path.join(ROOT, "bench", "quix_baseline.py")
+    group = f"{settings.topic_prefix}quix-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.run([python, script, settings.bootstrap_servers, settings.topics.predictions,
+                           settings.topics.labels, str(n), group], capture_output=True, text=True, timeout=1800,
+                          cwd=ROOT)
+    match = re.search(r'\{"seconds".*\}', proc.stdout)
+    if proc.returncode == 0 and match:
+        result = json.loads(match.group(0))
+        if result["joined"] >= n:
+            return result
+    raise RuntimeError(f"quixstreams baseline failed (exit {proc.returncode}):\n{proc.stdout[-1000:]}"
+                       f"{proc.stderr[-2000:]}")
+
+
 # -- the monitor -----------------------------------------------------------------------------
 class Monitor:
     """A real ``python -m streams`` process with its Prometheus port."""
@@ -267,7 +309,8 @@ def run_monitor(settings: Settings, workdir: str, n: int, name: str) -> dict:
         monitor.stop()
 
 
-def section(title: str, settings: Settings, workdir: str, n: int, models: list[str], bulk: bool) -> dict:
+def section(title: str, settings: Settings, workdir: str, n: int, models: list[str], bulk: bool,
+            quix: str | None = None) -> dict:
     print(f"\n== {title}: {n:,} events ({'bulk messages of %d' % BULK if bulk else 'one event per message'}), "
           f"10 numeric features, {len(models)} model(s), {PARTITIONS} partitions", flush=True)
     t0 = time.perf_counter()
@@ -283,6 +326,12 @@ def section(title: str, settings: Settings, workdir: str, n: int, models: list[s
     print(f"  {'raw aiokafka consumer':36} {n / raw:>12,.0f} ev/s  ({count / raw:,.0f} msg/s)", flush=True)
     noop = noop_faust(settings, count)
     print(f"  {'do-nothing faust agent':36} {n / noop:>12,.0f} ev/s  ({count / noop:,.0f} msg/s)", flush=True)
+    quix_eps = None
+    if quix:
+        baseline = quix_baseline(quix, settings, n)
+        quix_eps = n / baseline["seconds"]
+        print(f"  {'quixstreams + River app (baseline)':36} {quix_eps:>12,.0f} ev/s  ({baseline['seconds']:.1f} s; "
+              f"{baseline['seconds'] / n * 1e6:.0f} us/event; peak RSS {baseline['peak_rss_mb']:.0f} MB)", flush=True)
     result = run_monitor(settings, workdir, n, title.split()[0])
     seconds = result["seconds"]
     print(f"  {'driftline monitor (1 process)':36} {n / seconds:>12,.0f} ev/s  ({seconds:.1f} s; "
@@ -290,10 +339,13 @@ def section(title: str, settings: Settings, workdir: str, n: int, models: list[s
           f"{seconds / noop:,.1f}x the no-op faust agent's)", flush=True)
     print(f"  monitor RSS after {n:,} events: {result['rss_mb']:.0f} MB now, {result['peak_rss_mb']:.0f} MB peak",
           flush=True)
+    if quix_eps:
+        print(f"  monitor / quixstreams + River app: {n / seconds / quix_eps:.2f}x the events/s, "
+              f"{result['peak_rss_mb'] / baseline['peak_rss_mb']:.2f}x the peak RSS", flush=True)
     skipped = result["counters"].get("replay_skipped", 0)
     if skipped:
         print(f"  (replayed observations skipped: {skipped:,.0f})")
-    return {"raw": n / raw, "noop": n / noop, "monitor": n / seconds, **result}
+    return {"raw": n / raw, "noop": n / noop, "quix": quix_eps, "monitor": n / seconds, **result}
 
 
 def memory_section(settings: Settings, workdir: str, n: int, chunk: int) -> None:
@@ -352,6 +404,17 @@ def scale_section(bootstrap: str, registry: str, workdir: str, n: int) -> None:
     print(f"  speed-up with two processes: {rates[2] / rates[1]:.2f}x (two cores shared with other work)")
 
 
+SECTIONS = ("bulk", "single", "scale", "memory", "detectors")
+
+
+def _sections(text: str) -> set[str]:
+    chosen = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = chosen - set(SECTIONS)
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"sections are {', '.join(SECTIONS)}; got {text!r}")
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000, help="bulk section size (default 1,000,000)")
@@ -360,12 +423,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of an embedded tansu")
     parser.add_argument("--skip-detectors", action="store_true")
     parser.add_argument("--memory-events", type=int, default=1_000_000, help="memory section size")
-    parser.add_argument("--only", choices=("bulk", "single", "scale", "memory", "detectors"), default=None)
+    parser.add_argument("--only", type=_sections, default=None,
+                        help="comma-separated sections to run: bulk, single, scale, memory, detectors")
+    parser.add_argument("--quix-python", default=None,
+                        help="python of an environment with quixstreams and river (default: make .bench-venv)")
+    parser.add_argument("--skip-quix", action="store_true", help="leave out the quixstreams + River baseline")
     parser.add_argument("--noop-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.noop_child is not None:
         noop_faust_child(args.noop_child)
         return
+    wanted = args.only or set(SECTIONS)
 
     workdir = tempfile.mkdtemp(prefix="driftline-bench-monitor-")
     registry = os.path.join(workdir, "registry")
@@ -379,19 +447,21 @@ def main(argv: list[str] | None = None) -> None:
             bootstrap = broker.bootstrap_servers
         print(f"broker: {'embedded tansu' if broker else bootstrap}; machine: {os.cpu_count()} cores "
               f"(busy: shared with other work); python {sys.version.split()[0]}")
-        if args.only in (None, "bulk"):
-            section("bulk", new_settings(bootstrap, registry), workdir, args.events, ["churn"], bulk=True)
-        if args.only in (None, "single"):
-            section("single", new_settings(bootstrap, registry), workdir, args.single_events, ["churn"], bulk=False)
-        if args.only in (None, "scale"):
+        quix = None if args.skip_quix or not wanted & {"bulk", "single"} else quix_python(args.quix_python)
+        if "bulk" in wanted:
+            section("bulk", new_settings(bootstrap, registry), workdir, args.events, ["churn"], bulk=True, quix=quix)
+        if "single" in wanted:
+            section("single", new_settings(bootstrap, registry), workdir, args.single_events, ["churn"], bulk=False,
+                    quix=quix)
+        if "scale" in wanted:
             scale_section(bootstrap, registry, workdir, args.scale_events)
-        if args.only in (None, "memory"):
+        if "memory" in wanted:
             memory_section(new_settings(bootstrap, registry), workdir, args.memory_events, 20_000)
     finally:
         if broker is not None:
             broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    if not args.skip_detectors and args.only in (None, "detectors"):
+    if not args.skip_detectors and "detectors" in wanted:
         detectors = os.path.join(os.path.dirname(os.path.abspath(__file__)), "monitor_detectors.py")
         if os.path.exists(detectors):
             print("\n== default detectors (bench/monitor_detectors.py --events 50000 --seeds 2)", flush=True)

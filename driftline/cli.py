@@ -2,7 +2,7 @@
 
 Each package adds its own sub-commands through a ``register(subparsers)``
 function in its ``cli`` module (``streams.cli``, ``retrain.cli``,
-``registry.cli``); this module owns the shared ones (``broker``, ``topics``)
+``registry.cli``); this module owns the shared ones (``broker``, ``topics``, ``schema``)
 and the error handling: a user error prints one line and exits 1, never a
 traceback (set ``DRIFTLINE_DEBUG=1`` to see one).
 """
@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--partitions", type=int, default=4, help="partitions per topic (default 4)")
     create.add_argument("--replication-factor", type=int, default=1)
     create.set_defaults(handler=_create_topics)
+
+    schema = sub.add_parser("schema", help="print the event contract as JSON Schema (for producers in any language)")
+    schema.set_defaults(handler=_print_schema)
 
     for module_name in _PLUGINS:
         try:
@@ -102,6 +105,21 @@ def wait_for_stop_signal() -> int:
         for sig, old in previous.items():
             signal.signal(sig, old)
     return received[0]
+
+
+def schema_text() -> str:
+    """The JSON Schema document ``driftline schema`` prints (the committed
+    ``schema/driftline-events.schema.json`` holds the same text)."""
+    import json
+
+    from .events import json_schema
+
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+def _print_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(schema_text())
+    return 0
 
 
 def _run_broker(args: argparse.Namespace) -> int:
