@@ -186,7 +186,7 @@ class Joiner:
         elif state["s"] == "l":
             label = Label(**state["r"])  # our own state: validated when it was written
             if label.model != p.model:
-                self._dead(out, "p", partition, offset, p, "model",
+                self._dead(out, "p", partition, offset, index, p, "model",
                            f"label for event_id {p.event_id!r} names model {label.model!r}, the prediction {p.model!r}")
                 return
             self._join(p, label, partition, "p", offset, index, coords, state["lc"], now, out, put)
@@ -195,7 +195,7 @@ class Joiner:
         else:
             what = {"p": "is already waiting for its label", "j": "was already joined with its label",
                     "x": "already expired without a label"}[state["s"]]
-            self._dead(out, "p", partition, offset, p, "event_id",
+            self._dead(out, "p", partition, offset, index, p, "event_id",
                        f"duplicate prediction: event_id {p.event_id!r} {what}")
 
     def _on_label(self, label: Label, partition, offset, index, state, now, out, put) -> None:
@@ -208,7 +208,7 @@ class Joiner:
         elif state["s"] == "p":
             p = Prediction(**state["r"])  # our own state: validated when it was written
             if p.model != label.model:
-                self._dead(out, "l", partition, offset, label, "model",
+                self._dead(out, "l", partition, offset, index, label, "model",
                            f"label names model {label.model!r} but the prediction for event_id "
                            f"{label.event_id!r} was made by {p.model!r}")
                 return
@@ -216,12 +216,12 @@ class Joiner:
         elif state.get("lc") == coords:
             return  # replay
         elif state["s"] == "x":
-            self._dead(out, "l", partition, offset, label, "event_id",
+            self._dead(out, "l", partition, offset, index, label, "event_id",
                        f"late label: the prediction for event_id {label.event_id!r} expired without a label "
                        f"(label TTL {self._ttl(label.model):g}s)")
         else:
             what = "is already waiting for its prediction" if state["s"] == "l" else "was already joined"
-            self._dead(out, "l", partition, offset, label, "event_id",
+            self._dead(out, "l", partition, offset, index, label, "event_id",
                        f"duplicate label: event_id {label.event_id!r} {what}")
 
     def _join(self, p, label, partition, kind, offset, index, pc, lc, now, out, put) -> None:
@@ -255,12 +255,16 @@ class Joiner:
         self._last_deadline[(model, partition)] = deadline
         return deadline
 
-    def _dead(self, out: JoinOutput, kind: str, partition: int, offset: int, record, field_name: str,
-              reason: str) -> None:
+    def _dead(self, out: JoinOutput, kind: str, partition: int, offset: int, index: int, record,
+              field_name: str, reason: str) -> None:
+        # the record alone is the original (re-publishable as it is); ``index``
+        # is its position in the source message (streams.app clears it for a
+        # message that was not a bulk array)
         error = ValidationError(field_name, getattr(record, "event_id", None), reason)
-        out.dead_letters.append(DeadLetter.for_payload(
-            events.encode(record), error, source_topic=self.topics[kind], component=COMPONENT,
-            partition=partition, offset=offset))
+        letter = DeadLetter.for_payload(events.encode(record), error, source_topic=self.topics[kind],
+                                        component=COMPONENT, partition=partition, offset=offset)
+        letter.index = index
+        out.dead_letters.append(letter)
         out.counts["dead_letter"] += 1
 
     # -- expiry -------------------------------------------------------------------------
@@ -289,7 +293,7 @@ class Joiner:
                     self._mark(partition, remove_at, key)
                 elif state["s"] == "l":
                     label = Label(**state["r"])
-                    self._dead(out, "l", partition, state["lc"][0], label, "event_id",
+                    self._dead(out, "l", partition, state["lc"][0], state["lc"][1], label, "event_id",
                                f"no prediction with event_id {key!r} arrived within the label TTL "
                                f"({self._ttl(label.model):g}s)")
                     out.counts["expired_label"] += 1
