@@ -49,8 +49,9 @@ __all__ = ["FORMATS", "CLIENT_LIBRARIES", "configure", "log_event", "reset"]
 
 FORMATS = ("logfmt", "json")
 
-#: Loggers of the client libraries, kept at WARNING unless the level is DEBUG.
-CLIENT_LIBRARIES = ("kafka", "aiokafka", "faust", "mode")
+#: Loggers of the client libraries, kept at WARNING unless the level is DEBUG
+#: (APScheduler writes a line per job run at INFO).
+CLIENT_LIBRARIES = ("kafka", "aiokafka", "faust", "mode", "apscheduler")
 
 _FIELDS = "driftline_fields"  # the LogRecord attributes log_event's fields travel in
 _EVENT = "driftline_event"

@@ -1097,6 +1097,7 @@ class MonitorApp:
             probe = observability.LagProbe(self.settings, self.app_id,
                                            [self.topics.predictions, self.topics.labels], COMPONENT).start()
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, override_logging=False)
+        worker.spinner = None  # its terminal escapes would land in the middle of log lines
         try:
             worker.execute_from_commandline()
         except SystemExit as stop:

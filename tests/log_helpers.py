@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 
-_PAIR = re.compile(r'(?P<key>[^\s="]+)=(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s="]*))(?: |$)')
+_PAIR = re.compile(r'(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)=(?:"(?P<quoted>(?:[^"\\]|\\.)*)"|(?P<bare>[^\s="]*))(?: |$)')
 _ESCAPE = re.compile(r"\\(.)")
 
 
