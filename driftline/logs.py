@@ -81,8 +81,8 @@ def _plain_values(for_logfmt: bool):
         ordered = {key: event_dict.pop(key) for key in _FIRST if key in event_dict}
         ordered.update(event_dict)
         for key, value in ordered.items():
-            if isinstance(value, float):
-                value = float(f"{value:.6g}")
+            if isinstance(value, float) and for_logfmt:
+                value = float(f"{value:.6g}")  # readable; JSON keeps every digit
             elif isinstance(value, (list, tuple, set)) and for_logfmt and all(
                     isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
                 value = ",".join(str(v) for v in (sorted(value) if isinstance(value, set) else value))
@@ -150,8 +150,11 @@ def configure(level: str | int = "INFO", fmt: str = "logfmt", *, stream: IO[str]
         root.removeHandler(_handler)
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(_formatter(fmt, timestamps))
-    for old in list(root.handlers):  # one line per record: no second handler (basicConfig, an earlier call)
-        root.removeHandler(old)
+    for old in list(root.handlers):
+        # one line per record: no plain second handler (basicConfig's); others
+        # (a test runner's capture, a file handler) stay
+        if type(old) is logging.StreamHandler:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(numeric)
     _handler = handler
