@@ -572,7 +572,7 @@ class MonitorApp:
             kind, record_type = ("p", Prediction) if message.topic == predictions else ("l", Label)
             payload = message.value if message.value is not None else b""
             if payload.lstrip()[:1] != b"[":
-                single.add((message.topic, message.partition, message.offset))
+                single.add((kind, message.partition, message.offset))
             try:
                 decoded = events.decode_batch(record_type, payload)
             except Exception as error:  # error policy: a message that breaks decoding is dead-lettered
@@ -593,6 +593,7 @@ class MonitorApp:
                 items.append((kind, message.partition, message.offset, index, record))
         async with self._lock:
             self._sync_partitions()
+            self.joiner.single = single
             now = time.time()
             try:
                 out = self.joiner.process(items, now)
@@ -600,9 +601,6 @@ class MonitorApp:
                 log.warning("stage 1: a batch of %d records failed (%s); joining it record by record",
                             len(items), describe_error(error))
                 out = self._join_one_by_one(items, now, batch)
-            for letter in out.dead_letters:  # the join numbers a single event's position 0: not a bulk index
-                if (letter.source_topic, letter.partition, letter.offset) in single:
-                    letter.index = None
             out.dead_letters[:0] = dead
             out.counts["dead_letter"] += len(dead)
             await self._publish_join_output(out)

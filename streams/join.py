@@ -144,6 +144,10 @@ class Joiner:
         self._mark_heaps: dict[int, list[int]] = defaultdict(list)
         # (model, partition) -> last deadline given to a pending prediction
         self._last_deadline: dict[tuple[str, int], float] = {}
+        #: (topic kind, partition, offset) of this batch's single-event
+        #: messages (not bulk arrays): their dead letters carry no index.
+        #: Set by the caller before :meth:`process`.
+        self.single: set[tuple[str, int, int]] = set()
 
     # -- the join ---------------------------------------------------------------
     def process(self, items: Iterable[Item], now: float) -> JoinOutput:
@@ -202,8 +206,10 @@ class Joiner:
         coords = [offset, index]
         if state is None:
             deadline = now + self._ttl(label.model)
-            put(partition, label.event_id, {"s": "l", "p": partition, "lc": coords, "d": deadline,
-                                            "r": label.to_dict()})
+            state = {"s": "l", "p": partition, "lc": coords, "d": deadline, "r": label.to_dict()}
+            if ("l", partition, offset) in self.single:
+                state["one"] = 1  # a single-event message: its dead letter, if it expires, has no index
+            put(partition, label.event_id, state)
             heapq.heappush(self._heaps[partition], (deadline, "l", offset, index, label.event_id))
         elif state["s"] == "p":
             p = Prediction(**state["r"])  # our own state: validated when it was written
@@ -255,11 +261,12 @@ class Joiner:
         self._last_deadline[(model, partition)] = deadline
         return deadline
 
-    def _dead(self, out: JoinOutput, kind: str, partition: int, offset: int, index: int, record,
+    def _dead(self, out: JoinOutput, kind: str, partition: int, offset: int, index: int | None, record,
               field_name: str, reason: str) -> None:
         # the record alone is the original (re-publishable as it is); ``index``
-        # is its position in the source message (streams.app clears it for a
-        # message that was not a bulk array)
+        # is its position in a bulk source message, None for a single event
+        if (kind, partition, offset) in self.single:
+            index = None
         error = ValidationError(field_name, getattr(record, "event_id", None), reason)
         letter = DeadLetter.for_payload(events.encode(record), error, source_topic=self.topics[kind],
                                         component=COMPONENT, partition=partition, offset=offset)
@@ -293,7 +300,8 @@ class Joiner:
                     self._mark(partition, remove_at, key)
                 elif state["s"] == "l":
                     label = Label(**state["r"])
-                    self._dead(out, "l", partition, state["lc"][0], state["lc"][1], label, "event_id",
+                    self._dead(out, "l", partition, state["lc"][0], None if state.get("one") else state["lc"][1],
+                               label, "event_id",
                                f"no prediction with event_id {key!r} arrived within the label TTL "
                                f"({self._ttl(label.model):g}s)")
                     out.counts["expired_label"] += 1

@@ -64,18 +64,21 @@ def test_dead_letters_show_the_bulk_index_and_replay_puts_a_fixed_label_back(set
         producer.send(settings.topics.predictions, json.dumps([prediction("g0"), {"event_id": "g1"}]).encode(),
                       key=b"g0", partition=partition_for("g0", 4))
         producer.flush()
-        # a single-event message (not a bulk): a duplicate, and no index
+        # single-event messages (not bulk): a duplicate, a label that expires; no index
         producer.send(settings.topics.predictions, json.dumps(prediction("p1")).encode(), key=b"p1")
+        producer.send(settings.topics.labels, json.dumps(label("lonely")).encode(), key=b"lonely")
         producer.flush()
-        letters = read_records(settings, "dead_letter", DeadLetter, count=3, timeout_s=90)
+        letters = read_records(settings, "dead_letter", DeadLetter, count=4, timeout_s=90)
         latest_snapshots(settings, {"churn": {"joined": 10}})
 
         shown = _cli(["dead-letters", "--json", "--quiet-s", "1"], test_env)
         assert shown.returncode == 0, shown.stderr
-        by_class = {row["reason_class"]: row for row in map(json.loads, shown.stdout.splitlines())}
-        assert set(by_class) == {"unmatched_label", "invalid_field", "duplicate"}, shown.stdout
-        assert by_class["duplicate"]["index"] is None and "element" not in by_class["duplicate"]
-        unmatched, invalid = by_class["unmatched_label"], by_class["invalid_field"]
+        by_class = {(row["reason_class"], row["index"]): row for row in map(json.loads, shown.stdout.splitlines())}
+        assert set(by_class) == {("unmatched_label", 1), ("unmatched_label", None), ("invalid_field", 1),
+                                 ("duplicate", None)}, shown.stdout
+        assert "element" not in by_class["duplicate", None]
+        assert json.loads(by_class["unmatched_label", None]["original_text"])["event_id"] == "lonely"
+        unmatched, invalid = by_class["unmatched_label", 1], by_class["invalid_field", 1]
         assert (unmatched["source_topic"], unmatched["partition"], unmatched["index"]) == (
             settings.topics.labels, partition_for("p0", 4), 1)
         assert json.loads(unmatched["original_text"])["event_id"] == orphan  # the element alone
@@ -101,7 +104,8 @@ def test_dead_letters_show_the_bulk_index_and_replay_puts_a_fixed_label_back(set
         producer.flush()
         producer.close()
 
-        replay = _cli(["dead-letters", "--reason", "unmatched_label", "--replay", "--quiet-s", "1"], test_env)
+        replay = _cli(["dead-letters", "--reason", "unmatched_label", "--id", unmatched["error_id"], "--replay",
+                       "--quiet-s", "1"], test_env)
         assert replay.returncode == 0, replay.stdout + replay.stderr
         assert replay.stdout.startswith(f"replayed {unmatched['error_id']} to {settings.topics.labels} partition "
                                         f"{partition_for('p0', 4)}"), replay.stdout
@@ -110,7 +114,7 @@ def test_dead_letters_show_the_bulk_index_and_replay_puts_a_fixed_label_back(set
         [back] = [m for m in read_topic(settings, settings.topics.labels, quiet_s=1) if m.headers]
         assert back.headers == [("driftline-replay-of", unmatched["error_id"].encode())]
         assert back.key == orphan.encode() and json.loads(back.value)["event_id"] == orphan
-        assert len(read_records(settings, "dead_letter", DeadLetter, quiet_s=1)) == 3  # nothing dead-lettered anew
+        assert len(read_records(settings, "dead_letter", DeadLetter, quiet_s=1)) == 4  # nothing dead-lettered anew
     finally:
         _stop(proc)
 
