@@ -571,7 +571,7 @@ class MonitorApp:
             message = event.message
             kind, record_type = ("p", Prediction) if message.topic == predictions else ("l", Label)
             payload = message.value if message.value is not None else b""
-            if payload.lstrip()[:1] != b"[":
+            if payload[:64].lstrip()[:1] != b"[":  # (a bulk message may be large: no copy of it)
                 single.add((kind, message.partition, message.offset))
             try:
                 decoded = events.decode_batch(record_type, payload)
