@@ -18,6 +18,7 @@ from driftline.sdk import partition_for
 from tests.kafka_helpers import read_records, read_topic
 from tests.test_monitor_faults import _start, _stop, _wait_healthy
 from tests.test_monitor_pipeline import latest_snapshots
+from tests.worker_helpers import wait_until
 
 CLI = [sys.executable, "-m", "driftline"]
 
@@ -44,19 +45,23 @@ def test_dead_letters_show_the_bulk_index_and_replay_puts_a_fixed_label_back(set
         _wait_healthy(port, proc)
         now = time.time()
 
-        def prediction(event_id):
-            return dict(event_id=event_id, model="churn", model_version=1, timestamp=now, features={"x": 1.5},
+        # "steady" (default label TTL) for pairs that must join whatever the machine's pace;
+        # "churn" (2 s) for labels that must expire
+        def prediction(event_id, model="steady"):
+            return dict(event_id=event_id, model=model, model_version=1, timestamp=now, features={"x": 1.5},
                         prediction=1)
 
-        def label(event_id):
-            return dict(event_id=event_id, model="churn", label=1, timestamp=now)
+        def label(event_id, model="steady"):
+            return dict(event_id=event_id, model=model, label=1, timestamp=now)
 
         producer = KafkaProducer(bootstrap_servers=settings.bootstrap_list, acks="all")
+        # a churn prediction without label: the monitor then follows churn (and reloads its policy)
+        producer.send(settings.topics.predictions, json.dumps(prediction("c0", "churn")).encode(), key=b"c0")
         for i in range(10):
             producer.send(settings.topics.predictions, json.dumps(prediction(f"p{i}")).encode(), key=f"p{i}".encode())
         orphan = _same_partition("p0", "orphan")
         # labels in bulk: element 1 has no prediction (yet) and expires after the 2 s label TTL
-        producer.send(settings.topics.labels, json.dumps([label("p0"), label(orphan)]).encode(), key=b"p0",
+        producer.send(settings.topics.labels, json.dumps([label("p0"), label(orphan, "churn")]).encode(), key=b"p0",
                       partition=partition_for("p0", 4))
         for i in range(1, 10):
             producer.send(settings.topics.labels, json.dumps(label(f"p{i}")).encode(), key=f"p{i}".encode())
@@ -66,10 +71,10 @@ def test_dead_letters_show_the_bulk_index_and_replay_puts_a_fixed_label_back(set
         producer.flush()
         # single-event messages (not bulk): a duplicate, a label that expires; no index
         producer.send(settings.topics.predictions, json.dumps(prediction("p1")).encode(), key=b"p1")
-        producer.send(settings.topics.labels, json.dumps(label("lonely")).encode(), key=b"lonely")
+        producer.send(settings.topics.labels, json.dumps(label("lonely", "churn")).encode(), key=b"lonely")
         producer.flush()
         letters = read_records(settings, "dead_letter", DeadLetter, count=4, timeout_s=90)
-        latest_snapshots(settings, {"churn": {"joined": 10}})
+        latest_snapshots(settings, {"steady": {"joined": 10}})
 
         shown = _cli(["dead-letters", "--json", "--quiet-s", "1"], test_env)
         assert shown.returncode == 0, shown.stderr
@@ -99,8 +104,10 @@ def test_dead_letters_show_the_bulk_index_and_replay_puts_a_fixed_label_back(set
         registry = open_registry(settings, publish=True)
         registry.set_policy("churn", Policy.from_dict({"monitor": {"label_ttl_s": 600}}))
         registry.close()
-        time.sleep(1.0)  # the monitor applies the event before the prediction's deadline is set
-        producer.send(settings.topics.predictions, json.dumps(prediction(orphan)).encode(), key=orphan.encode())
+        wait_until(lambda: "event=policy_reloaded model=churn" in (tmp_path / "monitor.log").read_text(),
+                   what="the monitor's policy reload")
+        producer.send(settings.topics.predictions, json.dumps(prediction(orphan, "churn")).encode(),
+                      key=orphan.encode())
         producer.flush()
         producer.close()
 
@@ -109,7 +116,7 @@ def test_dead_letters_show_the_bulk_index_and_replay_puts_a_fixed_label_back(set
         assert replay.returncode == 0, replay.stdout + replay.stderr
         assert replay.stdout.startswith(f"replayed {unmatched['error_id']} to {settings.topics.labels} partition "
                                         f"{partition_for('p0', 4)}"), replay.stdout
-        latest_snapshots(settings, {"churn": {"joined": 11}})  # the monitor counted the replayed label
+        latest_snapshots(settings, {"churn": {"joined": 1}})  # the monitor counted the replayed label
         # what went back: the element alone, keyed by its event_id, marked as a replay
         [back] = [m for m in read_topic(settings, settings.topics.labels, quiet_s=1) if m.headers]
         assert back.headers == [("driftline-replay-of", unmatched["error_id"].encode())]
