@@ -186,7 +186,7 @@ def _as_json(letter: DeadLetter) -> dict[str, Any]:
 
 def _selected(letters: Iterable[DeadLetter], args: argparse.Namespace, topics: dict[str, str],
               since: float | None) -> Iterable[DeadLetter]:
-    wanted_topic = topics.get(args.topic, args.topic) if args.topic else None
+    wanted_topic = topics.get(args.topic.replace("-", "_"), args.topic) if args.topic else None
     needle = args.reason.lower() if args.reason else None
     for letter in letters:
         if since is not None and letter.timestamp < since:
