@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import signal
 import sys
 import threading
 from typing import Callable, Sequence
 
-from . import redact
+from . import logs, redact
 from .errors import DriftlineError
 
 __all__ = ["main", "build_parser"]
 
 # Packages that contribute sub-commands, in help order.
-_PLUGINS = ("streams.cli", "retrain.cli", "registry.cli", "driftline.usercli", "driftline.serve")
+_PLUGINS = ("streams.cli", "retrain.cli", "registry.cli", "driftline.usercli", "driftline.serve",
+            "driftline.deadletters")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keep machine-learning models healthy in production: monitor, alert, retrain.",
     )
     parser.add_argument("--log-level", default=os.environ.get("DRIFTLINE_LOG_LEVEL", "INFO"),
-                        help="logging level (default INFO, or $DRIFTLINE_LOG_LEVEL)")
+                        help="logging level (default INFO, or $DRIFTLINE_LOG_LEVEL); the Kafka and faust "
+                             "libraries log WARNING and above unless it is DEBUG")
+    parser.add_argument("--log-format", choices=("logfmt", "json"),
+                        default=os.environ.get("DRIFTLINE_LOG_FORMAT", "logfmt"),
+                        help="log lines as logfmt key=value (default, or $DRIFTLINE_LOG_FORMAT) or JSON")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     broker = sub.add_parser("broker", help="run the embedded Kafka-protocol broker (tansu)")
@@ -66,11 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    try:
+        logs.configure(args.log_level, args.log_format)
+    except ValueError as error:
+        parser.error(str(error))
     # Before any client library logs: credentials are masked in every record.
     redact.install()
     handler: Callable[[argparse.Namespace], int | None] = args.handler

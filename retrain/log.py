@@ -15,6 +15,8 @@ import json
 import logging
 from typing import Any
 
+from driftline import logs
+
 __all__ = ["format_fields", "log_event"]
 
 
@@ -38,6 +40,6 @@ def format_fields(event: str, **fields: Any) -> str:
 
 
 def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one structured line."""
-    if logger.isEnabledFor(level):
-        logger.log(level, format_fields(event, **fields))
+    """Log one structured line (:func:`driftline.logs.log_event`: logfmt or
+    JSON as configured)."""
+    logs.log_event(logger, event, level, **fields)

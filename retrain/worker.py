@@ -51,6 +51,7 @@ from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, RETRAIN_RUNS
 
 from .log import log_event
 from driftline.brokerwatch import BrokerWatch, tcp_reachable
+from driftline.deadletters import reason_class
 
 from .resilience import RetryPolicy, broker_watch, unavailable
 
@@ -498,6 +499,7 @@ class Worker:
         self._consumer = None
         self._events_consumer = None
         self._refresh_needed = True
+        self._changed_policies: set[str] = set()  # models whose policy_changed event awaits a refresh
         self._last_refresh = 0.0
         self.status: StatusBoard | None = None
         self.coordinator: Coordinator | None = None
@@ -739,8 +741,9 @@ class Worker:
         EVENTS_PROCESSED.labels(component=COMPONENT, kind="dead_letter").inc()
         letter = DeadLetter.for_payload(message.value or b"", error, source_topic=message.topic,
                                         component=COMPONENT, partition=message.partition, offset=message.offset)
-        log_event(logger, "dead_letter", logging.WARNING, partition=message.partition, offset=message.offset,
-                  reason=letter.reason)
+        log_event(logger, "dead_letter", logging.WARNING, reason_class=reason_class(letter), topic=message.topic,
+                  partition=message.partition, offset=message.offset, index=letter.index, field=letter.field,
+                  error_id=letter.error_id, reason=letter.reason)
         payload = events.encode(letter)
         while True:
             try:
@@ -913,6 +916,8 @@ class Worker:
                 for event in decoded.records:
                     if event.event in ("policy_changed", "registered"):
                         self._refresh_needed = True
+                    if event.event == "policy_changed":
+                        self._changed_policies.add(event.model)
 
     def _refresh(self) -> None:
         try:
@@ -924,6 +929,11 @@ class Worker:
                 self._drop_registry()
             log_event(logger, "policy_refresh_failed", logging.WARNING,
                       error=str(down) if down else f"{type(error).__name__}: {error}")
+        else:
+            for model in sorted(self._changed_policies):
+                log_event(logger, "policy_reloaded", model=model, trigger="policy_changed",
+                          schedule=schedules.get(model))
+            self._changed_policies.clear()
         self._refresh_needed = False
         self._last_refresh = time.monotonic()
 

@@ -37,6 +37,8 @@ from typing import Any, Callable
 
 from driftline import events, observability
 from driftline.brokerwatch import BrokerWatch, install_client_noise_filter
+from driftline.deadletters import reason_class
+from driftline.logs import log_event
 from driftline.config import Settings
 from driftline.errors import DriftlineError
 from driftline.events import DeadLetter, Label, LabeledRecord, ModelEvent, Prediction
@@ -511,6 +513,9 @@ class MonitorApp:
         futures = []
         for letter in letters:
             futures.append(await self._send(self.topics.dead_letter, letter.error_id.encode(), events.encode(letter)))
+            log_event(log, "dead_letter", logging.WARNING, reason_class=reason_class(letter),
+                      topic=letter.source_topic, partition=letter.partition, offset=letter.offset,
+                      index=letter.index, field=letter.field, error_id=letter.error_id, reason=letter.reason)
         if letters:
             observability.EVENTS_PROCESSED.labels(COMPONENT, "dead_letter").inc(len(letters))
             self.counts["dead_letter"] += len(letters)
@@ -560,11 +565,14 @@ class MonitorApp:
     async def _join_batch(self, batch) -> None:
         items = []
         dead: list[DeadLetter] = []
+        single: set[tuple[str, int, int]] = set()  # messages that are one event, not a bulk array
         predictions = self.topics.predictions
         for event in batch:
             message = event.message
             kind, record_type = ("p", Prediction) if message.topic == predictions else ("l", Label)
             payload = message.value if message.value is not None else b""
+            if payload[:64].lstrip()[:1] != b"[":  # (a bulk message may be large: no copy of it)
+                single.add((kind, message.partition, message.offset))
             try:
                 decoded = events.decode_batch(record_type, payload)
             except Exception as error:  # error policy: a message that breaks decoding is dead-lettered
@@ -585,6 +593,7 @@ class MonitorApp:
                 items.append((kind, message.partition, message.offset, index, record))
         async with self._lock:
             self._sync_partitions()
+            self.joiner.single = single
             now = time.time()
             try:
                 out = self.joiner.process(items, now)
@@ -691,8 +700,8 @@ class MonitorApp:
         if entry is not None:
             restored = {snap.model_version: {k: snap.stats.get(k) for k in ("predictions", "joined", "expired")}
                         for snap in monitor.snapshots(time.time())}
-            log.warning("model %s restored from checkpoint generation %d (%d watermarks): %s", model,
-                        entry.generation, len(watermarks), json.dumps(restored, sort_keys=True))
+            log_event(log, "checkpoint_restored", logging.WARNING, model=model, generation=entry.generation,
+                      watermarks=len(watermarks), restored=restored)
         else:
             entry = _ModelEntry(ModelMonitor(model, policy, profile_for), Watermarks(), partition)
         self.models[model] = entry
@@ -793,6 +802,9 @@ class MonitorApp:
             return tasks
         producer = self.app.producer
         for alert in output.alerts:
+            log_event(log, "alert", logging.WARNING, model=model, version=alert.model_version, kind=alert.kind,
+                      subject=alert.subject, detector=alert.detector, value=alert.value, threshold=alert.threshold,
+                      alert_id=alert.alert_id, message=alert.message)
             # Not awaited here: the commit flushes the producer before it
             # commits, and nothing is acknowledged before its checkpoint.
             tasks.append(asyncio.ensure_future(producer.send(self.topics.alerts, model.encode(),
@@ -800,6 +812,8 @@ class MonitorApp:
             observability.ALERTS.labels(model, alert.kind).inc()
             self.counts["alerts"] += 1
         for request in output.retrain_requests:
+            log_event(log, "retrain_request", model=model, version=request.model_version, reason=request.reason,
+                      request_id=request.request_id, alert_ids=request.alert_ids, message=request.message)
             tasks.append(asyncio.ensure_future(producer.send(self.topics.retrain_requests, model.encode(),
                                                              events.encode(request), None, None, None)))
             observability.EVENTS_PROCESSED.labels(COMPONENT, "retrain_request").inc()
@@ -939,6 +953,10 @@ class MonitorApp:
         for event in model_events:
             if event.event in ("policy_changed", "promoted", "rolled_back"):
                 self.policies.invalidate(event.model)
+            if event.event in ("promoted", "rolled_back"):
+                log_event(log, "promotion" if event.event == "promoted" else "rollback", model=event.model,
+                          version=event.version, alias=event.alias, request_id=event.request_id,
+                          reason=event.reason)
             entry = self.models.get(event.model)
             if entry is None:
                 continue
@@ -946,7 +964,7 @@ class MonitorApp:
                 entry.monitor.on_promoted(event.version, time.time())
                 entry.dirty = changed = True
             elif event.event == "policy_changed":
-                self._reload_policy(event.model, entry, "policy_changed event")
+                self._reload_policy(event.model, entry, "policy_changed")
                 changed = True
         return changed
 
@@ -956,14 +974,14 @@ class MonitorApp:
         policy = self.policies.policy(model).monitor
         entry.monitor = ModelMonitor.from_state(entry.monitor.to_state(), policy, self.policies.profile_for(model))
         entry.dirty = True
-        log.info("model %s: policy reloaded (%s)", model, why)
+        log_event(log, "policy_reloaded", model=model, trigger=why)
 
     async def _refresh_policies(self) -> None:
         """Re-read policies from the registry: a ``policy_changed`` event
         missed while the monitor was down (or never sent) heals here."""
         changed = [m for m in self.policies.refresh() if m in self.models]
         for model in changed:
-            self._reload_policy(model, self.models[model], "periodic refresh")
+            self._reload_policy(model, self.models[model], "periodic_refresh")
         if changed:
             await self._checkpoint()
 
@@ -1077,6 +1095,7 @@ class MonitorApp:
             probe = observability.LagProbe(self.settings, self.app_id,
                                            [self.topics.predictions, self.topics.labels], COMPONENT).start()
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, override_logging=False)
+        worker.spinner = None  # its terminal escapes would land in the middle of log lines
         try:
             worker.execute_from_commandline()
         except SystemExit as stop:

@@ -54,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
     if root_level > logging.DEBUG:
         # faust, mode and the Kafka clients log every rebalance step and
         # producer-buffer flush at INFO/WARNING: keep them for --log-level DEBUG.
-        for name in ("faust", "mode", "aiokafka", "kafka"):
+        # "streams.app" is faust's own service logger for the app and tables
+        # defined there ("[^-_App]: Starting..."); the monitor's is driftline.monitor.
+        for name in ("faust", "mode", "aiokafka", "kafka", "streams.app"):
             logging.getLogger(name).setLevel(max(root_level, logging.WARNING))
         logging.getLogger("faust.transport.producer").setLevel(max(root_level, logging.ERROR))
     monitor = create_monitor(load_settings(), options)

@@ -144,6 +144,10 @@ class Joiner:
         self._mark_heaps: dict[int, list[int]] = defaultdict(list)
         # (model, partition) -> last deadline given to a pending prediction
         self._last_deadline: dict[tuple[str, int], float] = {}
+        #: (topic kind, partition, offset) of this batch's single-event
+        #: messages (not bulk arrays): their dead letters carry no index.
+        #: Set by the caller before :meth:`process`.
+        self.single: set[tuple[str, int, int]] = set()
 
     # -- the join ---------------------------------------------------------------
     def process(self, items: Iterable[Item], now: float) -> JoinOutput:
@@ -186,7 +190,7 @@ class Joiner:
         elif state["s"] == "l":
             label = Label(**state["r"])  # our own state: validated when it was written
             if label.model != p.model:
-                self._dead(out, "p", partition, offset, p, "model",
+                self._dead(out, "p", partition, offset, index, p, "model",
                            f"label for event_id {p.event_id!r} names model {label.model!r}, the prediction {p.model!r}")
                 return
             self._join(p, label, partition, "p", offset, index, coords, state["lc"], now, out, put)
@@ -195,20 +199,22 @@ class Joiner:
         else:
             what = {"p": "is already waiting for its label", "j": "was already joined with its label",
                     "x": "already expired without a label"}[state["s"]]
-            self._dead(out, "p", partition, offset, p, "event_id",
+            self._dead(out, "p", partition, offset, index, p, "event_id",
                        f"duplicate prediction: event_id {p.event_id!r} {what}")
 
     def _on_label(self, label: Label, partition, offset, index, state, now, out, put) -> None:
         coords = [offset, index]
         if state is None:
             deadline = now + self._ttl(label.model)
-            put(partition, label.event_id, {"s": "l", "p": partition, "lc": coords, "d": deadline,
-                                            "r": label.to_dict()})
+            state = {"s": "l", "p": partition, "lc": coords, "d": deadline, "r": label.to_dict()}
+            if ("l", partition, offset) in self.single:
+                state["one"] = 1  # a single-event message: its dead letter, if it expires, has no index
+            put(partition, label.event_id, state)
             heapq.heappush(self._heaps[partition], (deadline, "l", offset, index, label.event_id))
         elif state["s"] == "p":
             p = Prediction(**state["r"])  # our own state: validated when it was written
             if p.model != label.model:
-                self._dead(out, "l", partition, offset, label, "model",
+                self._dead(out, "l", partition, offset, index, label, "model",
                            f"label names model {label.model!r} but the prediction for event_id "
                            f"{label.event_id!r} was made by {p.model!r}")
                 return
@@ -216,12 +222,12 @@ class Joiner:
         elif state.get("lc") == coords:
             return  # replay
         elif state["s"] == "x":
-            self._dead(out, "l", partition, offset, label, "event_id",
+            self._dead(out, "l", partition, offset, index, label, "event_id",
                        f"late label: the prediction for event_id {label.event_id!r} expired without a label "
                        f"(label TTL {self._ttl(label.model):g}s)")
         else:
             what = "is already waiting for its prediction" if state["s"] == "l" else "was already joined"
-            self._dead(out, "l", partition, offset, label, "event_id",
+            self._dead(out, "l", partition, offset, index, label, "event_id",
                        f"duplicate label: event_id {label.event_id!r} {what}")
 
     def _join(self, p, label, partition, kind, offset, index, pc, lc, now, out, put) -> None:
@@ -255,12 +261,17 @@ class Joiner:
         self._last_deadline[(model, partition)] = deadline
         return deadline
 
-    def _dead(self, out: JoinOutput, kind: str, partition: int, offset: int, record, field_name: str,
-              reason: str) -> None:
+    def _dead(self, out: JoinOutput, kind: str, partition: int, offset: int, index: int | None, record,
+              field_name: str, reason: str) -> None:
+        # the record alone is the original (re-publishable as it is); ``index``
+        # is its position in a bulk source message, None for a single event
+        if (kind, partition, offset) in self.single:
+            index = None
         error = ValidationError(field_name, getattr(record, "event_id", None), reason)
-        out.dead_letters.append(DeadLetter.for_payload(
-            events.encode(record), error, source_topic=self.topics[kind], component=COMPONENT,
-            partition=partition, offset=offset))
+        letter = DeadLetter.for_payload(events.encode(record), error, source_topic=self.topics[kind],
+                                        component=COMPONENT, partition=partition, offset=offset)
+        letter.index = index
+        out.dead_letters.append(letter)
         out.counts["dead_letter"] += 1
 
     # -- expiry -------------------------------------------------------------------------
@@ -289,7 +300,8 @@ class Joiner:
                     self._mark(partition, remove_at, key)
                 elif state["s"] == "l":
                     label = Label(**state["r"])
-                    self._dead(out, "l", partition, state["lc"][0], label, "event_id",
+                    self._dead(out, "l", partition, state["lc"][0], None if state.get("one") else state["lc"][1],
+                               label, "event_id",
                                f"no prediction with event_id {key!r} arrived within the label TTL "
                                f"({self._ttl(label.model):g}s)")
                     out.counts["expired_label"] += 1

@@ -153,7 +153,7 @@ def test_an_error_not_about_a_message_ends_the_process_with_one_line(settings, t
     finally:
         _stop(proc)
     log = (tmp_path / "faulty.log").read_text()
-    critical = [line for line in log.splitlines() if "CRITICAL" in line]
+    critical = [line for line in log.splitlines() if "level=critical" in line]
     assert len(critical) == 1, log
     assert "snapshot failed (RuntimeError: injected fault in _publish_snapshots)" in critical[0]
     assert "exiting with code 70" in critical[0]

@@ -26,6 +26,7 @@ from driftline.events import DeadLetter, LabeledRecord, MetricsSnapshot, decode
 from driftline.policy import Policy
 from driftline.sdk import Publisher, partition_for
 from streams.model_monitor import ModelMonitor
+from tests.log_helpers import parse_logfmt
 from tests.kafka_helpers import read_records, read_topic
 
 MODELS = ("alpha", "beta", "gamma")
@@ -244,9 +245,9 @@ def test_kill_9_mid_stream_and_restart_counts_every_event_once(settings, monitor
     # the restart restored checkpoints and applied only what they did not cover
     restored = {}
     for line in (tmp_path / "second.log").read_text().splitlines():
-        if "restored from checkpoint" in line:
-            model = line.split("model ", 1)[1].split()[0]
-            restored[model] = json.loads(line.split(": ", 1)[1])["1"]
+        if "event=checkpoint_restored" in line:
+            fields = parse_logfmt(line)
+            restored[fields["model"]] = json.loads(fields["restored"])["1"]
     assert restored, "the restarted monitor restored no checkpoint"
     counters = _scrape(port)
     applied = {kind: counters.get(f'driftline_events_processed_total{{component="monitor",kind="{kind}"}}', 0)

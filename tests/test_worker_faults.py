@@ -84,7 +84,7 @@ def test_registry_outage_is_retried_failed_readably_and_redelivered_after_restar
         # 1. the registry goes away before the worker's first run, for less than the retries last
         proxy.stop()
         publish_requests(settings, [request("churn", "o-1", "drift")])
-        worker.wait_for_log('event=run_retry model=churn request_ids=["o-1"] attempt=1', timeout=60)
+        worker.wait_for_log('event=run_retry model=churn request_ids=o-1 attempt=1', timeout=60)
         assert (_committed(settings, "wtest") or 0) == 0  # no outcome yet: not committed past it
         assert _outcomes(settings, "o-1") == []
         proxy.start()
@@ -107,7 +107,7 @@ def test_registry_outage_is_retried_failed_readably_and_redelivered_after_restar
 
         # 3. killed while retrying: the request stays uncommitted...
         publish_requests(settings, [request("churn", "o-3", "drift")])
-        worker.wait_for_log('event=run_retry model=churn request_ids=["o-3"] attempt=1', timeout=60)
+        worker.wait_for_log('event=run_retry model=churn request_ids=o-3 attempt=1', timeout=60)
         worker.kill9()
     assert _committed(settings, "wtest") == 2
     assert _outcomes(settings, "o-3") == []
@@ -134,7 +134,7 @@ def test_registry_reset_during_a_run_is_retried_to_one_version(settings, test_en
         wait_until(lambda: any(a.get("phase") == "paused" for a in read_status(status_file).get("active", [])),
                    timeout=60, what="run paused before fitting")
         assert proxy.stop() >= 1  # the run's live connection is reset, new ones refused
-        worker.wait_for_log('event=run_retry model=churn request_ids=["r-1"]', timeout=30)
+        worker.wait_for_log('event=run_retry model=churn request_ids=r-1', timeout=30)
         assert (_committed(settings, "wtest") or 0) == 0
         proxy.start()
         outcome = _wait_outcome(settings, "r-1")
@@ -227,7 +227,7 @@ def test_an_outcome_the_broker_cannot_take_keeps_the_request_open_until_it_is_ba
                        timeout=60, what="run paused before fitting")
             broker.stop()
             # registered and promoted in the registry, but neither event can get out
-            worker.wait_for_log('event=run_postponed model=churn request_ids=["p-1"]', timeout=60)
+            worker.wait_for_log('event=run_postponed model=churn request_ids=p-1', timeout=60)
             assert [(v.version, v.request_id) for v in _versions(settings, "churn")] == [(1, None), (2, "p-1")]
             assert worker.proc.poll() is None
             broker.start()
