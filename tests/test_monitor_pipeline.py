@@ -133,7 +133,7 @@ def test_ingest_join_ttl_dead_letters_and_labeled(settings, monitors):
 
     registry = open_registry(settings, publish=False)
     registry.create_model("short", exist_ok=True)
-    registry.set_policy("short", Policy.from_dict({"monitor": {"label_ttl_s": 2}}))
+    registry.set_policy("short", Policy.from_dict({"monitor": {"label_ttl_s": 8}}))
     registry.close()
 
     predictions, labels = make_events(600)
