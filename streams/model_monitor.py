@@ -65,6 +65,7 @@ from .drift import (
     make_feature_test,
     per_test_alpha,
 )
+from .estimation import make_estimation
 from .latency import RollingQuantiles, Throughput
 from .metrics import (
     ClassificationMetrics,
@@ -240,6 +241,7 @@ class VersionMonitor:
         self.joined_unchecked = 0
         self.last_seen = 0.0
         self.range = RangeOutliers(0.1)
+        self.estimation = make_estimation(self.profile, policy, positive_label, f"{model} v{version}")
 
     # -- helpers -----------------------------------------------------------
     @property
@@ -452,6 +454,15 @@ class VersionMonitor:
                             "latency", "latency_p95_ms", "rolling_p95", p95, p.latency_p95_ms,
                             f"p95 prediction latency of {self.model} v{self.version} is {p95:.1f} ms over the "
                             f"last {self.latency.count} predictions (limit {p.latency_p95_ms:g} ms)"))
+        if self.estimation is not None:
+            self.estimation.observe_predictions(preds)
+            if self.predictions - self.warm_predictions >= p.window:
+                for metric, value, limit, count in self.estimation.check(p.estimated_thresholds):
+                    findings.append(_Finding(
+                        "estimated_performance", metric, self.estimation.get()["estimated"]["method"], value, limit,
+                        f"estimated {metric} of {self.model} v{self.version} is {value:.4g}, "
+                        f"{'above' if metric in LOWER_IS_BETTER else 'below'} the limit {limit:g} "
+                        f"(last {count} predictions, before their labels)"))
         return findings
 
     # -- joined pairs --------------------------------------------------------------
@@ -504,6 +515,8 @@ class VersionMonitor:
             self.metrics.update(yk, pk, batch)
             self.rolling.update(yk, pk, batch)
             errors = np.fromiter(map(operator.ne, yk, pk), dtype=np.float64, count=n)
+        if self.estimation is not None:
+            self.estimation.observe_joined(records)
         skip = min(errors.size, max(0, self.warm_joined - start))
         if self.concept.scale is None and self.task == "regression" and self.joined >= self.warm_joined:
             self.concept.set_scale(self.metrics.get()["mae"] or 0.0)
@@ -574,6 +587,8 @@ class VersionMonitor:
                              "p_value": getattr(f.test, "last_p_value", None), "missing": f.missing,
                              "outliers": f.outliers} for name, f in sorted(self.features.items())},
         }
+        if self.estimation is not None:
+            stats.update(self.estimation.get())
         return MetricsSnapshot(self.model, self.version, now, cumulative, rolling, stats)
 
     # -- state --------------------------------------------------------------------
@@ -599,6 +614,7 @@ class VersionMonitor:
             "hst": None if self.hst is None else self.hst.to_state(),
             "pred_counts": [list(self.pred_counts), list(self.pred_counts.values())],
             "pred_values": self.pred_values.to_state(), "throughput": self.throughput.to_state(),
+            "estimation": None if self.estimation is None else self.estimation.to_state(),
         }
 
     @classmethod
@@ -634,6 +650,9 @@ class VersionMonitor:
         self.pred_counts = dict(zip(keys, (int(v) for v in vals)))
         self.pred_values = RollingQuantiles.from_state(data["pred_values"])
         self.throughput = Throughput.from_state(data["throughput"])
+        self.estimation = make_estimation(self.profile, policy, self.positive_label, f"{self.model} v{self.version}")
+        if self.estimation is not None and data.get("estimation"):
+            self.estimation.restore(data["estimation"])
         return self
 
 
@@ -746,7 +765,9 @@ class ModelMonitor:
         for version, f in findings:
             key = (version, f.kind, f.subject)
             last = self.cooldowns.get(key)
-            if last is not None and now - last < p.cooldown_s:
+            cooldown = p.estimated_cooldown_s if f.kind == "estimated_performance" and p.estimated_cooldown_s \
+                else p.cooldown_s
+            if last is not None and now - last < cooldown:
                 continue
             self.cooldowns[key] = now
             value = _finite(f.value)
