@@ -219,3 +219,45 @@ def test_tampered_loss_estimator_model_is_refused(registry, tmp_path):
     payload["model_sha256"] = __import__("hashlib").sha256(b"\x80\x04K\x01.").hexdigest()
     with pytest.raises(UntrustedArtifactError):
         load(payload, payload_sha256(payload))
+
+
+def test_train_and_register_keep_an_estimation_map(fitted, registry):
+    import pandas as pd
+    import skops.io as sio
+
+    from retrain.trainer import train_frame
+
+    X, y, model, _, pool = fitted
+    frame = X.assign(label=y)
+    train_frame(registry, "bananas", frame.iloc[:2000], "label")
+    cal = registry.get_estimation("bananas", 1)
+    assert isinstance(cal, ClassCalibration) and cal.classes == ["0", "1"]
+    assert 0 <= cal.ece < 0.1 and registry.get_version("bananas", 1).tags[TAG] == cal.sha256
+
+    diabetes = load_diabetes(as_frame=True).frame
+    train_frame(registry, "diabetes", diabetes, "target", estimator="gradient_boosting_regressor")
+    assert isinstance(registry.get_estimation("diabetes", 1), LossEstimator)
+
+    # `driftline registry register` path: a skops file plus labelled reference data
+    data = sio.dumps(model)
+    reference = pd.DataFrame(X.iloc[pool]).assign(label=y[pool])
+    version = registry.register_artifact("outside", data, reference=reference, target="label")
+    assert isinstance(registry.get_estimation("outside", version.version), ClassCalibration)
+    assert registry.register_artifact("outside", data, reference=reference.drop(columns="label")).tags.get(TAG) is None
+
+
+def test_driftline_metrics_line_shows_estimates_beside_realized(fitted, registry):
+    from driftline.usercli import format_snapshot
+
+    X, y, model, estimation, pool = fitted
+    registry.register_version("bananas", model, estimation=estimation)
+    monitor = _monitor(registry, "bananas")
+    preds, joined, _ = events(model, X, pool[:WINDOW], y[pool[:WINDOW]], "bananas")
+    monitor.observe_predictions(preds, now=1.0)
+    line = format_snapshot(monitor.snapshots(2.0)[0])
+    assert "est:accuracy=0." in line and " accuracy=" not in line and "gap=" not in line  # no labels yet
+    monitor.observe_joined(joined, now=3.0)
+    snap = monitor.snapshots(4.0)[0]
+    line = format_snapshot(snap)
+    assert f"gap={snap.stats['estimation_gap']['last']:+.3f}" in line and "est:roc_auc=" in line
+    assert f" accuracy={snap.cumulative['accuracy']:.4g}/" in line  # realized, beside the estimate
