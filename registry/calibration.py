@@ -141,6 +141,10 @@ class ClassCalibration:
             return np.interp(p, u, v)
         return 1.0 / (1.0 + np.exp(-(u * _logit(p) + v)))
 
+    def calibrate_positive(self, p: np.ndarray) -> np.ndarray:
+        """Binary: the calibrated probability of the second class from its raw one."""
+        return self._apply(1, np.asarray(p, dtype=float))
+
     def calibrate(self, proba: np.ndarray) -> np.ndarray:
         """Calibrated probabilities (``n x len(classes)``; NaN rows stay NaN)."""
         proba = np.asarray(proba, dtype=float)

@@ -37,7 +37,9 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 from typing import Any
 
 import numpy as np
@@ -45,6 +47,8 @@ import numpy as np
 __all__ = ["CBPE", "DLE", "EstimationGap", "Ring", "VersionEstimation", "make_estimation"]
 
 _log = logging.getLogger(__name__)
+_PREDICTION = operator.attrgetter("prediction")
+_PROBABILITIES = operator.attrgetter("probabilities")
 _Z = 1.96
 _MAX_GAP_POINTS = 100
 
@@ -134,16 +138,23 @@ class CBPE:
         self.classes = list(classes)
         k = len(self.classes)
         self.positive = k - 1 if positive is None else int(positive)
-        # columns: calibrated probabilities (k), predicted class index (1), raw score of each class (k)
-        self.ring = Ring(window, 2 * k + 1)
+        # columns: calibrated probabilities (k), predicted class index (1), raw score of each class (k);
+        # binary: only the second class's probability and score (the first is the complement)
+        self.width = 1 if k == 2 else k
+        self.ring = Ring(window, 2 * self.width + 1)
 
     def update(self, calibrated: np.ndarray, predicted: np.ndarray, raw: np.ndarray | None = None) -> None:
         """Add rows: calibrated probabilities (``n x k``), predicted class
         index (rows with -1 or NaN probabilities are skipped), raw scores
-        (for ROC AUC ordering; default: ``calibrated``)."""
+        (for ROC AUC ordering; default: ``calibrated``). Binary: the
+        probability columns may hold the second class only (``n x 1``)."""
         raw = calibrated if raw is None else raw
+        if self.width == 1 and calibrated.shape[1] == 2:
+            calibrated, raw = calibrated[:, 1:], raw[:, 1:]
         ok = (predicted >= 0) & np.isfinite(calibrated).all(axis=1)
-        if ok.any():
+        if ok.all():
+            self.ring.extend(np.column_stack([calibrated, predicted, raw]))
+        elif ok.any():
             self.ring.extend(np.column_stack([calibrated[ok], predicted[ok], raw[ok]]))
 
     def get(self) -> dict[str, Any]:
@@ -153,8 +164,10 @@ class CBPE:
         out: dict[str, Any] = {"n": n}
         if n == 0:
             return out
-        k = len(self.classes)
-        P, c, raw = rows[:, :k], rows[:, k].astype(int), rows[:, k + 1:]
+        k, w = len(self.classes), self.width
+        P, c, raw = rows[:, :w], rows[:, w].astype(int), rows[:, w + 1:]
+        if w == 1:
+            P, raw = np.column_stack([1.0 - P[:, 0], P[:, 0]]), np.column_stack([1.0 - raw[:, 0], raw[:, 0]])
         onehot = np.zeros((n, k))
         onehot[np.arange(n), c] = 1.0
         tp = (P * onehot).sum(axis=0)
@@ -297,6 +310,25 @@ class EstimationGap:
         return self
 
 
+def _prediction_index(classes: list[str]) -> dict:
+    """Prediction value -> class column, for texts and the JSON numbers and
+    booleans that spell them (``1`` and ``1.0`` for ``"1"``, ``True`` for ``"true"``)."""
+    index: dict = {}
+    for i, c in enumerate(classes):
+        if c in ("true", "false"):
+            index[c == "true"] = i
+        else:
+            try:
+                number = float(c)
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer() and str(int(number)) == c:
+                index[int(number)] = i
+    # Texts last: a text key never collides with a number (and True == 1 only if "1" is a class, not "true").
+    index.update({c: i for i, c in enumerate(classes)})
+    return index
+
+
 def _float_or_nan(v: Any) -> float:
     return float(v) if (type(v) is int or type(v) is float) else float("nan")
 
@@ -329,7 +361,9 @@ class VersionEstimation:
 
             classes = self.model.classes
             pos = positive_label if positive_label in classes else _sort_classes(classes)[-1]
-            self.index = {c: i for i, c in enumerate(classes)}
+            self.index = _prediction_index(classes)
+            self._getter = operator.itemgetter(*classes)
+            self._positive_getter = operator.itemgetter(classes[1]) if len(classes) == 2 else None
             self.estimator: CBPE | DLE = CBPE(classes, window, classes.index(pos))
         else:
             self.estimator = DLE(window)
@@ -341,13 +375,28 @@ class VersionEstimation:
         from .metrics import canonical_probabilities, class_key
 
         classes = self.model.classes
-        probs = canonical_probabilities(probabilities)
-        nan_row = [float("nan")] * len(classes)
-        raw = np.array([[p.get(c, 0.0) for c in classes] if p else nan_row for p in probs], dtype=float)
+        n = len(probabilities)
+        try:  # canonical keys, every dict has every class (the usual case): C-level extraction
+            if self._positive_getter is not None:
+                raw = np.fromiter(map(self._positive_getter, probabilities), dtype=float, count=n)[:, None]
+            else:
+                raw = np.array(list(map(self._getter, probabilities)), dtype=float)
+        except (KeyError, TypeError, ValueError):
+            probs = canonical_probabilities(probabilities)
+            nan_row = [float("nan")] * len(classes)
+            raw = np.array([[p.get(c, 0.0) for c in classes] if p else nan_row for p in probs], dtype=float)
+            if self._positive_getter is not None:
+                raw = raw[:, 1:]
         index = self.index
-        predicted = np.fromiter((index.get(class_key(v), -1) for v in predictions), dtype=np.int64,
-                                count=len(predictions))
-        return self.model.calibrate(raw), predicted, raw
+        try:
+            predicted = np.fromiter(map(index.get, predictions, itertools.repeat(-1)), dtype=np.int64,
+                                    count=len(predictions))
+        except TypeError:  # an unhashable prediction (a list): by its text
+            predicted = np.fromiter((index.get(class_key(v), -1) if type(v) in (str, int, float, bool) else -1
+                                     for v in predictions), dtype=np.int64, count=len(predictions))
+        calibrated = self.model.calibrate_positive(raw[:, 0])[:, None] if raw.shape[1] == 1 else \
+            self.model.calibrate(raw)
+        return calibrated, predicted, raw
 
     def _abs_errors(self, features: list, predictions: list) -> np.ndarray:
         names = self.model.features
@@ -362,16 +411,17 @@ class VersionEstimation:
     # stream ---------------------------------------------------------------------
     def observe_predictions(self, preds: list) -> None:
         """A batch of :class:`~driftline.events.Prediction`."""
-        values = [e.prediction for e in preds]
+        values = list(map(_PREDICTION, preds))
         if self.classification:
-            calibrated, predicted, raw = self._class_rows(values, [e.probabilities for e in preds])
+            calibrated, predicted, raw = self._class_rows(values, list(map(_PROBABILITIES, preds)))
             self.estimator.update(calibrated, predicted, raw)
         else:
             self.estimator.update(self._abs_errors([e.features for e in preds], values))
         self.unchecked += len(preds)
 
-    def observe_joined(self, records: list) -> None:
-        """A batch of :class:`~driftline.events.LabeledRecord`: the gap series."""
+    def observe_joined(self, records: list, correct: np.ndarray | None = None) -> None:
+        """A batch of :class:`~driftline.events.LabeledRecord`: the gap series.
+        ``correct``: 1/0 per record if the caller has it (classification)."""
         values = [r.prediction for r in records]
         if self.classification:
             from .metrics import class_key
@@ -379,9 +429,11 @@ class VersionEstimation:
             calibrated, predicted, _ = self._class_rows(values, [r.probabilities for r in records])
             known = predicted >= 0
             est = np.full(len(records), np.nan)
+            if calibrated.shape[1] == 1:  # binary: the second class's probability only
+                calibrated = np.column_stack([1.0 - calibrated[:, 0], calibrated[:, 0]])
             est[known] = calibrated[np.flatnonzero(known), predicted[known]]
-            realized = np.fromiter((class_key(r.label) == class_key(r.prediction) for r in records), dtype=float,
-                                   count=len(records))
+            realized = correct if correct is not None else np.fromiter(
+                (class_key(r.label) == class_key(r.prediction) for r in records), dtype=float, count=len(records))
         else:
             est = self._abs_errors([r.features for r in records], values)
             realized = np.array([abs(_float_or_nan(r.label) - _float_or_nan(r.prediction)) for r in records])

@@ -516,7 +516,7 @@ class VersionMonitor:
             self.rolling.update(yk, pk, batch)
             errors = np.fromiter(map(operator.ne, yk, pk), dtype=np.float64, count=n)
         if self.estimation is not None:
-            self.estimation.observe_joined(records)
+            self.estimation.observe_joined(records, None if self.task == "regression" else 1.0 - errors)
         skip = min(errors.size, max(0, self.warm_joined - start))
         if self.concept.scale is None and self.task == "regression" and self.joined >= self.warm_joined:
             self.concept.set_scale(self.metrics.get()["mae"] or 0.0)
