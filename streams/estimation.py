@@ -355,6 +355,7 @@ class VersionEstimation:
         self.window = int(window)
         self.positive_label = positive_label
         self.model = load(payload, payload_sha256(payload))
+        self.sha256 = self.model.sha256
         self.classification = isinstance(self.model, ClassCalibration)
         if self.classification:
             from .metrics import _sort_classes

@@ -242,6 +242,7 @@ class VersionMonitor:
         self.last_seen = 0.0
         self.range = RangeOutliers(0.1)
         self.estimation = make_estimation(self.profile, policy, positive_label, f"{model} v{version}")
+        self.saved_estimation: dict | None = None  # windows from a saved state, until resume_estimation
 
     # -- helpers -----------------------------------------------------------
     @property
@@ -594,7 +595,9 @@ class VersionMonitor:
     # -- state --------------------------------------------------------------------
     def to_state(self) -> dict:
         return {
-            "model": self.model, "version": self.version, "profile": self.profile, "chunk": self.chunk,
+            # the estimation map (up to a few 100 kB) is not state: it is read from the registry again
+            "model": self.model, "version": self.version, "chunk": self.chunk,
+            "profile": None if self.profile is None else {k: v for k, v in self.profile.items() if k != "estimation"},
             "pending_predictions": [e.to_dict() for e in self.pending_predictions],
             "pending_joined": [e.to_dict() for e in self.pending_joined],
             "pending_since": [self.pending_since, self.pending_joined_since],
@@ -614,7 +617,8 @@ class VersionMonitor:
             "hst": None if self.hst is None else self.hst.to_state(),
             "pred_counts": [list(self.pred_counts), list(self.pred_counts.values())],
             "pred_values": self.pred_values.to_state(), "throughput": self.throughput.to_state(),
-            "estimation": None if self.estimation is None else self.estimation.to_state(),
+            "estimation": None if self.estimation is None else
+            {"sha256": self.estimation.sha256, "state": self.estimation.to_state()},
         }
 
     @classmethod
@@ -650,10 +654,21 @@ class VersionMonitor:
         self.pred_counts = dict(zip(keys, (int(v) for v in vals)))
         self.pred_values = RollingQuantiles.from_state(data["pred_values"])
         self.throughput = Throughput.from_state(data["throughput"])
-        self.estimation = make_estimation(self.profile, policy, self.positive_label, f"{self.model} v{self.version}")
-        if self.estimation is not None and data.get("estimation"):
-            self.estimation.restore(data["estimation"])
+        self.saved_estimation = data.get("estimation")  # restored by ModelMonitor.from_state
         return self
+
+    def resume_estimation(self, profile: dict | None) -> None:
+        """After :meth:`from_state`: the estimation map from the registry's
+        ``profile``; its saved windows continue if it is the same map."""
+        saved, self.saved_estimation = self.saved_estimation, None
+        payload = (profile or {}).get("estimation")
+        if payload is None:
+            return
+        self.profile = dict(self.profile or {}, estimation=payload)
+        self.estimation = make_estimation(self.profile, self.policy, self.positive_label,
+                                          f"{self.model} v{self.version}")
+        if self.estimation is not None and saved and saved.get("sha256") == self.estimation.sha256:
+            self.estimation.restore(saved["state"])
 
 
 class ModelMonitor:
@@ -813,6 +828,8 @@ class ModelMonitor:
             for vs in raw["versions"]:
                 vm = VersionMonitor.from_state(vs, policy)
                 self.versions[vm.version] = vm
+                if vm.saved_estimation is not None:
+                    vm.resume_estimation(profile_for(vm.version))
             self.cooldowns = {(int(v), k, s): float(t) for v, k, s, t in raw["cooldowns"]}
             self.last_retrain = raw["last_retrain"]
         except (KeyError, TypeError, ValueError, AttributeError) as error:

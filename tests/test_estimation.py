@@ -261,3 +261,22 @@ def test_driftline_metrics_line_shows_estimates_beside_realized(fitted, registry
     line = format_snapshot(snap)
     assert f"gap={snap.stats['estimation_gap']['last']:+.3f}" in line and "est:roc_auc=" in line
     assert f" accuracy={snap.cumulative['accuracy']:.4g}/" in line  # realized, beside the estimate
+
+
+def test_monitor_state_holds_the_windows_not_the_map(fitted, registry):
+    """The map is read from the registry again on restore (it can be large);
+    a version whose map changed meanwhile starts its windows afresh."""
+    from streams import state as state_codec
+
+    X, y, model, estimation, pool = fitted
+    registry.register_version("bananas", model, estimation=estimation)
+    monitor = _monitor(registry, "bananas")
+    preds, _, _ = events(model, X, pool[:300], y[pool[:300]], "bananas")
+    monitor.observe_predictions(preds, now=1.0)
+    saved = monitor.to_state()
+    [version_state] = state_codec.loads(saved)["versions"]
+    assert "estimation" not in version_state["profile"] and version_state["estimation"]["state"]
+    other = dict(estimation, ece=0.5)
+    restored = ModelMonitor.from_state(saved, monitor.policy, lambda v: {"estimation": other})
+    assert restored.snapshots(2.0)[0].stats["estimated"]["n"] == 0 and restored.versions[1].estimation.model.ece == 0.5
+    assert "estimated" not in ModelMonitor.from_state(saved, monitor.policy, lambda v: None).snapshots(2.0)[0].stats
