@@ -363,6 +363,8 @@ class VersionEstimation:
             classes = self.model.classes
             pos = positive_label if positive_label in classes else _sort_classes(classes)[-1]
             self.index = _prediction_index(classes)
+            # True == 1 in a dict: booleans go the slow way when classes are numbers
+            self._numeric_classes = any(type(key) is int for key in self.index)
             self._getter = operator.itemgetter(*classes)
             self._positive_getter = operator.itemgetter(classes[1]) if len(classes) == 2 else None
             self.estimator: CBPE | DLE = CBPE(classes, window, classes.index(pos))
@@ -390,9 +392,11 @@ class VersionEstimation:
                 raw = raw[:, 1:]
         index = self.index
         try:
+            if self._numeric_classes and bool in set(map(type, predictions)):
+                raise TypeError("booleans")
             predicted = np.fromiter(map(index.get, predictions, itertools.repeat(-1)), dtype=np.int64,
                                     count=len(predictions))
-        except TypeError:  # an unhashable prediction (a list): by its text
+        except TypeError:  # a boolean, or an unhashable prediction (a list): by its text
             predicted = np.fromiter((index.get(class_key(v), -1) if type(v) in (str, int, float, bool) else -1
                                      for v in predictions), dtype=np.int64, count=len(predictions))
         calibrated = self.model.calibrate_positive(raw[:, 0])[:, None] if raw.shape[1] == 1 else \

@@ -280,3 +280,24 @@ def test_monitor_state_holds_the_windows_not_the_map(fitted, registry):
     restored = ModelMonitor.from_state(saved, monitor.policy, lambda v: {"estimation": other})
     assert restored.snapshots(2.0)[0].stats["estimated"]["n"] == 0 and restored.versions[1].estimation.model.ece == 0.5
     assert "estimated" not in ModelMonitor.from_state(saved, monitor.policy, lambda v: None).snapshots(2.0)[0].stats
+
+
+def test_odd_predictions_are_left_out_of_the_estimate_not_fatal(fitted, registry):
+    """Rows without probabilities, with keys spelt another way, with a class
+    the calibrator does not know or a boolean for a 0/1 model: the first two
+    count as their canonical form, the rest are left out of the window."""
+    from driftline.events import Prediction
+
+    X, y, model, estimation, pool = fitted
+    registry.register_version("bananas", model, estimation=estimation)
+    monitor = _monitor(registry, "bananas")
+    f = {"1": 0.0, "2": 0.0}
+    odd = [Prediction("a", "bananas", 1, 1.0, f, 1, None), Prediction("b", "bananas", 1, 1.0, f, 1, {"1.0": 0.8, "0.0": 0.2}),
+           Prediction("c", "bananas", 1, 1.0, f, 7, {"0": 0.5, "1": 0.5}), Prediction("d", "bananas", 1, 1.0, f, True,
+                                                                                     {"0": 0.1, "1": 0.9}),
+           Prediction("e", "bananas", 1, 1.0, f, 1.0, {"0": 0.3, "1": 0.7})]
+    monitor.observe_predictions(odd, now=1.0)
+    est = monitor.snapshots(2.0)[0].stats["estimated"]
+    cal = registry.get_estimation("bananas", 1)
+    assert est["n"] == 2  # "b" (canonical keys "1"/"0") and "e" (1.0 is class "1")
+    assert est["accuracy"] == pytest.approx(float(cal.calibrate_positive(np.array([0.8, 0.7])).mean()))
