@@ -414,9 +414,10 @@ class VersionEstimation:
         return out
 
     # stream ---------------------------------------------------------------------
-    def observe_predictions(self, preds: list) -> None:
-        """A batch of :class:`~driftline.events.Prediction`."""
-        values = list(map(_PREDICTION, preds))
+    def observe_predictions(self, preds: list, values: list | None = None) -> None:
+        """A batch of :class:`~driftline.events.Prediction` (``values``: their
+        ``prediction`` fields, if the caller has them)."""
+        values = list(map(_PREDICTION, preds)) if values is None else values
         if self.classification:
             calibrated, predicted, raw = self._class_rows(values, list(map(_PROBABILITIES, preds)))
             self.estimator.update(calibrated, predicted, raw)

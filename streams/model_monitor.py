@@ -456,7 +456,7 @@ class VersionMonitor:
                             f"p95 prediction latency of {self.model} v{self.version} is {p95:.1f} ms over the "
                             f"last {self.latency.count} predictions (limit {p.latency_p95_ms:g} ms)"))
         if self.estimation is not None:
-            self.estimation.observe_predictions(preds)
+            self.estimation.observe_predictions(preds, raw_preds)
             if self.predictions - self.warm_predictions >= p.window:
                 for metric, value, limit, count in self.estimation.check(p.estimated_thresholds):
                     findings.append(_Finding(
