@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(PY) bench/worker_window.py
 	$(PY) bench/monitor_detectors.py
 	$(PY) bench/monitor.py
+	$(PY) bench/monitor_estimation.py
 	$(PY) bench/serving.py
 
 clean:

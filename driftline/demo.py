@@ -624,14 +624,16 @@ def _show(view: View, watcher: Watcher, truth: list, sent: int, total: int, vers
         f"  replay  [{_bar(sent, total)}] {sent}/{total} events   serving v{version}   t={t:5.1f}s",
         f"  ground truth accuracy, last 500 events: {_fmt(serving_acc)}",
         "",
-        "  version   joined   accuracy   rolling   f1       log_loss   coverage   p95 ms",
+        "  version   joined   accuracy   rolling   f1       log_loss   coverage   p95 ms   est. acc",
     ]
     for v, snap in snapshots:
         stats = snap.stats or {}
         lines.append(f"  v{v:<8} {stats.get('joined', 0):<8} {_fmt(snap.cumulative.get('accuracy')):<10} "
                      f"{_fmt(snap.rolling.get('accuracy')):<9} {_fmt(snap.rolling.get('f1')):<8} "
                      f"{_fmt(snap.rolling.get('log_loss')):<10} {_fmt(stats.get('label_coverage')):<10} "
-                     f"{_fmt(stats.get('latency_p95_ms'), 2)}")
+                     f"{_fmt(stats.get('latency_p95_ms'), 2):<8} "
+                     # estimated from calibrated confidence before labels (streams/estimation.py)
+                     f"{_fmt((stats.get('estimated') or {}).get('accuracy'))}")
     if not snapshots:
         lines.append("  (waiting for the monitor's first snapshot)")
     view.table(lines, progress, t if not final else 1e9)

@@ -14,6 +14,11 @@ Metric names
     Alerts published.
 ``driftline_model_metric{model,version,metric,window}``
     Latest online metric per model version (window: cumulative or rolling).
+``driftline_estimated_metric{model,version,metric,bound}``
+    Performance estimated before labels (CBPE/DLE, see ``streams.estimation``)
+    over the rolling window of predictions; bound: estimate, lower, upper (95 %).
+``driftline_estimated_gap{model,version,metric}``
+    Estimated minus realized value over the last completed window of joined pairs.
 ``driftline_retrain_runs_total{model,outcome}``
     Retraining runs (outcome: promoted, rejected, failed).
 ``driftline_retrain_duration_seconds{model}``
@@ -43,6 +48,9 @@ __all__ = [
     "CONSUMER_LAG",
     "ALERTS",
     "MODEL_METRIC",
+    "ESTIMATED_METRIC",
+    "ESTIMATED_GAP",
+    "export_estimation",
     "RETRAIN_RUNS",
     "RETRAIN_DURATION",
     "AGENT_UP",
@@ -65,6 +73,14 @@ MODEL_METRIC = Gauge(
     "driftline_model_metric", "Online metric of a model version", ["model", "version", "metric", "window"],
     registry=REGISTRY,
 )
+ESTIMATED_METRIC = Gauge(
+    "driftline_estimated_metric", "Metric of a model version estimated before labels (CBPE/DLE)",
+    ["model", "version", "metric", "bound"], registry=REGISTRY,
+)
+ESTIMATED_GAP = Gauge(
+    "driftline_estimated_gap", "Estimated minus realized metric over the last window of joined pairs",
+    ["model", "version", "metric"], registry=REGISTRY,
+)
 RETRAIN_RUNS = Counter("driftline_retrain_runs", "Retraining runs", ["model", "outcome"], registry=REGISTRY)
 RETRAIN_DURATION = Histogram(
     "driftline_retrain_duration_seconds", "Duration of retraining runs", ["model"], registry=REGISTRY,
@@ -72,6 +88,35 @@ RETRAIN_DURATION = Histogram(
 )
 
 AGENT_UP = Gauge("driftline_agent_up", "1 while the part runs", ["component", "agent"], registry=REGISTRY)
+
+
+
+def export_estimation(model: str, version: int, stats: dict) -> None:
+    """Set the estimation gauges from a metrics snapshot's ``stats``
+    (``estimated`` and ``estimation_gap``; absent without a calibrator).
+
+    >>> export_estimation("m", 1, {"estimated": {"accuracy": 0.8, "accuracy_ci": [0.7, 0.9], "n": 5},
+    ...                            "estimation_gap": {"metric": "accuracy", "last": 0.01}})
+    >>> ESTIMATED_METRIC.labels("m", "1", "accuracy", "lower")._value.get()
+    0.7
+    """
+    estimated = stats.get("estimated")
+    if not isinstance(estimated, dict):
+        return
+    v = str(version)
+    for metric in ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse"):
+        value = estimated.get(metric)
+        if value is None:
+            continue
+        ESTIMATED_METRIC.labels(model, v, metric, "estimate").set(value)
+        ci = estimated.get(f"{metric}_ci")
+        if ci:
+            ESTIMATED_METRIC.labels(model, v, metric, "lower").set(ci[0])
+            ESTIMATED_METRIC.labels(model, v, metric, "upper").set(ci[1])
+    gap = stats.get("estimation_gap") or {}
+    if gap.get("last") is not None:
+        ESTIMATED_GAP.labels(model, v, gap.get("metric", "accuracy")).set(gap["last"])
+
 
 _started: set[int] = set()
 _health_check: Callable[[], dict] | None = None

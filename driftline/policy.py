@@ -30,7 +30,8 @@ __all__ = ["PolicyError", "Policy", "MonitorPolicy", "RetrainPolicy", "DetectorS
            "ALERT_KINDS"]
 
 #: Alert kinds the monitor raises (``retrain_on`` names some of them).
-ALERT_KINDS = ("data_drift", "concept_drift", "prediction_drift", "metric", "latency", "outliers")
+ALERT_KINDS = ("data_drift", "concept_drift", "prediction_drift", "metric", "latency", "outliers",
+               "estimated_performance")
 TASKS = ("auto", "classification", "regression")
 OUTLIER_DETECTORS = ("range", "hst", "both")
 CONCEPT_DETECTORS = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "fhddm", "page_hinkley")
@@ -40,6 +41,8 @@ REGRESSION_METRICS = ("mae", "rmse", "r2")
 # Metrics where lower is better; the worker flips the comparison for these.
 LOWER_IS_BETTER = ("log_loss", "mae", "rmse")
 METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
+#: Metrics the monitor estimates before labels arrive (streams/estimation.py).
+ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse")
 # Parameters of Driftline's own data-drift tests (streams/model_monitor.py);
 # River detectors take their constructor's keyword arguments.
 _OWN_DETECTOR_PARAMS = {"ks": ("reference_size",), "psi": ("reference_size",), "chi2": ("reference_size",)}
@@ -103,6 +106,12 @@ class MonitorPolicy:
     outlier_detector
         ``range`` (outside the reference range) or ``hst`` (River's
         HalfSpaceTrees) or ``both``.
+    estimated_thresholds
+        Estimated metric (from the version's calibrator, before labels:
+        :mod:`streams.estimation`) -> minimum (maximum for ``mae``/``rmse``);
+        crossing it raises an ``estimated_performance`` alert.
+    estimated_cooldown_s
+        Cooldown of ``estimated_performance`` alerts (``None``: ``cooldown_s``).
     retrain_on
         Alert kinds that trigger a retrain request.
     retrain_cooldown_s
@@ -123,6 +132,8 @@ class MonitorPolicy:
     latency_p95_ms: float | None = None
     outlier_rate: float = 0.05
     outlier_detector: str = "range"
+    estimated_thresholds: dict[str, float] = field(default_factory=dict)
+    estimated_cooldown_s: float | None = None
     retrain_on: tuple[str, ...] = ("concept_drift", "metric")
     retrain_cooldown_s: float = 900.0
 
@@ -249,6 +260,12 @@ class Policy:
         for metric, limit in m.metric_thresholds.items():
             _one_of(metric, METRICS, f"monitor.metric_thresholds.{metric}", "is not a known metric; known:")
             _expect(_number(limit), f"monitor.metric_thresholds.{metric}", limit, "must be a number")
+        for metric, limit in m.estimated_thresholds.items():
+            _one_of(metric, ESTIMATED_METRICS, f"monitor.estimated_thresholds.{metric}",
+                    "is not an estimated metric; known:")
+            _expect(_number(limit), f"monitor.estimated_thresholds.{metric}", limit, "must be a number")
+        _expect(m.estimated_cooldown_s is None or _positive(m.estimated_cooldown_s), "monitor.estimated_cooldown_s",
+                m.estimated_cooldown_s, "must be a positive number or null")
         _expect(m.latency_p95_ms is None or _positive(m.latency_p95_ms), "monitor.latency_p95_ms",
                 m.latency_p95_ms, "must be a positive number or null")
         _expect(_number(m.outlier_rate) and 0 < m.outlier_rate <= 1, "monitor.outlier_rate", m.outlier_rate,
@@ -392,7 +409,7 @@ def _build(cls, data: Any, prefix: str):
             _expect(isinstance(raw, list) and all(isinstance(k, str) for k in raw), f"{prefix}.{name}", raw,
                     "must be a list of alert kinds")
             raw = tuple(raw)
-        elif name in ("metric_thresholds", "minimums"):
+        elif name in ("metric_thresholds", "minimums", "estimated_thresholds"):
             _expect(isinstance(raw, dict), f"{prefix}.{name}", raw, "must be an object of metric -> number")
         if isinstance(raw, int) and not isinstance(raw, bool) and name.endswith(("_s", "_ms", "_rate", "_length", "margin", "fraction")):
             raw = float(raw)

@@ -476,7 +476,26 @@ def format_snapshot(snapshot) -> str:
                        ("latency_p95_ms", "p95ms")):
         if key in stats:
             parts.append(f"{label}={_num(stats[key])}")
+    parts += _estimation_parts(stats)
     return f"{_when(snapshot.timestamp)}  {snapshot.model} v{snapshot.model_version}  " + "  ".join(parts)
+
+
+def _estimation_parts(stats: dict) -> list[str]:
+    """Estimated metrics (before labels) with their interval, and the last
+    estimated-minus-realized gap: ``est:accuracy=0.81±0.034 gap=+0.012``."""
+    estimated = stats.get("estimated")
+    if not isinstance(estimated, dict):
+        return []
+    parts = []
+    for name in ("accuracy", "f1", "roc_auc", "mae", "rmse"):
+        value, ci = estimated.get(name), estimated.get(f"{name}_ci")
+        if value is not None:
+            spread = f"±{_num((ci[1] - ci[0]) / 2)}" if ci else ""
+            parts.append(f"est:{name}={_num(value)}{spread}")
+    gap = (stats.get("estimation_gap") or {}).get("last")
+    if gap is not None:
+        parts.append(f"gap={gap:+.3f}")
+    return parts
 
 
 def _follow_command(args: argparse.Namespace, topic_name: str, record_type, formatter) -> int:
@@ -496,7 +515,8 @@ def _follow_command(args: argparse.Namespace, topic_name: str, record_type, form
             print(f"following {topic} ({what}; Ctrl-C to stop)", file=sys.stderr, flush=True)
 
     if not args.json and topic_name == "metrics":
-        print("# metric=cumulative/rolling", file=sys.stderr, flush=True)
+        print("# metric=cumulative/rolling; est:metric=estimated before labels±95% interval; "
+              "gap=estimated-realized", file=sys.stderr, flush=True)
     shown = 0
     for record in follow_records(settings, topic, record_type, follow=args.follow,
                                  from_beginning=args.from_beginning, quiet_s=args.quiet_s, on_ready=ready):

@@ -44,7 +44,7 @@ from driftline.policy import Policy, PolicyError
 from . import artifacts
 from .artifacts import ArtifactStore
 from .backends import Backend, PostgresBackend, SQLiteBackend, Tx
-from .errors import ConflictError, NotFoundError, RegistryError, UntrustedArtifactError
+from .errors import ArtifactError, ConflictError, NotFoundError, RegistryError, UntrustedArtifactError
 from .models import VERSION_STATUSES, AliasMove, LoadedModel, Model, ModelVersion
 from .publish import EventPublisher, NullPublisher
 
@@ -133,6 +133,18 @@ def parse_ref(ref: str) -> tuple[str, str | None, int | None]:
     if match["alias"] is not None:
         return name, validate_name(match["alias"], "alias"), None
     return name, None, _version_number(match["version"])
+
+
+def _with_estimation(profile: Mapping[str, Any] | None, tags: Mapping[str, str] | None,
+                     estimation: Mapping[str, Any] | None) -> tuple[Any, Any]:
+    """Profile with the estimation map, tags with its checksum."""
+    if estimation is None:
+        return profile, tags
+    from .calibration import TAG, payload_sha256
+
+    profile = dict(profile or {})
+    profile["estimation"] = dict(estimation)
+    return profile, {**dict(tags or {}), TAG: payload_sha256(profile["estimation"])}
 
 
 def _looks_like_pickle(data: bytes) -> bool:
@@ -283,6 +295,7 @@ class Registry:
         status: str = "ready",
         request_id: str | None = None,
         reason: str | None = None,
+        estimation: Mapping[str, Any] | None = None,
     ) -> ModelVersion:
         """Store ``estimator`` as the next version of model ``name``.
 
@@ -309,8 +322,12 @@ class Registry:
             The retrain request behind this version (see :meth:`find_version_by_request`).
         reason
             Why it was rejected.
+        estimation
+            Performance-estimation map (:func:`registry.calibration.fit_estimation`),
+            kept in the profile with its checksum in the tags.
         """
         validate_name(name, "model")
+        profile, tags = _with_estimation(profile, tags, estimation)
         fields = self._version_fields(metrics, params, tags, lineage, profile, status, request_id, reason)
         data, trusted = artifacts.dumps_checked(estimator)
         return self._store_version(name, data, trusted, fields)
@@ -401,8 +418,15 @@ class Registry:
                     f"{' '.join(str(error).split())}); "
                     "the reference must hold the model's feature columns (and the target, named by --target)"
                 ) from None
-            fields["profile_json"] = _json(build_profile(reference, target=target, predictions=predictions),
-                                           "profile")
+            profile = build_profile(reference, target=target, predictions=predictions)
+            if target is not None:
+                from .calibration import fit_estimation
+
+                task = "classification" if callable(getattr(estimator, "predict_proba", None)) else "regression"
+                estimation = fit_estimation(estimator, features, reference[target].to_numpy(), task)
+                profile, tags = _with_estimation(profile, tags, estimation)
+                fields["tags_json"] = _json(_check_tags(tags), "tags")
+            fields["profile_json"] = _json(profile, "profile")
         return self._store_version(name, data, trusted, fields)
 
     def _version_fields(self, metrics, params, tags, lineage, profile, status, request_id, reason) -> dict[str, Any]:
@@ -518,14 +542,41 @@ class Registry:
         return found[-1] if found else None
 
     def get_profile(self, name: str, version: int) -> dict | None:
-        """The reference profile stored with a version (``None`` if none was)."""
+        """The reference profile stored with a version (``None`` if none was).
+
+        Its performance-estimation map (``estimation``) is kept only if it
+        matches the checksum recorded with the version; otherwise it is
+        removed (and logged), the rest of the profile stays usable."""
+        profile, tags = self._profile_and_tags(name, version)
+        if profile is not None and "estimation" in profile:
+            from .calibration import TAG, load as load_estimation
+
+            try:
+                load_estimation(profile["estimation"], tags.get(TAG))
+            except ArtifactError as error:
+                log.error("estimation map of %s/%s refused: %s", name, version, error)
+                del profile["estimation"]
+        return profile
+
+    def get_estimation(self, name: str, version: int) -> Any:
+        """The version's loaded, checked performance-estimation map
+        (:mod:`registry.calibration`), or ``None`` if it has none; raises
+        :class:`ArtifactIntegrityError` if it was changed."""
+        from .calibration import TAG, load as load_estimation
+
+        profile, tags = self._profile_and_tags(name, version)
+        if not profile or "estimation" not in profile:
+            return None
+        return load_estimation(profile["estimation"], tags.get(TAG))
+
+    def _profile_and_tags(self, name: str, version: int) -> tuple[dict | None, dict]:
         validate_name(name, "model")
         version = _version_number(version)
         with self.backend.transaction() as tx:
-            row = tx.one("SELECT profile FROM versions WHERE model = ? AND version = ?", (name, version))
+            row = tx.one("SELECT profile, tags FROM versions WHERE model = ? AND version = ?", (name, version))
             if row is None:
                 raise NotFoundError(self._missing_version_message(tx, name, version))
-        return None if row[0] is None else json.loads(row[0])
+        return (None if row[0] is None else json.loads(row[0])), (json.loads(row[1]) if row[1] else {})
 
     def delete_version(self, name: str, version: int) -> None:
         """Delete a version and its artifact and publish ``deleted``. A

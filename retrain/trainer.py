@@ -318,6 +318,7 @@ class Trainer:
 
         phase("registering")
         profile = _profile(data, fitted)
+        estimation = _estimation(fitted, holdout, task_of(policy))
         lineage = {
             "window": window.lineage(),
             "rows": len(data),
@@ -349,6 +350,7 @@ class Trainer:
         version = self.registry.register_version(
             model, fitted, metrics=metrics, params=params, tags=tags, lineage=lineage, profile=profile,
             status="ready" if promote else "rejected", request_id=lineage["request_id"], reason=reason,
+            estimation=estimation,
         )
         result.version = version.version
         phase("promoting")
@@ -388,6 +390,18 @@ def _profile(data: TrainingData, fitted: Any) -> dict | None:
         predictions = None
     return build_profile(frame, feature_columns=[str(c) for c in data.X.columns], target=TARGET_COLUMN,
                          predictions=predictions)
+
+
+def _estimation(fitted: Any, holdout: TrainingData, task: str) -> dict | None:
+    """Calibration map (classifier) or direct loss estimator (regressor)
+    fitted on the holdout, which the model never saw (registry/calibration.py)."""
+    from registry.calibration import fit_estimation
+
+    try:
+        return fit_estimation(fitted, feature_columns_for(fitted, holdout.X), holdout.y.to_numpy(), task)
+    except (ValueError, TypeError) as error:  # e.g. a class missing from the holdout
+        logger.warning("no estimation map for this version: %s", error)
+        return None
 
 
 def train_frame(registry: Any, model: str, frame: pd.DataFrame, target: str, *, estimator: str | None = None,
@@ -444,7 +458,8 @@ def train_frame(registry: Any, model: str, frame: pd.DataFrame, target: str, *, 
                "data_hash": data_hash(data), "parent_version": None, "recipe": f"recipe:{policy.retrain.estimator}",
                "cleaning": data.report.to_dict(), "target": target}
     profile = _profile(data, fitted)
-    version = registry.register_version(model, fitted, metrics=metrics,
+    estimation = _estimation(fitted, holdout, task_of(policy))
+    version = registry.register_version(model, fitted, metrics=metrics, estimation=estimation,
                                         params={"recipe": lineage["recipe"], **search_info},
                                         tags={"decision": "promote", "trigger": "manual"},
                                         lineage=lineage, profile=profile, status="ready")

@@ -900,6 +900,7 @@ class MonitorApp:
                         if value is not None:
                             observability.MODEL_METRIC.labels(model, str(snapshot.model_version), metric,
                                                               window).set(value)
+                observability.export_estimation(model, snapshot.model_version, snapshot.stats)
         if futures:
             await asyncio.gather(*futures)
 

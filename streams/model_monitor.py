@@ -65,6 +65,7 @@ from .drift import (
     make_feature_test,
     per_test_alpha,
 )
+from .estimation import make_estimation
 from .latency import RollingQuantiles, Throughput
 from .metrics import (
     ClassificationMetrics,
@@ -240,6 +241,8 @@ class VersionMonitor:
         self.joined_unchecked = 0
         self.last_seen = 0.0
         self.range = RangeOutliers(0.1)
+        self.estimation = make_estimation(self.profile, policy, positive_label, f"{model} v{version}")
+        self.saved_estimation: dict | None = None  # windows from a saved state, until resume_estimation
 
     # -- helpers -----------------------------------------------------------
     @property
@@ -452,6 +455,15 @@ class VersionMonitor:
                             "latency", "latency_p95_ms", "rolling_p95", p95, p.latency_p95_ms,
                             f"p95 prediction latency of {self.model} v{self.version} is {p95:.1f} ms over the "
                             f"last {self.latency.count} predictions (limit {p.latency_p95_ms:g} ms)"))
+        if self.estimation is not None:
+            self.estimation.observe_predictions(preds, raw_preds)
+            if self.predictions - self.warm_predictions >= p.window:
+                for metric, value, limit, count in self.estimation.check(p.estimated_thresholds):
+                    findings.append(_Finding(
+                        "estimated_performance", metric, self.estimation.get()["estimated"]["method"], value, limit,
+                        f"estimated {metric} of {self.model} v{self.version} is {value:.4g}, "
+                        f"{'above' if metric in LOWER_IS_BETTER else 'below'} the limit {limit:g} "
+                        f"(last {count} predictions, before their labels)"))
         return findings
 
     # -- joined pairs --------------------------------------------------------------
@@ -504,6 +516,8 @@ class VersionMonitor:
             self.metrics.update(yk, pk, batch)
             self.rolling.update(yk, pk, batch)
             errors = np.fromiter(map(operator.ne, yk, pk), dtype=np.float64, count=n)
+        if self.estimation is not None:
+            self.estimation.observe_joined(records, None if self.task == "regression" else 1.0 - errors)
         skip = min(errors.size, max(0, self.warm_joined - start))
         if self.concept.scale is None and self.task == "regression" and self.joined >= self.warm_joined:
             self.concept.set_scale(self.metrics.get()["mae"] or 0.0)
@@ -579,12 +593,16 @@ class VersionMonitor:
                              "window": getattr(f.test, "last_histogram", None)}
                       for name, f in sorted(self.features.items())},
         }
+        if self.estimation is not None:
+            stats.update(self.estimation.get())
         return MetricsSnapshot(self.model, self.version, now, cumulative, rolling, stats)
 
     # -- state --------------------------------------------------------------------
     def to_state(self) -> dict:
         return {
-            "model": self.model, "version": self.version, "profile": self.profile, "chunk": self.chunk,
+            # the estimation map (up to a few 100 kB) is not state: it is read from the registry again
+            "model": self.model, "version": self.version, "chunk": self.chunk,
+            "profile": None if self.profile is None else {k: v for k, v in self.profile.items() if k != "estimation"},
             "pending_predictions": [e.to_dict() for e in self.pending_predictions],
             "pending_joined": [e.to_dict() for e in self.pending_joined],
             "pending_since": [self.pending_since, self.pending_joined_since],
@@ -604,6 +622,8 @@ class VersionMonitor:
             "hst": None if self.hst is None else self.hst.to_state(),
             "pred_counts": [list(self.pred_counts), list(self.pred_counts.values())],
             "pred_values": self.pred_values.to_state(), "throughput": self.throughput.to_state(),
+            "estimation": None if self.estimation is None else
+            {"sha256": self.estimation.sha256, "state": self.estimation.to_state()},
         }
 
     @classmethod
@@ -639,7 +659,21 @@ class VersionMonitor:
         self.pred_counts = dict(zip(keys, (int(v) for v in vals)))
         self.pred_values = RollingQuantiles.from_state(data["pred_values"])
         self.throughput = Throughput.from_state(data["throughput"])
+        self.saved_estimation = data.get("estimation")  # restored by ModelMonitor.from_state
         return self
+
+    def resume_estimation(self, profile: dict | None) -> None:
+        """After :meth:`from_state`: the estimation map from the registry's
+        ``profile``; its saved windows continue if it is the same map."""
+        saved, self.saved_estimation = self.saved_estimation, None
+        payload = (profile or {}).get("estimation")
+        if payload is None:
+            return
+        self.profile = dict(self.profile or {}, estimation=payload)
+        self.estimation = make_estimation(self.profile, self.policy, self.positive_label,
+                                          f"{self.model} v{self.version}")
+        if self.estimation is not None and saved and saved.get("sha256") == self.estimation.sha256:
+            self.estimation.restore(saved["state"])
 
 
 class ModelMonitor:
@@ -751,7 +785,9 @@ class ModelMonitor:
         for version, f in findings:
             key = (version, f.kind, f.subject)
             last = self.cooldowns.get(key)
-            if last is not None and now - last < p.cooldown_s:
+            cooldown = p.estimated_cooldown_s if f.kind == "estimated_performance" and p.estimated_cooldown_s \
+                else p.cooldown_s
+            if last is not None and now - last < cooldown:
                 continue
             self.cooldowns[key] = now
             value = _finite(f.value)
@@ -797,6 +833,8 @@ class ModelMonitor:
             for vs in raw["versions"]:
                 vm = VersionMonitor.from_state(vs, policy)
                 self.versions[vm.version] = vm
+                if vm.saved_estimation is not None:
+                    vm.resume_estimation(profile_for(vm.version))
             self.cooldowns = {(int(v), k, s): float(t) for v, k, s, t in raw["cooldowns"]}
             self.last_retrain = raw["last_retrain"]
         except (KeyError, TypeError, ValueError, AttributeError) as error:

@@ -72,7 +72,10 @@ def test_register_an_external_skops_model(settings, test_env, external):
     version = loaded.version
     # stored byte for byte: the registry's checksum is the file's
     assert version.artifact_sha256 == digest and version.artifact_size == artifact.stat().st_size
-    assert version.metrics == {"accuracy": 0.91} and version.tags == {"team": "growth", "source": "notebook"}
+    # the labelled reference also gave a calibration map, its checksum in the tags (registry/calibration.py)
+    assert version.metrics == {"accuracy": 0.91} and version.tags == {"team": "growth", "source": "notebook",
+                                                                      "estimation_sha256": version.tags["estimation_sha256"]}
+    assert profile["estimation"]["kind"] == "calibration"
     assert version.lineage["source"] == "external" and version.lineage["reference_rows"] == 240
     assert version.lineage["reference_sha256"] == hashlib.sha256(reference.read_bytes()).hexdigest()
     np.testing.assert_array_equal(loaded.estimator.predict(df), model.predict(df))

@@ -189,6 +189,9 @@ def test_run_promotes_better_candidate_with_lineage_and_exact_scores(settings, r
     assert v2.metrics["champion_accuracy"] == pytest.approx(expect_h, abs=1e-12)
     assert expect_c > expect_h
     assert v2.profile["rows"] == 500 and "prediction" in v2.profile
+    # its calibration map was fitted on the 100 holdout rows only, and is checked on load
+    assert v2.profile["estimation"]["rows"] == 100 and v2.profile["estimation"]["method"] == "sigmoid"
+    assert reg.get_estimation("churn", 2).sha256 == v2.tags["estimation_sha256"]
 
     # the same request again: idempotent, nothing new
     again = trainer.run("churn", ["req-1"], "drift")
