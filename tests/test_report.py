@@ -92,9 +92,12 @@ def _synthetic() -> ReportData:
                  "plan": {"kind": "categorical", "statistic": 40.0 if shifted else 1.0, "threshold": 20.0,
                           "window": {"frequencies": {"b": 0.9, "a": 0.1} if shifted else {"a": 0.7, "b": 0.3},
                                      "n": 30}}}
+        stats = {"joined": 10 * i, "label_coverage": 0.95, "label_delay_p50_s": 1.5, "drift": drift}
+        if version == 2:  # a calibrated version: estimated accuracy and its gap to the realized one
+            stats["estimated"] = {"n": 200, "method": "cbpe", "accuracy": 0.875, "accuracy_ci": [0.83, 0.92]}
+            stats["estimation_gap"] = {"metric": "accuracy", "last": -0.025, "mean_abs": 0.0125, "windows": []}
         snaps.append(MetricsSnapshot("m", version, t0 + 10 * i, {"accuracy": 0.9}, {"accuracy": 0.9 - 0.3 * shifted},
-                                     {"joined": 10 * i, "label_coverage": 0.95, "label_delay_p50_s": 1.5,
-                                      "drift": drift}))
+                                     stats))
     alerts = [Alert(f"a{f}", "m", 1, "data_drift", f, "ks", 0.5, 0.2, t0 + 65, f"drift in {f}") for f in ("x", "plan")]
     return ReportData(
         model="m", snapshots=snaps, alerts=alerts,
@@ -112,6 +115,12 @@ def test_report_of_records_names_drifted_features_and_versions(tmp_path):
     assert page.count("<svg") == 5  # metrics, drift statistics, labels, two drifted features
     assert "<h3>x</h3>" in page and "<h3>plan</h3>" in page
     assert "<b>v1</b>" in page and "<b>v2</b>" in page and "parent_version: 1" in page
+    # estimated beside realized, for the calibrated version only
+    estimated = page.split("<h2>Estimated performance</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "<td>v2</td><td>cbpe</td><td>200</td><td>accuracy</td><td>0.875</td>" in estimated
+    assert "0.83 – 0.92" in estimated and "-0.025" in estimated and "0.0125" in estimated
+    assert "<td>v1</td>" not in estimated
+    assert "v2 estimated" in page  # its dotted line in the metrics figure
 
 
 def test_report_of_nothing_still_renders(tmp_path):

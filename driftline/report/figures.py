@@ -117,7 +117,8 @@ def metric_names(data: ReportData) -> list[str]:
 
 
 def metrics_figure(data: ReportData) -> str:
-    """Rolling (solid) and cumulative (thin) metrics per version over time."""
+    """Rolling (solid), cumulative (thin) and estimated (dotted, before
+    labels) metrics per version over time."""
     plt = _pyplot()
     names = metric_names(data) or ["accuracy"]
     figure, axes = plt.subplots(len(names), 1, figsize=(10, 2.6 * len(names)), sharex=True, squeeze=False)
@@ -131,6 +132,11 @@ def metrics_figure(data: ReportData) -> str:
                           if getattr(s, window).get(name) is not None]
                 if points:
                     ax.plot(*zip(*points), color=_colour(version), label=f"v{version} {window}", **style)
+            estimated = [(_when(s.timestamp), ((s.stats or {}).get("estimated") or {}).get(name)) for s in snaps]
+            estimated = [(when, value) for when, value in estimated if value is not None]
+            if estimated:
+                ax.plot(*zip(*estimated), color=_colour(version), label=f"v{version} estimated", linewidth=1.2,
+                        linestyle=":")
         if not data.snapshots:
             _empty(ax, "no metrics snapshots in the period")
             continue

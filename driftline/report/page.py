@@ -137,6 +137,34 @@ def _labels_table(data: ReportData) -> str:
                   "latency p95 (ms)"], rows, raw=True) if rows else ""
 
 
+def _estimation_table(data: ReportData) -> str:
+    """Estimated metrics (no labels needed) beside the realized rolling
+    ones, and the gap between the two per completed window."""
+    rows = []
+    for version in sorted({s.model_version for s in data.snapshots}):
+        snap = data.latest_snapshot(version)
+        stats = snap.stats or {}
+        estimated, gap = stats.get("estimated") or {}, stats.get("estimation_gap") or {}
+        if not estimated.get("n"):
+            continue
+        for metric in ("accuracy", "f1", "roc_auc", "mae", "rmse"):
+            if estimated.get(metric) is None:
+                continue
+            low, high = (estimated.get(f"{metric}_ci") or [None, None])[:2]
+            is_gap_metric = metric == gap.get("metric")
+            rows.append([f"v{version}", _esc(estimated.get("method")), _esc(estimated.get("n")), _esc(metric),
+                         _num(estimated[metric]), f"{_num(low)} – {_num(high)}", _num(snap.rolling.get(metric)),
+                         _num(gap.get("last")) if is_gap_metric else "", _num(gap.get("mean_abs")) if is_gap_metric
+                         else ""])
+    if not rows:
+        return '<p class="muted">No version has a calibrator (or estimator) yet: nothing estimated.</p>'
+    return (table(["version", "method", "window", "metric", "estimated", "95% interval", "realized (rolling)",
+                   "gap, last window", "mean |gap|"], rows, raw=True)
+            + '<p class="muted">Estimated from the model\'s calibrated confidence before labels arrive; valid under '
+              'covariate shift, blind to concept drift (a changed relation between inputs and labels). The gap is '
+              'estimated minus realized, per completed window of joined pairs.</p>')
+
+
 def _scores(metrics: dict[str, Any]) -> str:
     shown = [(k, v) for k, v in sorted(metrics.items()) if k.startswith(("candidate_", "champion_", "holdout_"))
              or k in figures.PRIMARY_METRICS]
@@ -195,12 +223,13 @@ def render(data: ReportData, title: str | None = None, extra_sections: Sequence[
     sections = [
         ("Summary", _summary(data)),
         ("Metrics over time", _figure(figures.metrics_figure(data), "metrics over time per version")
-         + '<p class="muted">Solid: rolling window; dash-dot: cumulative. Green: promotions; red dashed: drift '
+         + '<p class="muted">Solid: rolling window; dash-dot: cumulative; dotted: estimated without labels. Green: promotions; red dashed: drift '
            'alerts; purple dotted: retrain requests.</p>'),
         ("Drift statistics per feature", _figure(figures.drift_statistics_figure(data),
                                                  "drift statistic per feature against its threshold")
          + _drift_table(data)),
         ("Reference profile against the recent window", _histograms(data)),
+        ("Estimated performance", _estimation_table(data)),
         ("Labels", _figure(figures.labels_figure(data), "label coverage and delay") + _labels_table(data)),
         ("Versions", _versions_table(data)),
         ("Timeline", _timeline(data)),
