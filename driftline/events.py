@@ -1025,7 +1025,10 @@ def _fast_decoder(name: str, convert):
 
 
 def _fast_timestamp(value: Any) -> float | None:
-    """An ISO-8601 timestamp (msgspec has checked numeric ones)."""
+    """A timestamp as seconds: numbers as they are (msgspec has checked
+    them), ISO-8601 text parsed; None where the slow path must decide."""
+    if type(value) is not str:
+        return value
     try:
         return _timestamp(value, "timestamp")
     except ValidationError:
@@ -1036,11 +1039,9 @@ def _prediction_from_struct(s: Any) -> Prediction | None:
     features = s.features
     if not _known_name(s.model) or "" in features or max(map(len, features)) > MAX_ID:
         return None
-    timestamp = s.timestamp
-    if type(timestamp) is str:
-        timestamp = _fast_timestamp(timestamp)
-        if timestamp is None:
-            return None
+    timestamp = _fast_timestamp(s.timestamp)
+    if timestamp is None:
+        return None
     return Prediction(s.event_id, s.model, s.model_version, timestamp, features, s.prediction, s.probabilities,
                       s.latency_ms)
 
@@ -1048,11 +1049,9 @@ def _prediction_from_struct(s: Any) -> Prediction | None:
 def _label_from_struct(s: Any) -> Label | None:
     if not _known_name(s.model):
         return None
-    timestamp = s.timestamp
-    if type(timestamp) is str:
-        timestamp = _fast_timestamp(timestamp)
-        if timestamp is None:
-            return None
+    timestamp = _fast_timestamp(s.timestamp)
+    if timestamp is None:
+        return None
     return Label(s.event_id, s.model, s.label, timestamp)
 
 
@@ -1060,11 +1059,7 @@ def _labeled_from_struct(s: Any) -> LabeledRecord | None:
     features = s.features
     if not _known_name(s.model) or "" in features or max(map(len, features)) > MAX_ID:
         return None
-    predicted_at, labelled_at = s.prediction_timestamp, s.label_timestamp
-    if type(predicted_at) is str:
-        predicted_at = _fast_timestamp(predicted_at)
-    if type(labelled_at) is str:
-        labelled_at = _fast_timestamp(labelled_at)
+    predicted_at, labelled_at = _fast_timestamp(s.prediction_timestamp), _fast_timestamp(s.label_timestamp)
     if predicted_at is None or labelled_at is None:
         return None
     return LabeledRecord(s.event_id, s.model, s.model_version, features, s.prediction, s.label, predicted_at,
