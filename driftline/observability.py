@@ -12,8 +12,15 @@ Metric names
     Messages between the consumer's position and the partition's end.
 ``driftline_alerts_total{model,kind}``
     Alerts published.
-``driftline_model_metric{model,version,metric,window}``
-    Latest online metric per model version (window: cumulative or rolling).
+``driftline_model_<metric>{model,version,window}`` and the other per-version series
+    From the monitor's metrics snapshots (:mod:`driftline.model_series`,
+    :data:`MODEL_SERIES`); the README's table lists them.
+``driftline_dead_letters_total{component,reason}``
+    Dead letters by reason class (:func:`reason_class`).
+``driftline_join_state_entries{component}``
+    Entries in the monitor's join table (predictions waiting for a label, join markers).
+``driftline_build_info{version,python}``
+    Always 1; the labels say what runs.
 ``driftline_retrain_runs_total{model,outcome}``
     Retraining runs (outcome: promoted, rejected, failed).
 ``driftline_retrain_duration_seconds{model}``
@@ -30,6 +37,8 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
+import re
 import threading
 from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable
@@ -37,12 +46,20 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from . import __version__
+from .model_series import ModelSeries
+
 __all__ = [
     "REGISTRY",
     "EVENTS_PROCESSED",
     "CONSUMER_LAG",
     "ALERTS",
-    "MODEL_METRIC",
+    "MODEL_SERIES",
+    "DEAD_LETTERS",
+    "JOIN_STATE",
+    "BUILD_INFO",
+    "count_dead_letters",
+    "reason_class",
     "RETRAIN_RUNS",
     "RETRAIN_DURATION",
     "AGENT_UP",
@@ -61,10 +78,15 @@ CONSUMER_LAG = Gauge(
     "driftline_consumer_lag", "Messages not yet consumed", ["component", "topic", "partition"], registry=REGISTRY
 )
 ALERTS = Counter("driftline_alerts", "Alerts published", ["model", "kind"], registry=REGISTRY)
-MODEL_METRIC = Gauge(
-    "driftline_model_metric", "Online metric of a model version", ["model", "version", "metric", "window"],
-    registry=REGISTRY,
-)
+#: The monitor's per-version series, from the snapshots it publishes to ``metrics``.
+MODEL_SERIES = ModelSeries()
+REGISTRY.register(MODEL_SERIES)
+DEAD_LETTERS = Counter("driftline_dead_letters", "Dead letters by reason class", ["component", "reason"],
+                       registry=REGISTRY)
+JOIN_STATE = Gauge("driftline_join_state_entries", "Entries in the monitor's join table", ["component"],
+                   registry=REGISTRY)
+BUILD_INFO = Gauge("driftline_build_info", "Always 1: the Driftline version and Python that run",
+                   ["version", "python"], registry=REGISTRY)
 RETRAIN_RUNS = Counter("driftline_retrain_runs", "Retraining runs", ["model", "outcome"], registry=REGISTRY)
 RETRAIN_DURATION = Histogram(
     "driftline_retrain_duration_seconds", "Duration of retraining runs", ["model"], registry=REGISTRY,
@@ -72,6 +94,34 @@ RETRAIN_DURATION = Histogram(
 )
 
 AGENT_UP = Gauge("driftline_agent_up", "1 while the part runs", ["component", "agent"], registry=REGISTRY)
+
+_FIELD_ROOT = re.compile(r"[a-z_]+")
+
+
+def reason_class(letter: Any) -> str:
+    """A dead letter's reason class, a small fixed set for a Prometheus label:
+    the top-level contract field it broke (``features``, ``event_id``,
+    ``model``, ...), ``message`` when the message as a whole could not be used
+    (not JSON, too large, processing failed), ``error`` without a field.
+
+    >>> from types import SimpleNamespace as NS
+    >>> [reason_class(NS(field=f)) for f in ("features.age", "probabilities[yes]", "<message>", None)]
+    ['features', 'probabilities', 'message', 'error']
+    """
+    field = getattr(letter, "field", None)
+    if field is None:
+        return "error"
+    root = _FIELD_ROOT.match(field)
+    return root.group(0) if root else "message"
+
+
+def count_dead_letters(component: str, letters: Iterable[Any]) -> None:
+    """Count dead letters in ``driftline_dead_letters_total`` by reason class."""
+    for letter in letters:
+        DEAD_LETTERS.labels(component, reason_class(letter)).inc()
+
+
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
 _started: set[int] = set()
 _health_check: Callable[[], dict] | None = None

@@ -231,6 +231,8 @@ class NumericDriftTest:
         self.tests = 0
         self.last_statistic: float | None = None
         self.last_p_value: float | None = None
+        # the statistic's critical value at the last test's level (Prometheus, dashboards)
+        self.last_threshold: float | None = None
         if profile is not None and profile.get("quantiles"):
             self.quantiles = _QuantileCDF(profile["quantiles"])
             self.ref_count = int(profile.get("count") or profile.get("rows") or 0) or 10 ** 9
@@ -298,9 +300,10 @@ class NumericDriftTest:
         if self.method == "ks":
             d = max(0.0, _ks_statistic(window_sorted, right, left) - resolution)
             p = ks_pvalue(d, n_eff)
+            self.last_threshold = ks_critical(alpha, n_eff)
             self.last_statistic, self.last_p_value = d, p
             if p < alpha:
-                return DriftResult(d, ks_critical(alpha, n_eff), p, alpha, 0, n, "ks")
+                return DriftResult(d, self.last_threshold, p, alpha, 0, n, "ks")
             return None
         # PSI on reference deciles; n_eff*PSI is approximately chi-square(B-1) under H0.
         edges = np.interp(np.linspace(0, 1, 11), np.linspace(0, 1, self.quantiles.q.size), self.quantiles.q)
@@ -315,8 +318,9 @@ class NumericDriftTest:
         dof = max(1, inner.size)
         p = float(stats.chi2.sf(psi * n_eff, dof))
         self.last_statistic, self.last_p_value = psi, p
+        self.last_threshold = float(stats.chi2.isf(alpha, dof)) / n_eff
         if p < alpha:
-            return DriftResult(psi, float(stats.chi2.isf(alpha, dof)) / n_eff, p, alpha, 0, n, "psi")
+            return DriftResult(psi, self.last_threshold, p, alpha, 0, n, "psi")
         return None
 
     # -- state -------------------------------------------------------------
@@ -325,7 +329,7 @@ class NumericDriftTest:
         return {"window": self.window, "reference_size": self.reference_size, "method": self.method,
                 "pending": pending, "reference": self.reference, "ref_count": self.ref_count,
                 "quantiles": None if self.quantiles is None else self.quantiles.q, "tests": self.tests,
-                "last": [self.last_statistic, self.last_p_value]}
+                "last": [self.last_statistic, self.last_p_value, self.last_threshold]}
 
     @classmethod
     def from_state(cls, state: dict) -> "NumericDriftTest":
@@ -338,7 +342,8 @@ class NumericDriftTest:
         if state["quantiles"] is not None:
             self.quantiles = _QuantileCDF(state["quantiles"])
         self.tests = int(state["tests"])
-        self.last_statistic, self.last_p_value = state["last"]
+        # checkpoints written before the threshold was kept hold two values
+        self.last_statistic, self.last_p_value, self.last_threshold = (list(state["last"]) + [None])[:3]
         return self
 
 
@@ -368,6 +373,8 @@ class CategoricalDriftTest:
         self.tests = 0
         self.last_statistic: float | None = None
         self.last_p_value: float | None = None
+        self.last_threshold: float | None = None
+        self.method = "chi2"
         if profile is not None and profile.get("frequencies"):
             count = float(profile.get("count") or 10 ** 9)
             self.ref_counts = {str(k): float(v) * count for k, v in profile["frequencies"].items()}
@@ -433,14 +440,15 @@ class CategoricalDriftTest:
         dof = table.shape[1] - 1
         p = float(stats.chi2.sf(chi2, dof))
         self.last_statistic, self.last_p_value = chi2, p
+        self.last_threshold = float(stats.chi2.isf(alpha, dof))
         if p < alpha:
-            return DriftResult(chi2, float(stats.chi2.isf(alpha, dof)), p, alpha, 0, n, "chi2")
+            return DriftResult(chi2, self.last_threshold, p, alpha, 0, n, "chi2")
         return None
 
     def to_state(self) -> dict:
         return {"window": self.window, "reference_size": self.reference_size, "ref": [list(self.ref_counts),
                 list(self.ref_counts.values())], "ref_total": self.ref_total, "from_profile": self.from_profile,
-                "pending": self.pending, "tests": self.tests, "last": [self.last_statistic, self.last_p_value]}
+                "pending": self.pending, "tests": self.tests, "last": [self.last_statistic, self.last_p_value, self.last_threshold]}
 
     @classmethod
     def from_state(cls, state: dict) -> "CategoricalDriftTest":
@@ -451,7 +459,8 @@ class CategoricalDriftTest:
         self.from_profile = bool(state["from_profile"])
         self.pending = list(state["pending"])
         self.tests = int(state["tests"])
-        self.last_statistic, self.last_p_value = state["last"]
+        # checkpoints written before the threshold was kept hold two values
+        self.last_statistic, self.last_p_value, self.last_threshold = (list(state["last"]) + [None])[:3]
         return self
 
 
@@ -567,6 +576,12 @@ class ConceptDriftDetector:
         self.since_sum = 0.0
         self.since_n = 0
         self.scale: float | None = None  # regression + binary detector: error threshold
+        #: per offset :meth:`update` returned: ``(recent, before, recent_n)``, the
+        #: detector's own estimate of the error level after the change (ADWIN: the
+        #: mean of its window after the cut, over ``recent_n`` errors) and of the
+        #: level it rose from (ADWIN: the mean of the part it dropped); ``None``
+        #: where the detector has no such estimate.
+        self.levels: list[tuple[float | None, float | None, int | None]] = []
 
     def set_scale(self, mae: float) -> None:
         self.scale = 2.0 * mae
@@ -582,6 +597,7 @@ class ConceptDriftDetector:
         det = self.detector
         is_adwin = self.spec.name == "adwin"
         hits = []
+        self.levels = []
         values = errors.tolist()
         # Sum and count fed since the detector last reset (River's ADWIN starts
         # afresh after a detection), to tell the mean of the part ADWIN drops.
@@ -600,6 +616,9 @@ class ConceptDriftDetector:
                     base_sum, base_n = -cums[i], -(i + 1)  # the next update starts a fresh window
                     if det.estimation <= dropped_mean:
                         continue  # the error went down: not a degradation
+                    self.levels.append((float(det.estimation), float(dropped_mean), int(kept_n)))
+                else:
+                    self.levels.append((None, None, None))
                 hits.append(i)
         if is_adwin and values:
             self.since_sum = base_sum + cums[-1]
