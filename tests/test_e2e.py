@@ -31,17 +31,16 @@ POLICY = {
                 "promotion_metric": "accuracy", "margin": 0.05},
 }
 PRE, POST, AFTER = 1500, 1500, 600
-GRACE_S = 3  # seconds a retired version keeps its Prometheus series
+GRACE_S = 5  # seconds a retired version keeps its Prometheus series
 
 
-def publish_garbage(settings):
-    """One message that is not JSON to the monitor's and to the worker's input:
-    both dead-letter it (driftline_dead_letters_total)."""
+def publish_garbage(settings, topic):
+    """One message that is not JSON: the daemon reading ``topic`` dead-letters it
+    (driftline_dead_letters_total)."""
     from kafka import KafkaProducer
 
     producer = KafkaProducer(bootstrap_servers=settings.bootstrap_list)
-    for topic in (settings.topics.predictions, settings.topics.retrain_requests):
-        producer.send(topic, key=b"garbage", value=b"this is not json")
+    producer.send(topic, key=b"garbage", value=b"this is not json")
     producer.flush()
     producer.close()
 
@@ -105,7 +104,7 @@ def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_versio
         before = list(itertools.islice(agrawal_rows(0, seed=1), PRE))
         assert publish(settings, champion.estimator, 1, before, "pre") > 0.95
         read_records(settings, "metrics", MetricsSnapshot, until=snapshot_for(1, PRE), timeout_s=90)
-        publish_garbage(settings)
+        publish_garbage(settings, settings.topics.predictions)
         assert read_records(settings, "alerts", Alert, quiet_s=1, timeout_s=5) == []
         assert read_records(settings, "retrain_requests", RetrainRequest, quiet_s=1, timeout_s=5) == []
 
@@ -120,7 +119,14 @@ def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_versio
 
         requests = read_records(settings, "retrain_requests", RetrainRequest, until=lambda m: len(m) > 0,
                                 timeout_s=60)
-        families_v1 = prometheus_checks.scrape(ports["monitor"])  # version 1 with its drift statistics
+        # version 1 with its drift statistics: the prediction test (self-referenced
+        # here: the profile holds the predictions as numbers) has a statistic once
+        # every prediction of version 1 is processed
+        deadline = time.monotonic() + 30
+        families_v1 = prometheus_checks.scrape(ports["monitor"])
+        while "driftline_prediction_drift_statistic" not in families_v1 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            families_v1 = prometheus_checks.scrape(ports["monitor"])
         assert prometheus_checks.versions_of(families_v1, MODEL) == {"1"}
         assert requests[0].model == MODEL and requests[0].reason in ("drift", "metric")
         assert set(requests[0].alert_ids) <= {a.alert_id for a in alerts} and requests[0].alert_ids
@@ -164,8 +170,13 @@ def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_versio
         assert len(lag) == 4 and all(settings.topics.retrain_requests in k for k in lag)  # one per partition
 
         # 5. the README's table, the dashboard and the alert rules against the live series
-        families_end = prometheus_checks.scrape(ports["monitor"])
+        publish_garbage(settings, settings.topics.retrain_requests)  # last: the test reads that topic above
+        deadline = time.monotonic() + 30
         families_worker = prometheus_checks.scrape(ports["worker"])
+        while "driftline_dead_letters_total" not in families_worker and time.monotonic() < deadline:
+            time.sleep(0.5)
+            families_worker = prometheus_checks.scrape(ports["worker"])
+        families_end = prometheus_checks.scrape(ports["monitor"])
         families_monitor = {name: families_v1.get(name, []) + families_end.get(name, [])
                             for name in set(families_v1) | set(families_end)}
         assert prometheus_checks.undocumented_or_missing(families_monitor, families_worker) == []
