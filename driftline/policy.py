@@ -322,9 +322,11 @@ def policy_changes(old: Policy, new: Policy) -> dict[str, list]:
     >>> changes = policy_changes(Policy(), Policy.from_dict({"monitor": {"window": 200}}))
     >>> changes
     {'monitor.window': [1000, 200]}
+    >>> policy_changes(Policy(), Policy.from_dict({"monitor": {"metric_thresholds": {"accuracy": 0.8}}}))
+    {'monitor.metric_thresholds.accuracy': [None, 0.8]}
     """
     def flat(value: Any, prefix: str, out: dict) -> dict:
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):  # an empty mapping has no settings (not a value of its own)
             for key, item in value.items():
                 flat(item, f"{prefix}.{key}" if prefix else str(key), out)
         else:
