@@ -282,7 +282,10 @@ class Watcher(threading.Thread):
         elif isinstance(record, ModelEvent):
             shown = ", ".join(f"{k}={v:.3f}" for k, v in sorted(record.metrics.items())
                               if v is not None and "rows" not in k)
-            text = f"model {record.event}: {record.model} v{record.version}" + (f" [{shown}]" if shown else "")
+            if record.event == "policy_changed":
+                text = f"policy changed: {record.model}: " + _describe_policy_change(record.details)
+            else:
+                text = f"model {record.event}: {record.model} v{record.version}" + (f" [{shown}]" if shown else "")
             if record.reason:
                 text += f" ({record.reason})"
             self._add(record.event, text, event=record.to_dict())
@@ -290,6 +293,22 @@ class Watcher(threading.Thread):
     def first(self, kind: str, after: float = 0.0) -> Happening | None:
         with self.lock:
             return next((h for h in self.happenings if h.kind == kind and h.t >= after), None)
+
+
+def _describe_policy_change(details: dict) -> str:
+    """``monitor.window 1000 -> 500, ...`` from a policy_changed event's details.
+
+    >>> _describe_policy_change({"changed": {"monitor.window": [1000, 500], "retrain.min_rows": [200, 300]}})
+    'monitor.window 1000 -> 500, retrain.min_rows 200 -> 300'
+    >>> _describe_policy_change({"changed": {}})
+    'no setting changed'
+    """
+    changed = (details or {}).get("changed")
+    if changed is None:
+        return "new policy (the event does not say what changed)"
+    if not changed:
+        return "no setting changed"
+    return ", ".join(f"{name} {json.dumps(old)} -> {json.dumps(new)}" for name, (old, new) in sorted(changed.items()))
 
 
 # -- the serving side -------------------------------------------------------------------------

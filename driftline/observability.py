@@ -12,13 +12,15 @@ Metric names
     Messages between the consumer's position and the partition's end.
 ``driftline_alerts_total{model,kind}``
     Alerts published.
-``driftline_model_metric{model,version,metric,window}``
-    Latest online metric per model version (window: cumulative or rolling).
-``driftline_estimated_metric{model,version,metric,bound}``
-    Performance estimated before labels (CBPE/DLE, see ``streams.estimation``)
-    over the rolling window of predictions; bound: estimate, lower, upper (95 %).
-``driftline_estimated_gap{model,version,metric}``
-    Estimated minus realized value over the last completed window of joined pairs.
+``driftline_model_<metric>{model,version,window}`` and the other per-version series
+    From the monitor's metrics snapshots (:mod:`driftline.model_series`,
+    :data:`MODEL_SERIES`); the README's table lists them.
+``driftline_dead_letters_total{component,reason}``
+    Dead letters by reason class (:func:`driftline.deadletters.reason_class`).
+``driftline_join_state_entries{component}``
+    Entries in the monitor's join table (predictions waiting for a label, join markers).
+``driftline_build_info{version,python}``
+    Always 1; the labels say what runs.
 ``driftline_retrain_runs_total{model,outcome}``
     Retraining runs (outcome: promoted, rejected, failed).
 ``driftline_retrain_duration_seconds{model}``
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import threading
 from socketserver import ThreadingMixIn
 from typing import Any, Callable, Iterable
@@ -42,15 +45,20 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from . import __version__
+from .deadletters import reason_class
+from .model_series import ModelSeries
+
 __all__ = [
     "REGISTRY",
     "EVENTS_PROCESSED",
     "CONSUMER_LAG",
     "ALERTS",
-    "MODEL_METRIC",
-    "ESTIMATED_METRIC",
-    "ESTIMATED_GAP",
-    "export_estimation",
+    "MODEL_SERIES",
+    "DEAD_LETTERS",
+    "JOIN_STATE",
+    "BUILD_INFO",
+    "count_dead_letters",
     "RETRAIN_RUNS",
     "RETRAIN_DURATION",
     "AGENT_UP",
@@ -69,18 +77,15 @@ CONSUMER_LAG = Gauge(
     "driftline_consumer_lag", "Messages not yet consumed", ["component", "topic", "partition"], registry=REGISTRY
 )
 ALERTS = Counter("driftline_alerts", "Alerts published", ["model", "kind"], registry=REGISTRY)
-MODEL_METRIC = Gauge(
-    "driftline_model_metric", "Online metric of a model version", ["model", "version", "metric", "window"],
-    registry=REGISTRY,
-)
-ESTIMATED_METRIC = Gauge(
-    "driftline_estimated_metric", "Metric of a model version estimated before labels (CBPE/DLE)",
-    ["model", "version", "metric", "bound"], registry=REGISTRY,
-)
-ESTIMATED_GAP = Gauge(
-    "driftline_estimated_gap", "Estimated minus realized metric over the last window of joined pairs",
-    ["model", "version", "metric"], registry=REGISTRY,
-)
+#: The monitor's per-version series, from the snapshots it publishes to ``metrics``.
+MODEL_SERIES = ModelSeries()
+REGISTRY.register(MODEL_SERIES)
+DEAD_LETTERS = Counter("driftline_dead_letters", "Dead letters by reason class", ["component", "reason"],
+                       registry=REGISTRY)
+JOIN_STATE = Gauge("driftline_join_state_entries", "Entries in the monitor's join table", ["component"],
+                   registry=REGISTRY)
+BUILD_INFO = Gauge("driftline_build_info", "Always 1: the Driftline version and Python that run",
+                   ["version", "python"], registry=REGISTRY)
 RETRAIN_RUNS = Counter("driftline_retrain_runs", "Retraining runs", ["model", "outcome"], registry=REGISTRY)
 RETRAIN_DURATION = Histogram(
     "driftline_retrain_duration_seconds", "Duration of retraining runs", ["model"], registry=REGISTRY,
@@ -89,34 +94,13 @@ RETRAIN_DURATION = Histogram(
 
 AGENT_UP = Gauge("driftline_agent_up", "1 while the part runs", ["component", "agent"], registry=REGISTRY)
 
+def count_dead_letters(component: str, letters: Iterable[Any]) -> None:
+    """Count dead letters in ``driftline_dead_letters_total`` by reason class."""
+    for letter in letters:
+        DEAD_LETTERS.labels(component, reason_class(letter)).inc()
 
 
-def export_estimation(model: str, version: int, stats: dict) -> None:
-    """Set the estimation gauges from a metrics snapshot's ``stats``
-    (``estimated`` and ``estimation_gap``; absent without a calibrator).
-
-    >>> export_estimation("m", 1, {"estimated": {"accuracy": 0.8, "accuracy_ci": [0.7, 0.9], "n": 5},
-    ...                            "estimation_gap": {"metric": "accuracy", "last": 0.01}})
-    >>> ESTIMATED_METRIC.labels("m", "1", "accuracy", "lower")._value.get()
-    0.7
-    """
-    estimated = stats.get("estimated")
-    if not isinstance(estimated, dict):
-        return
-    v = str(version)
-    for metric in ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse"):
-        value = estimated.get(metric)
-        if value is None:
-            continue
-        ESTIMATED_METRIC.labels(model, v, metric, "estimate").set(value)
-        ci = estimated.get(f"{metric}_ci")
-        if ci:
-            ESTIMATED_METRIC.labels(model, v, metric, "lower").set(ci[0])
-            ESTIMATED_METRIC.labels(model, v, metric, "upper").set(ci[1])
-    gap = stats.get("estimation_gap") or {}
-    if gap.get("last") is not None:
-        ESTIMATED_GAP.labels(model, v, gap.get("metric", "accuracy")).set(gap["last"])
-
+BUILD_INFO.labels(__version__, platform.python_version()).set(1)
 
 _started: set[int] = set()
 _health_check: Callable[[], dict] | None = None

@@ -333,6 +333,28 @@ ESTIMATORS = (
 )
 
 
+def policy_changes(old: Policy, new: Policy) -> dict[str, list]:
+    """The settings that differ between two policies, ``dotted.name -> [old, new]``.
+
+    >>> changes = policy_changes(Policy(), Policy.from_dict({"monitor": {"window": 200}}))
+    >>> changes
+    {'monitor.window': [1000, 200]}
+    >>> policy_changes(Policy(), Policy.from_dict({"monitor": {"metric_thresholds": {"accuracy": 0.8}}}))
+    {'monitor.metric_thresholds.accuracy': [None, 0.8]}
+    """
+    def flat(value: Any, prefix: str, out: dict) -> dict:
+        if isinstance(value, dict):  # an empty mapping has no settings (not a value of its own)
+            for key, item in value.items():
+                flat(item, f"{prefix}.{key}" if prefix else str(key), out)
+        else:
+            out[prefix] = value
+        return out
+
+    before, after = flat(old.to_dict(), "", {}), flat(new.to_dict(), "", {})
+    return {name: [before.get(name), after.get(name)] for name in sorted(set(before) | set(after))
+            if before.get(name) != after.get(name)}
+
+
 def load_policy_file(path: str | Path) -> Policy:
     """Read and validate a policy from a JSON file."""
     try:

@@ -39,7 +39,7 @@ from typing import Any, Callable, Mapping
 
 from driftline.config import ConfigError, Settings, load_settings
 from driftline.events import ModelEvent, validate_name
-from driftline.policy import Policy, PolicyError
+from driftline.policy import Policy, PolicyError, policy_changes
 
 from . import artifacts
 from .artifacts import ArtifactStore
@@ -802,9 +802,13 @@ class Registry:
         with self.backend.transaction(write=True) as tx:
             self._insert_model(tx, name)
             self.backend.lock_model(tx, name)
+            row = tx.one("SELECT policy FROM models WHERE name = ?", (name,))
+            previous = Policy.from_json(row[0]) if row is not None and row[0] is not None else Policy()
             tx.execute("UPDATE models SET policy = ?, policy_updated_at = ? WHERE name = ?", (text, now, name))
             tx.execute("INSERT INTO policy_history (model, policy, at) VALUES (?, ?, ?)", (name, text, now))
-        self._publish("policy_changed", name, details={"policy": policy.to_dict()})
+        # "changed": what differs from the previous policy (the defaults when there was none)
+        self._publish("policy_changed", name, details={"policy": policy.to_dict(),
+                                                       "changed": policy_changes(previous, policy)})
         return policy
 
     # -- events and housekeeping --------------------------------------------------------

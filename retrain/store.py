@@ -41,6 +41,7 @@ Examples
 --------
 >>> import tempfile
 >>> from driftline.events import LabeledRecord
+from driftline.observability import count_dead_letters
 >>> store = TrainingStore(tempfile.mkdtemp())
 >>> rows = [StoredRow(0, i, 0, LabeledRecord(event_id=f"e{i}", model="m", model_version=1,
 ...         features={"x": float(i)}, prediction=0, label=i % 2, prediction_timestamp=100.0 + i,
@@ -821,6 +822,7 @@ class StoreWriter:
                   reason=letter.reason)
         self._producer.send(self.settings.topics.dead_letter, events.encode(letter))
         self.dead_letters += 1
+        count_dead_letters("worker-store", [letter])
 
     def _flush(self) -> None:
         """Make the buffer durable, then commit past it."""

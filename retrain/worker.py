@@ -47,7 +47,8 @@ from driftline import events
 from driftline.config import Settings
 from driftline.errors import DriftlineError
 from driftline.events import DeadLetter, ModelEvent, RetrainRequest
-from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, RETRAIN_RUNS, start_metrics_server
+from driftline.observability import (CONSUMER_LAG, EVENTS_PROCESSED, RETRAIN_RUNS, count_dead_letters,
+                                     start_metrics_server)
 
 from .log import log_event
 from driftline.brokerwatch import BrokerWatch, tcp_reachable
@@ -741,6 +742,7 @@ class Worker:
         EVENTS_PROCESSED.labels(component=COMPONENT, kind="dead_letter").inc()
         letter = DeadLetter.for_payload(message.value or b"", error, source_topic=message.topic,
                                         component=COMPONENT, partition=message.partition, offset=message.offset)
+        count_dead_letters(COMPONENT, [letter])
         log_event(logger, "dead_letter", logging.WARNING, reason_class=reason_class(letter), topic=message.topic,
                   partition=message.partition, offset=message.offset, index=letter.index, field=letter.field,
                   error_id=letter.error_id, reason=letter.reason)

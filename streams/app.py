@@ -102,6 +102,10 @@ class MonitorOptions:
     reset_state
         Delete the monitor's state (changelogs, data directory) before
         starting: a deliberate reset.
+    series_grace_s
+        Seconds a model version that is no longer served (another version of
+        the model has seen events since) keeps its Prometheus series after
+        its last event (:mod:`driftline.model_series`).
     """
 
     group_id: str | None = None
@@ -119,6 +123,7 @@ class MonitorOptions:
     policy_refresh_interval: float = 60.0
     reset_check_interval: float = 5.0
     reset_state: bool = False
+    series_grace_s: float = 600.0
 
     def check(self) -> None:
         if self.group_id is not None:
@@ -128,6 +133,8 @@ class MonitorOptions:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
                 raise MonitorError(f"{name} must be a positive number of seconds (got {value!r})")
+        if not (isinstance(self.series_grace_s, (int, float)) and self.series_grace_s >= 0):
+            raise MonitorError(f"--series-grace-s must be a number of seconds >= 0 (got {self.series_grace_s!r})")
         for name in ("checkpoint_events", "batch_size"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
@@ -518,6 +525,7 @@ class MonitorApp:
                       index=letter.index, field=letter.field, error_id=letter.error_id, reason=letter.reason)
         if letters:
             observability.EVENTS_PROCESSED.labels(COMPONENT, "dead_letter").inc(len(letters))
+            observability.count_dead_letters(COMPONENT, letters)
             self.counts["dead_letter"] += len(letters)
         return futures
 
@@ -876,6 +884,7 @@ class MonitorApp:
         stage2 = {tp.partition for tp in revoked if tp.topic == self.observations_topic}
         for model in [m for m, e in self.models.items() if e.partition in stage2]:
             del self.models[model]  # the next owner restores from the checkpoint
+            observability.MODEL_SERIES.forget(model)  # and exports its series
         if stage2:
             self._pending_acks = [e for e in self._pending_acks if e.message.partition not in stage2]
         stage1 = {tp.partition for tp in revoked if tp.topic == self.topics.predictions}
@@ -895,12 +904,8 @@ class MonitorApp:
                 continue
             for snapshot in snapshots:
                 futures.append(await self._send(self.topics.metrics, model.encode(), events.encode(snapshot)))
-                for window, values in (("cumulative", snapshot.cumulative), ("rolling", snapshot.rolling)):
-                    for metric, value in values.items():
-                        if value is not None:
-                            observability.MODEL_METRIC.labels(model, str(snapshot.model_version), metric,
-                                                              window).set(value)
-                observability.export_estimation(model, snapshot.model_version, snapshot.stats)
+            observability.MODEL_SERIES.update(model, snapshots)  # /metrics shows what the topic got
+        observability.JOIN_STATE.labels(COMPONENT).set(len(self.joiner.store))
         if futures:
             await asyncio.gather(*futures)
 
@@ -1089,12 +1094,15 @@ class MonitorApp:
         self._broker_watch = BrokerWatch(self.settings.bootstrap_list, COMPONENT,
                                          on_change=self._on_broker_change).start()
         observability.set_health_check(self.supervisor.health)
+        observability.MODEL_SERIES.grace_s = float(self.options.series_grace_s)
         observability.start_metrics_server(self.options.metrics_port)
         probe = None
         if self.options.metrics_port:
-            # faust does not expose its consumer lag: measure it from outside
+            # faust does not expose its consumer lag: measure it from outside,
+            # for both stages (stage 2 consumes the observations topic)
             probe = observability.LagProbe(self.settings, self.app_id,
-                                           [self.topics.predictions, self.topics.labels], COMPONENT).start()
+                                           [self.topics.predictions, self.topics.labels, self.observations_topic],
+                                           COMPONENT).start()
         worker = faust.Worker(self.app, loglevel=loglevel, quiet=True, override_logging=False)
         worker.spinner = None  # its terminal escapes would land in the middle of log lines
         try:

@@ -30,6 +30,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between re-reads of the models' policies from the registry (default 60)")
     parser.add_argument("--reset-check-s", type=float, default=5.0,
                         help="seconds between checks for a broker that lost the monitor's data (default 5)")
+    parser.add_argument("--series-grace-s", type=float, default=600.0,
+                        help="seconds a model version that is no longer served keeps its Prometheus series "
+                             "after its last event (default 600)")
     parser.add_argument("--reset-state", action="store_true",
                         help="delete the monitor's state (join state, model checkpoints, data directory) "
                              "before starting; stop every monitor of the group first")
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         session_timeout=args.session_timeout, batch_size=args.batch_size, batch_within=args.batch_within,
         heartbeat_interval=min(1.0, args.session_timeout / 3), policy_refresh_interval=args.policy_refresh_s,
         reset_check_interval=args.reset_check_s, reset_state=args.reset_state,
+        series_grace_s=args.series_grace_s,
     )
     root_level = logging.getLogger().getEffectiveLevel()
     if root_level > logging.DEBUG:

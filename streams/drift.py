@@ -418,6 +418,7 @@ class CategoricalDriftTest:
         self.last_p_value: float | None = None
         self.last_threshold: float | None = None
         self.last_histogram: dict | None = None  # the last tested window, for reports
+        self.method = "chi2"
         if profile is not None and profile.get("frequencies"):
             count = float(profile.get("count") or 10 ** 9)
             self.ref_counts = {str(k): float(v) * count for k, v in profile["frequencies"].items()}
@@ -620,6 +621,12 @@ class ConceptDriftDetector:
         self.since_sum = 0.0
         self.since_n = 0
         self.scale: float | None = None  # regression + binary detector: error threshold
+        #: per offset :meth:`update` returned: ``(recent, before, recent_n)``, the
+        #: detector's own estimate of the error level after the change (ADWIN: the
+        #: mean of its window after the cut, over ``recent_n`` errors) and of the
+        #: level it rose from (ADWIN: the mean of the part it dropped); ``None``
+        #: where the detector has no such estimate.
+        self.levels: list[tuple[float | None, float | None, int | None]] = []
 
     def set_scale(self, mae: float) -> None:
         self.scale = 2.0 * mae
@@ -635,6 +642,7 @@ class ConceptDriftDetector:
         det = self.detector
         is_adwin = self.spec.name == "adwin"
         hits = []
+        self.levels = []
         values = errors.tolist()
         # Sum and count fed since the detector last reset (River's ADWIN starts
         # afresh after a detection), to tell the mean of the part ADWIN drops.
@@ -653,6 +661,9 @@ class ConceptDriftDetector:
                     base_sum, base_n = -cums[i], -(i + 1)  # the next update starts a fresh window
                     if det.estimation <= dropped_mean:
                         continue  # the error went down: not a degradation
+                    self.levels.append((float(det.estimation), float(dropped_mean), int(kept_n)))
+                else:
+                    self.levels.append((None, None, None))
                 hits.append(i)
         if is_adwin and values:
             self.since_sum = base_sum + cums[-1]

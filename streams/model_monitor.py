@@ -523,19 +523,29 @@ class VersionMonitor:
             self.concept.set_scale(self.metrics.get()["mae"] or 0.0)
         hits = self.concept.update(errors[skip:]) if errors.size > skip else []
         if hits:
-            # value: recent error (rate, or mean absolute error); threshold: the
-            # version's overall error so far, the level it rose from.
-            fed = errors[skip:]
-            est = float(fed[max(0, hits[-1] - 99): hits[-1] + 1].mean())
-            if self.task == "regression":
-                baseline = self.metrics.abs_err.value() / max(1, self.metrics.n)
+            # value: the detector's estimate of the recent error (ADWIN: the mean of
+            # its window after the cut); threshold: the level it rose from (ADWIN: the
+            # mean of the part it dropped; other detectors: the version's overall error).
+            recent, before, recent_n = self.concept.levels[-1]
+            if recent is None:
+                fed = errors[skip:]
+                window = fed[max(0, hits[-1] - 99): hits[-1] + 1]
+                recent, recent_n = float(window.mean()), int(window.size)
+            if before is None:
+                if self.task == "regression":
+                    before = self.metrics.abs_err.value() / max(1, self.metrics.n)
+                else:
+                    before = 1.0 - float(np.trace(self.metrics.cm)) / max(1, self.metrics.n)
+                where = "the version's overall"
             else:
-                baseline = 1.0 - float(np.trace(self.metrics.cm)) / max(1, self.metrics.n)
+                where = "before the change"
+            level = "mean absolute error" if self.task == "regression" and not self.concept.binary else "error rate"
             params = ", ".join(f"{k}={v}" for k, v in sorted(self.concept.spec.params.items())) or "defaults"
             findings.append(_Finding(
-                "concept_drift", "error", self.concept.spec.name, est, baseline,
+                "concept_drift", "error", self.concept.spec.name, recent, before,
                 f"concept drift in the error stream of {self.model} v{self.version}: {self.concept.spec.name} "
-                f"({params}) detected an increase; recent error {est:.4g} vs {baseline:.4g} overall"))
+                f"({params}) detected an increase; {level} {recent:.4g} over the last {recent_n} labeled "
+                f"predictions vs {before:.4g} {where}"))
         if p.metric_thresholds and errors.size > skip:
             self.joined_unchecked += n
             # Only a rolling window wholly after the warm-up is compared.
@@ -584,14 +594,13 @@ class VersionMonitor:
             "outliers": self.outlier_rate.outliers,
             "outlier_rate": self.outlier_rate.rate(),
             "task": self.task,
-            "drift": {name: {"kind": f.kind, "statistic": getattr(f.test, "last_statistic", None),
-                             "p_value": getattr(f.test, "last_p_value", None), "missing": f.missing,
+            "drift": {name: {"kind": f.kind, **_test_stats(f.test), "missing": f.missing,
                              "outliers": f.outliers,
-                             # the threshold the statistic is tested against and the tested
-                             # window's histogram (reports draw it next to the reference)
-                             "threshold": getattr(f.test, "last_threshold", None),
+                             # the tested window's histogram (reports draw it next to the reference)
                              "window": getattr(f.test, "last_histogram", None)}
                       for name, f in sorted(self.features.items())},
+            "prediction_drift": None if self.pred_test is None else _test_stats(self.pred_test),
+            "last_seen": self.last_seen,
         }
         if self.estimation is not None:
             stats.update(self.estimation.get())
@@ -674,6 +683,15 @@ class VersionMonitor:
                                           f"{self.model} v{self.version}")
         if self.estimation is not None and saved and saved.get("sha256") == self.estimation.sha256:
             self.estimation.restore(saved["state"])
+
+
+def _test_stats(test: Any) -> dict:
+    """A drift test's last statistic, its threshold (the critical value at the
+    test's level) and p-value, and the test's name (ks, psi, chi2 or a River
+    detector's)."""
+    return {"test": getattr(test, "method", None) or getattr(test, "name", None),
+            "statistic": getattr(test, "last_statistic", None), "threshold": getattr(test, "last_threshold", None),
+            "p_value": getattr(test, "last_p_value", None)}
 
 
 class ModelMonitor:

@@ -4,6 +4,7 @@ Driftline relies on."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +35,7 @@ def test_compose_config_validates():
     services = subprocess.run(command + ["-f", str(COMPOSE_FILE), "config", "--services"], capture_output=True,
                               text=True, cwd=ROOT, timeout=120)
     assert services.returncode == 0, services.stderr
-    assert set(services.stdout.split()) == {"kafka", "topics", "monitor", "worker", "prometheus"}
+    assert set(services.stdout.split()) == {"kafka", "topics", "monitor", "worker", "prometheus", "grafana"}
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,32 @@ def test_prometheus_scrapes_both_daemons(compose):
     config = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text(encoding="utf-8"))
     targets = {job["job_name"]: job["static_configs"][0]["targets"] for job in config["scrape_configs"]}
     assert targets == {"driftline-monitor": ["monitor:9464"], "driftline-worker": ["worker:9465"]}
-    assert set(compose["volumes"]) == {"kafka-data", "registry", "monitor-data", "prometheus-data"}
+    assert set(compose["volumes"]) == {"kafka-data", "registry", "monitor-data", "prometheus-data", "grafana-data"}
+    # the alert rules are mounted where prometheus.yml loads them
+    assert "./deploy/prometheus-rules.yml:/etc/prometheus/rules/driftline.yml:ro" in prometheus["volumes"]
+    assert config["rule_files"] == ["/etc/prometheus/rules/driftline.yml"]
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(compose):
+    yaml = pytest.importorskip("yaml")
+    grafana = compose["services"]["grafana"]
+    assert grafana["image"].startswith("grafana/grafana:")  # the official image
+    assert "3000:3000" in grafana["ports"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text(encoding="utf-8"))
+    (source,) = sources["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    providers = yaml.safe_load((provisioning / "dashboards" / "driftline.yml").read_text(encoding="utf-8"))
+    (provider,) = providers["providers"]
+    assert provider["type"] == "file"
+    # the provider's path is where the dashboards directory is mounted, and it holds the dashboard
+    assert mounts[provider["options"]["path"]] == "./deploy/grafana/dashboards"
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "driftline.json").read_text(encoding="utf-8"))
+    assert dashboard["uid"] == "driftline" and dashboard["panels"]
+    uids = {t["datasource"]["uid"] for p in dashboard["panels"] for t in p.get("targets", [])}
+    assert uids == {source["uid"]}  # every query goes to the provisioned data source
 
 
 def test_dockerfile_installs_driftline_and_runs_unprivileged():
