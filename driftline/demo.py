@@ -29,6 +29,7 @@ References
 from __future__ import annotations
 
 import html
+import json
 import logging
 import os
 import queue

@@ -41,7 +41,6 @@ Examples
 --------
 >>> import tempfile
 >>> from driftline.events import LabeledRecord
-from driftline.observability import count_dead_letters
 >>> store = TrainingStore(tempfile.mkdtemp())
 >>> rows = [StoredRow(0, i, 0, LabeledRecord(event_id=f"e{i}", model="m", model_version=1,
 ...         features={"x": float(i)}, prediction=0, label=i % 2, prediction_timestamp=100.0 + i,
@@ -76,6 +75,7 @@ from driftline import events
 from driftline.config import Settings
 from driftline.errors import DriftlineError
 from driftline.events import LabeledRecord
+from driftline.observability import count_dead_letters
 
 from .data import Window, WindowRow
 from .log import log_event

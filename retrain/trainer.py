@@ -47,12 +47,9 @@ from driftline.policy import REGRESSION_METRICS
 from .recipes import (
     REGRESSORS,
     SEARCH_SCORING,
-    RecipeError,
     build_recipe,
     check_policy,
     feature_columns_for,
-    is_improvement,
-    meets_minimum,
     score,
     task_of,
 )

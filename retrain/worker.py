@@ -762,7 +762,6 @@ class Worker:
         """One run for ``tickets``; retried while the registry or the broker
         is unreachable. The tickets are done (their offsets committable) only
         once the outcome event is on the broker."""
-        from .data import LabeledReader
         from .trainer import RunResult, Trainer
 
         request_ids = list(dict.fromkeys(t.request_id for t in tickets))
