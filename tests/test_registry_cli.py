@@ -141,7 +141,7 @@ def _policy_file(tmp_path, data) -> str:
 @pytest.mark.parametrize("data, message", [
     ({"monitor": {"retrain_on": ["concept_drift", "drift"]}},
      "monitor.retrain_on: names an unknown alert kind; known: data_drift, concept_drift, prediction_drift, "
-     "metric, latency, outliers (got 'drift')"),
+     "metric, latency, outliers, estimated_performance (got 'drift')"),
     ({"monitor": {"concept_drift": "adwinn"}},
      "monitor.concept_drift.name: must be one of adwin, ddm, eddm, hddm_a, hddm_w, fhddm, page_hinkley "
      "(got 'adwinn')"),
