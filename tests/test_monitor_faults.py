@@ -203,7 +203,7 @@ def _labeled_by_messages(settings, messages: int, timeout_s: float) -> list[Labe
     """``labeled`` records, read until that many *messages* or the timeout.
 
     Known issue, left open: ``labeled`` messages carry many records, so this
-    mostly waits out the timeout, and the test passes at that pace (3 of 3
+    mostly waits out the timeout, and the test passes at that pace (2 of 2
     runs at 20 s, as at 60 s before). Read by record count, the reads return
     at once and the final snapshot after the restart in place counted 5-17
     of the 300 later pairs twice (5 of 5 runs), while the restarted
