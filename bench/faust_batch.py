@@ -222,7 +222,7 @@ def batch_child(expected: int, mode: str, sleep_per_batch: float) -> None:
                    consumer_auto_offset_reset="earliest", **settings.faust_broker_options())
     topic = app.topic(*os.environ.get("BATCH_TOPICS", settings.topics.predictions).split(","),
                       key_serializer="raw", value_serializer="raw")
-    table = app.Table("counts", default=int, partitions=4) if mode == "table" else None
+    table = app.Table("seen", default=int, partitions=4) if mode == "table" else None
     state = {"seen": 0, "first": None, "batches": 0, "first_batch": 0}
     log = open(os.environ["BATCH_LOG"], "a") if os.environ.get("BATCH_LOG") else None
 
@@ -238,9 +238,8 @@ def batch_child(expected: int, mode: str, sleep_per_batch: float) -> None:
             log.write("".join(f"{tp.topic} {tp.partition} {r.offset}\n" for r in records))
             log.flush()
         if table is not None:
-            for r in records:
-                key = r.key.decode()[:2]
-                table[key] += 1
+            for r in records:  # key = the input message's key: co-partitioned with the input
+                table[r.key.decode()] = tp.partition
         if sleep_per_batch:
             await asyncio.sleep(sleep_per_batch)
         if mode == "count" and state["seen"] >= expected:
@@ -456,10 +455,8 @@ def table_check(bootstrap: str, registry: str) -> bool:
     env = child_env(settings)
     group = f"{settings.topic_prefix}table-{uuid.uuid4().hex[:6]}"
     env.update(BATCH_TOPICS=",".join(topics), BATCH_GROUP=group, BATCH_COMMIT_INTERVAL="1.0")
-    expected: dict[str, int] = {}
-    for _p, key, _v in messages["predictions"]:
-        expected[key.decode()[:2]] = expected.get(key.decode()[:2], 0) + 1
-    print(f"\n== table written from the batch handler (memory store; counts per key prefix; "
+    expected = {key.decode(): part for part, key, _v in messages["predictions"]}
+    print(f"\n== table written from the batch handler (memory store; table[message key] = input partition; "
           f"{len(messages['predictions']):,} messages)")
 
     def run_until(predicate, seconds: float) -> dict:
@@ -485,20 +482,49 @@ def table_check(bootstrap: str, registry: str) -> bool:
         return last
 
     first = run_until(lambda s: s["table"] == expected, 120)
-    print(f"  first run: table == expected counts: {first.get('table') == expected} (seen {first.get('seen')})")
+    ok1 = first.get("table") == expected
+    print(f"  first run: table == expected: {ok1} (seen {first.get('seen')}, {len(first.get('table', {})):,} keys)")
     # restart: nothing new to read; the memory store must be rebuilt from the changelog
     second = run_until(lambda s: s["table"] == expected, 60)
-    print(f"  after restart: recovered table == expected counts: {second.get('table') == expected} "
-          f"(new input handled: {second.get('seen')})")
-    # more input after restart: counts continue from the recovered values
+    ok2 = second.get("table") == expected
+    print(f"  after restart: recovered table == expected: {ok2} (new input handled: {second.get('seen')})")
     more = make_messages(1_000, ["churn"], bulk=False, first=4_000)
     asyncio.run(publish(settings, {"predictions": more["predictions"], "labels": []}))
-    for _p, key, _v in more["predictions"]:
-        expected[key.decode()[:2]] = expected.get(key.decode()[:2], 0) + 1
+    expected.update({key.decode(): part for part, key, _v in more["predictions"]})
     third = run_until(lambda s: s["table"] == expected, 60)
-    print(f"  third run after 1,000 more: table == expected: {third.get('table') == expected} "
-          f"(new input handled: {third.get('seen')})")
-    return first.get("table") == expected and second.get("table") == expected and third.get("table") == expected
+    ok3 = third.get("table") == expected
+    print(f"  third run after 1,000 more: table == expected: {ok3} (new input handled: {third.get('seen')}, "
+          f"{len(third.get('table', {})):,} keys)")
+    # co-partitioning: every changelog record sits in the partition its input message came from
+    changelog = f"{group}-seen-changelog"
+    placed = asyncio.run(_changelog_partitions(bootstrap, changelog))
+    wrong = sum(1 for key, part in placed.items() if expected.get(key) != part)
+    print(f"  changelog {changelog}: {len(placed):,} keys; in another partition than their input: {wrong}")
+    return ok1 and ok2 and ok3 and wrong == 0 and len(placed) == len(expected)
+
+
+async def _changelog_partitions(bootstrap: str, topic: str) -> dict[str, int]:
+    """{key: partition} of every record of ``topic`` (read to its fetch high watermark)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: dict[str, int] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + 30
+        idle = 0
+        while time.monotonic() < deadline and idle < 3:
+            batch = await consumer.getmany(timeout_ms=500)
+            idle = 0 if any(batch.values()) else idle + 1
+            for tp, records in batch.items():
+                for r in records:
+                    out[r.key.decode().strip('"')] = tp.partition
+    finally:
+        await consumer.stop()
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
