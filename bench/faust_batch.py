@@ -166,13 +166,17 @@ def _classes():
         async def _per_message(self, tp, recs, callback) -> None:
             """faust's own route (changelogs, ordinary agents), as in its _drain_messages."""
             to_message = self._to_message
+            direct = self.app.direct_callback
             for record in recs:
                 message = to_message(tp, record)
                 offset = message.offset
                 r_offset = self._read_offset[tp]
                 if r_offset is not None and offset - r_offset > 1 and self.app.topics.acks_enabled_for(tp.topic):
                     await self._add_gap(tp, r_offset + 1, offset)
-                await self.wait_first(callback(message), self.suspend_flow.wait())
+                if direct:  # ablation: what faust's per-message wait_first (2 tasks + asyncio.wait) costs
+                    await callback(message)
+                else:
+                    await self.wait_first(callback(message), self.suspend_flow.wait())
                 self._read_offset[tp] = offset
 
     class BatchTransport(faust_aiokafka.Transport):
@@ -183,6 +187,7 @@ def _classes():
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self.batch_handlers: dict[str, BatchHandler] = {}
+            self.direct_callback = False
             super().__init__(*args, **kwargs)
 
         def _new_transport(self):
@@ -223,6 +228,22 @@ def batch_child(expected: int, mode: str, sleep_per_batch: float) -> None:
     topic = app.topic(*os.environ.get("BATCH_TOPICS", settings.topics.predictions).split(","),
                       key_serializer="raw", value_serializer="raw")
     table = app.Table("seen", default=int, partitions=4) if mode == "table" else None
+    if mode.startswith("agent"):  # ablation: faust's per-message route to a counting agent, via BatchConsumer
+        app.direct_callback = mode == "agent-direct"
+
+        @app.agent(topic)
+        async def count(stream):
+            async for _value in stream:
+                if state["first"] is None:
+                    state["first"] = time.perf_counter()
+                state["seen"] += 1
+                if state["seen"] >= expected:
+                    print(json.dumps({"seconds": time.perf_counter() - state["first"], "seen": state["seen"],
+                                      "counted": state["seen"], "batches": 0}), flush=True)
+                    os._exit(0)
+
+        faust.Worker(app, loglevel="WARNING", quiet=True, override_logging=False).execute_from_commandline()
+        return
     state = {"seen": 0, "first": None, "batches": 0, "first_batch": 0}
     log = open(os.environ["BATCH_LOG"], "a") if os.environ.get("BATCH_LOG") else None
 
@@ -262,10 +283,10 @@ def _child_cmd(expected: int, mode: str, sleep: float = 0.0) -> list[str]:
     return [sys.executable, os.path.abspath(__file__), "--child", mode, str(expected), str(sleep)]
 
 
-def batch_run(settings, expected: int) -> dict:
+def batch_run(settings, expected: int, mode: str = "count") -> dict:
     from bench.monitor import ROOT, child_env
 
-    proc = subprocess.run(_child_cmd(expected, "count"), env=child_env(settings), capture_output=True,
+    proc = subprocess.run(_child_cmd(expected, mode), env=child_env(settings), capture_output=True,
                           text=True, timeout=900, cwd=ROOT)
     match = re.search(r'\{"seconds".*\}', proc.stdout)
     if match:
@@ -349,6 +370,12 @@ def throughput(bootstrap: str, n: int, bulk: bool, registry: str) -> None:
     noop = noop_faust(settings, count)
     print(f"  {'do-nothing faust agent':34} {n / noop:>12,.0f} ev/s  ({count / noop:>10,.0f} msg/s; "
           f"{noop / count * 1e6:.1f} us/msg)", flush=True)
+    if not bulk:
+        for mode, label in (("agent", "no-op agent via BatchConsumer route"),
+                            ("agent-direct", "  same, callback awaited directly")):
+            ab = batch_run(settings, count, mode)
+            print(f"  {label:34} {n / ab['seconds']:>12,.0f} ev/s  ({count / ab['seconds']:>10,.0f} msg/s; "
+                  f"{ab['seconds'] / count * 1e6:.1f} us/msg)", flush=True)
     batch = batch_run(settings, count)
     rate = batch["counted"] / batch["seconds"]  # messages/s
     print(f"  {'faust + batch handler (prototype)':34} {rate * per:>12,.0f} ev/s  ({rate:>10,.0f} msg/s; "
