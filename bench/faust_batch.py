@@ -502,10 +502,10 @@ def table_check(bootstrap: str, registry: str) -> bool:
             time.sleep(2.0)  # past a commit interval
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(60)
+                proc.communicate(timeout=60)  # keeps reading: a full pipe would block its timer's print
             except subprocess.TimeoutExpired:
                 proc.kill()
-                proc.wait()
+                proc.communicate()
         return last
 
     first = run_until(lambda s: s["table"] == expected, 120)
