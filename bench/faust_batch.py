@@ -158,6 +158,11 @@ def _classes():
                             recs = [r for r in recs if r.offset >= done]
                             if not recs:
                                 continue
+                        # As faust's Conductor.on_message: wait while flow control is suspended
+                        # (rebalance, table recovery), so no batch meets a half-recovered table.
+                        await self.app.flow_control.acquire()
+                        if not self.flow_active or self.app.consumer_generation_id != generation:
+                            break
                         event = self._events.get(tp) or self._events.setdefault(tp, _BatchEvent(tp))
                         _current_event.set(weakref.ref(event))
                         self._batch_idle.clear()
