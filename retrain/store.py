@@ -675,15 +675,13 @@ class StoreWriter:
                         self.step()
                         backoff = 1.0
                     self._flush()
-                except KafkaError as error:  # the broker went away: expected, one line, no traceback
-                    log_event(logger, "store_writer_broker_error", logging.WARNING,
-                              error=f"{type(error).__name__}: {error}", action="restarting from the committed offsets")
-                    self.error = f"{type(error).__name__}: {error}"
-                    self._restart()
-                    self.stop_event.wait(backoff)
-                    backoff = min(backoff * 2, 30.0)
                 except Exception as error:  # the writer's single error policy: log, start over, keep serving
-                    logger.exception("store writer failed; restarting from the committed offsets")
+                    if isinstance(error, KafkaError):  # the broker went away: expected, one line, no traceback
+                        log_event(logger, "store_writer_broker_error", logging.WARNING,
+                                  error=f"{type(error).__name__}: {error}",
+                                  action="restarting from the committed offsets")
+                    else:
+                        logger.exception("store writer failed; restarting from the committed offsets")
                     self.error = f"{type(error).__name__}: {error}"
                     self._restart()
                     self.stop_event.wait(backoff)
