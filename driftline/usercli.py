@@ -68,6 +68,7 @@ from typing import Any, Iterator, TextIO
 
 from .errors import DriftlineError
 from .redact import redact
+from .report.page import format_number as _num
 
 __all__ = ["register", "csv_row_to_event", "read_events", "RowError", "follow_records"]
 
@@ -446,12 +447,6 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
 
 
 def format_alert(alert) -> str:

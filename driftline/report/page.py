@@ -38,7 +38,13 @@ def _esc(value: Any) -> str:
     return html.escape("-" if value is None else str(value))
 
 
-def _num(value: Any, digits: int = 4) -> str:
+def format_number(value: Any, digits: int = 4) -> str:
+    """A value for a table or a terminal line: ``-`` for none, floats to
+    ``digits`` significant digits.
+
+    >>> format_number(0.123456), format_number(None), format_number(3)
+    ('0.1235', '-', '3')
+    """
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -101,8 +107,8 @@ def _drift_table(data: ReportData) -> str:
                       and a.model_version == version]
             flag = '<span class="drifted">drifted</span>' if alerts else ""
             rows.append([f"v{version}", _esc(name) if name not in drifted else f'<b>{_esc(name)}</b>',
-                         _esc(entry.get("kind")), _num(entry.get("statistic")), _num(entry.get("threshold")),
-                         _num(entry.get("p_value"), 3), _esc(entry.get("missing")), _esc(entry.get("outliers")),
+                         _esc(entry.get("kind")), format_number(entry.get("statistic")), format_number(entry.get("threshold")),
+                         format_number(entry.get("p_value"), 3), _esc(entry.get("missing")), _esc(entry.get("outliers")),
                          str(len(alerts)), flag])
     if not rows:
         return '<p class="muted">No per-feature drift statistics in the snapshots.</p>'
@@ -131,8 +137,8 @@ def _labels_table(data: ReportData) -> str:
     for version in sorted({s.model_version for s in data.snapshots}):
         stats = data.latest_snapshot(version).stats or {}
         rows.append([f"v{version}", _esc(stats.get("predictions")), _esc(stats.get("joined")),
-                     _esc(stats.get("expired")), _num(stats.get("label_coverage")),
-                     _num(stats.get("label_delay_p50_s")), _num(stats.get("latency_p95_ms"))])
+                     _esc(stats.get("expired")), format_number(stats.get("label_coverage")),
+                     format_number(stats.get("label_delay_p50_s")), format_number(stats.get("latency_p95_ms"))])
     return table(["version", "predictions", "joined", "expired", "label coverage", "label delay p50 (s)",
                   "latency p95 (ms)"], rows, raw=True) if rows else ""
 
@@ -153,8 +159,8 @@ def _estimation_table(data: ReportData) -> str:
             low, high = (estimated.get(f"{metric}_ci") or [None, None])[:2]
             is_gap_metric = metric == gap.get("metric")
             rows.append([f"v{version}", _esc(estimated.get("method")), _esc(estimated.get("n")), _esc(metric),
-                         _num(estimated[metric]), f"{_num(low)} – {_num(high)}", _num(snap.rolling.get(metric)),
-                         _num(gap.get("last")) if is_gap_metric else "", _num(gap.get("mean_abs")) if is_gap_metric
+                         format_number(estimated[metric]), f"{format_number(low)} – {format_number(high)}", format_number(snap.rolling.get(metric)),
+                         format_number(gap.get("last")) if is_gap_metric else "", format_number(gap.get("mean_abs")) if is_gap_metric
                          else ""])
     if not rows:
         return '<p class="muted">No version has a calibrator (or estimator) yet: nothing estimated.</p>'
@@ -168,11 +174,11 @@ def _estimation_table(data: ReportData) -> str:
 def _scores(metrics: dict[str, Any]) -> str:
     shown = [(k, v) for k, v in sorted(metrics.items()) if k.startswith(("candidate_", "champion_", "holdout_"))
              or k in figures.PRIMARY_METRICS]
-    return ", ".join(f"{_esc(k)}={_num(v)}" for k, v in shown) or "-"
+    return ", ".join(f"{_esc(k)}={format_number(v)}" for k, v in shown) or "-"
 
 
 def _short(value: Any, most: int = 40) -> str:
-    text = _num(value) if isinstance(value, float) else str(value)
+    text = format_number(value) if isinstance(value, float) else str(value)
     return text if len(text) <= most else text[:most - 1] + "\u2026"
 
 
@@ -199,8 +205,8 @@ def _timeline(data: ReportData) -> str:
     rows: list[tuple[float, str, str]] = []
     for a in data.alerts:
         rows.append((a.timestamp, f"alert {a.kind}" + (" (drift)" if a.kind in DRIFT_KINDS else ""),
-                     f"v{a.model_version} {a.subject} [{a.detector}] value={_num(a.value)} "
-                     f"threshold={_num(a.threshold)}: {a.message}"))
+                     f"v{a.model_version} {a.subject} [{a.detector}] value={format_number(a.value)} "
+                     f"threshold={format_number(a.threshold)}: {a.message}"))
     for r in data.requests:
         rows.append((r.timestamp, "retrain request", f"{r.reason} (v{r.model_version}): {r.message or ''}"))
     for e in data.model_events:
