@@ -40,12 +40,14 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
+from collections import Counter
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -194,6 +196,7 @@ def noop_faust(settings: Settings, expected_messages: int) -> float:
     raise RuntimeError(f"no-op faust agent failed:\n{proc.stderr[-2000:]}")
 
 
+PROFILE_DIR: str | None = None  # --profile
 QUIX_VENV = os.path.join(ROOT, ".bench-venv", "quixstreams")
 
 
@@ -237,10 +240,17 @@ class Monitor:
     def __init__(self, settings: Settings, workdir: str, name: str):
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"{name}.log")
+        command = [sys.executable, "-m", "streams", "--data-dir", os.path.join(workdir, f"data-{name}"),
+             "--metrics-port", str(self.port), "--snapshot-interval", "5", "--session-timeout", "6"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "--data-dir", os.path.join(workdir, f"data-{name}"),
-             "--metrics-port", str(self.port), "--snapshot-interval", "5", "--session-timeout", "6"],
-            env=child_env(settings), stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+            command, env=child_env(settings), stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+        self.profiler = None
+        if PROFILE_DIR:  # --profile: py-spy samples the whole run (collapsed stacks; summarised at stop)
+            self.profile_path = os.path.join(PROFILE_DIR, f"{name}-{self.proc.pid}.raw")
+            self.profiler = subprocess.Popen(
+                [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "-r", "250", "-f", "raw",
+                 "-o", self.profile_path, "--pid", str(self.proc.pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def counters(self) -> dict[str, float]:
         try:
@@ -267,6 +277,11 @@ class Monitor:
         return fields["VmRSS"], fields["VmHWM"]
 
     def stop(self) -> None:
+        if self.profiler is not None:
+            self.profiler.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            self.profiler.wait(60)
+            self.profiler = None
+            print_profile(self.profile_path)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -274,6 +289,22 @@ class Monitor:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+
+def print_profile(path: str, top: int = 25) -> None:
+    """Where the monitor's time went: inclusive share of the busiest frames
+    in py-spy's collapsed stacks (idle threads are not sampled)."""
+    inclusive: Counter = Counter()
+    total = 0
+    with open(path) as handle:
+        for line in handle:
+            stack, _, count = line.rstrip().rpartition(" ")
+            total += int(count)
+            for frame in set(stack.split(";")):
+                inclusive[frame] += int(count)
+    print(f"  profile ({total} samples, {path}):")
+    for frame, count in inclusive.most_common(top):
+        print(f"    {count / max(1, total):6.1%}  {frame[:140]}")
 
 
 def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> float:
@@ -428,12 +459,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quix-python", default=None,
                         help="python of an environment with quixstreams and river (default: make .bench-venv)")
     parser.add_argument("--skip-quix", action="store_true", help="leave out the quixstreams + River baseline")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="sample each monitor process with py-spy, write DIR/NAME-PID.raw and print a summary")
     parser.add_argument("--noop-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.noop_child is not None:
         noop_faust_child(args.noop_child)
         return
     wanted = args.only or set(SECTIONS)
+    global PROFILE_DIR
+    if args.profile:
+        PROFILE_DIR = os.path.abspath(args.profile)
+        os.makedirs(PROFILE_DIR, exist_ok=True)
 
     workdir = tempfile.mkdtemp(prefix="driftline-bench-monitor-")
     registry = os.path.join(workdir, "registry")
