@@ -241,7 +241,7 @@ class Monitor:
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"{name}.log")
         command = [sys.executable, "-m", "streams", "--data-dir", os.path.join(workdir, f"data-{name}"),
-             "--metrics-port", str(self.port), "--snapshot-interval", "5", "--session-timeout", "6"]
+                   "--metrics-port", str(self.port), "--snapshot-interval", "5", "--session-timeout", "6"]
         self.proc = subprocess.Popen(
             command, env=child_env(settings), stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
         self.profiler = None
@@ -291,20 +291,28 @@ class Monitor:
                 self.proc.wait(10)
 
 
+#: leaf frames of a thread that waits: py-spy samples them as busy here
+_WAITING = (".select (selectors.py", "Condition.wait (threading.py", "_wait_for_tstate_lock (threading.py")
+
+
 def print_profile(path: str, top: int = 25) -> None:
-    """Where the monitor's time went: inclusive share of the busiest frames
-    in py-spy's collapsed stacks (idle threads are not sampled)."""
+    """Where the monitor's CPU went: inclusive share of the busiest frames in
+    py-spy's collapsed stacks, leaving out samples of threads that wait."""
     inclusive: Counter = Counter()
-    total = 0
+    busy = waiting = 0
     with open(path) as handle:
         for line in handle:
             stack, _, count = line.rstrip().rpartition(" ")
-            total += int(count)
-            for frame in set(stack.split(";")):
+            frames = stack.split(";")
+            if not frames[-1] or any(wait in frames[-1] for wait in _WAITING):
+                waiting += int(count)
+                continue
+            busy += int(count)
+            for frame in set(frames):
                 inclusive[frame] += int(count)
-    print(f"  profile ({total} samples, {path}):")
+    print(f"  profile: {busy} busy samples ({busy / 250:.1f} thread-seconds), {waiting} waiting left out; {path}")
     for frame, count in inclusive.most_common(top):
-        print(f"    {count / max(1, total):6.1%}  {frame[:140]}")
+        print(f"    {count / max(1, busy):6.1%}  {frame[:140]}")
 
 
 def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> float:
