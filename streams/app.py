@@ -546,7 +546,7 @@ class MonitorApp:
         futures = await self._dead_letters(out.dead_letters)
         # labeled records are built from validated records: encoded once, as they are
         by_model: dict[str, list[dict]] = defaultdict(list)
-        for record in out.labeled:
+        for record in out.labeled_dicts:
             by_model[record["model"]].append(record)
         for model, records in by_model.items():
             for chunk in _chunks(records):

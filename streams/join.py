@@ -44,7 +44,7 @@ Examples
 [(('m', 'p', 0), 1)]
 >>> j.apply(out.writes)
 >>> out = j.process([("l", 0, 7, 0, Label(event_id="e1", model="m", label=1, timestamp=5.0))], now=101.0)
->>> [r["label"] for r in out.labeled], j.apply(out.writes), j.store["e1"][:8]
+>>> [r.label for r in out.labeled], j.apply(out.writes), j.store["e1"][:8]
 ([1], None, b'{"s":"j"')
 """
 
@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, MutableMapping
 
 from driftline import events
-from driftline.events import DeadLetter, Label, Prediction, ValidationError
+from driftline.events import DeadLetter, LabeledRecord, Label, Prediction, ValidationError
 
 __all__ = ["Joiner", "JoinOutput", "Item", "COMPONENT"]
 
@@ -90,9 +90,9 @@ class JoinOutput:
     """
 
     observations: dict[tuple[str, str, int], list] = field(default_factory=lambda: defaultdict(list))
-    #: joined pairs, the fields of a :class:`~driftline.events.LabeledRecord`
-    #: as a plain dict: built from validated records, so encoded as they are
-    labeled: list[dict] = field(default_factory=list)
+    labeled: list[LabeledRecord] = field(default_factory=list)
+    #: ``labeled`` as plain dicts (encoded without a second validation)
+    labeled_dicts: list[dict] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     writes: list[tuple[int, str, bytes | None]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -102,6 +102,7 @@ class JoinOutput:
         for key, items in other.observations.items():
             self.observations[key].extend(items)
         self.labeled.extend(other.labeled)
+        self.labeled_dicts.extend(other.labeled_dicts)
         self.dead_letters.extend(other.dead_letters)
         self.writes.extend(other.writes)
         for name, value in other.counts.items():
@@ -235,9 +236,9 @@ class Joiner:
             prediction=p.prediction, label=label.label, prediction_timestamp=p.timestamp,
             label_timestamp=label.timestamp, probabilities=p.probabilities, latency_ms=p.latency_ms,
         )
-        # no LabeledRecord: both sides were validated, and building one per
-        # pair cost ~5 us (bench/monitor.py --profile)
-        out.labeled.append(data)
+        record = LabeledRecord(**data)
+        out.labeled.append(record)
+        out.labeled_dicts.append(data)
         # Joined pairs carry both sides' coordinates: which side completes a
         # join depends on arrival order, which a replay may change, so stage 2
         # recognises a re-joined pair by event_id (see streams.app).
