@@ -18,8 +18,9 @@ default policy), then measures, in the same run:
   (made with ``pip install quixstreams river`` when missing; or
   ``--quix-python``): the measuring stick, with its peak RSS;
 * the monitor: a real ``python -m streams`` process; throughput is the time
-  from the first to the last event it applied (its Prometheus counters
-  ``applied_prediction``/``applied_joined``, polled every 0.1 s), so
+  from stage 1's first read (its ``prediction``/``label`` counters) to the
+  last event stage 2 applied (``applied_prediction``/``applied_joined``;
+  Prometheus counters polled every 0.1 s), so
   process start and group join are not counted. An *event* is one
   prediction together with its label.
 
@@ -316,11 +317,12 @@ def print_profile(path: str, top: int = 25) -> None:
 
 
 def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> float:
-    """Seconds from the first to the last of ``n`` events applied (summed over processes)."""
+    """Seconds from stage 1's first read (its first predictions or labels
+    counted, summed over processes) to the last of ``n`` events applied by stage 2."""
     first = last = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        totals = {"applied_prediction": 0.0, "applied_joined": 0.0}
+        totals = {"applied_prediction": 0.0, "applied_joined": 0.0, "prediction": 0.0, "label": 0.0}
         for monitor in monitors:
             if monitor.proc.poll() is not None:
                 raise RuntimeError(f"monitor exited; see {monitor.log_path}")
@@ -328,7 +330,7 @@ def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> float:
                 if key in totals:
                     totals[key] += value
         now = time.perf_counter()
-        if first is None and (totals["applied_prediction"] > 0 or totals["applied_joined"] > 0):
+        if first is None and (totals["prediction"] > 0 or totals["label"] > 0):
             first = now
         if totals["applied_prediction"] >= n and totals["applied_joined"] >= n:
             last = now

@@ -96,9 +96,9 @@ class MonitorOptions:
     checkpoint_events, checkpoint_interval
         Stage 2 checkpoints after this many observation messages or seconds,
         whichever comes first; nothing is acknowledged before its checkpoint.
-    batch_size, batch_within
-        Stage 1 joins up to ``batch_size`` messages at a time, waiting at most
-        ``batch_within`` seconds for a batch to fill.
+    batch_size
+        Stage 1 reads and joins up to ``batch_size`` input messages at a time
+        (what has arrived, without waiting for more).
     expiry_interval
         Seconds between label-TTL sweeps.
     session_timeout, heartbeat_interval
@@ -125,7 +125,6 @@ class MonitorOptions:
     checkpoint_events: int = 2000
     checkpoint_interval: float = 1.0
     batch_size: int = 1000
-    batch_within: float = 0.05
     expiry_interval: float = 1.0
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0
@@ -137,7 +136,7 @@ class MonitorOptions:
     def check(self) -> None:
         if self.group_id is not None:
             events.validate_name(self.group_id, "--group-id")
-        for name in ("snapshot_interval", "checkpoint_interval", "batch_within", "expiry_interval",
+        for name in ("snapshot_interval", "checkpoint_interval", "expiry_interval",
                      "session_timeout", "heartbeat_interval", "policy_refresh_interval", "reset_check_interval"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and value > 0):
@@ -264,11 +263,12 @@ class _ModelEntry:
 
 
 def _app_class():
-    import faust
+    from .batch_input import batch_app_class
 
-    class _App(faust.App):
-        """faust's App with two changes the monitor needs.
+    class _App(batch_app_class()):
+        """faust's App with the changes the monitor needs.
 
+        * Stage 1 reads its input as record batches (:mod:`streams.batch_input`).
         * Changelog recovery reads to *verified* end offsets
           (:func:`streams.offsets.verified_end_offsets`): tansu's ListOffsets
           answer stops short of the last record batch.
@@ -369,7 +369,6 @@ class MonitorApp:
     """One monitor process: both stages, timers and the model-event follower."""
 
     def __init__(self, settings: Settings, options: MonitorOptions, partitions: int | None = None):
-        import faust
 
         options.check()
         self.settings = settings
@@ -395,6 +394,8 @@ class MonitorApp:
             broker_session_timeout=options.session_timeout,
             broker_heartbeat_interval=options.heartbeat_interval,
             broker_commit_interval=1.0,
+            # one read of stage 1 (the fetch also reads stage 2's observations)
+            broker_max_poll_records=options.batch_size,
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
             producer_max_request_size=events.MAX_MESSAGE_BYTES + 65536,
@@ -451,11 +452,10 @@ class MonitorApp:
         observations = app.topic(self.observations_topic, key_serializer="raw", value_serializer="raw",
                                  partitions=partitions, internal=True)
 
-        @app.agent(inputs, name="join")
+        @app.batch_agent(inputs)
         @guard("join")
-        async def join_agent(stream):
-            async for batch in stream.take_events(options.batch_size, options.batch_within):
-                await self._join_batch(batch)
+        async def join_records(batches):
+            await self._join_batch(batches)
 
         @app.agent(observations, name="models")
         @guard("models")
@@ -512,6 +512,8 @@ class MonitorApp:
 
         @app.on_rebalance_complete.connect
         async def on_rebalance_complete(app, **kwargs):
+            if self.supervisor.parts["join"].state == "starting":
+                self.supervisor.started("join")  # (a batch handler runs per batch, not as a loop)
             assignment = app.consumer.assignment() if app.consumer else set()
             log.info("monitor ready: stage 1 partitions %s, stage 2 partitions %s",
                      sorted(tp.partition for tp in assignment if tp.topic == topics.predictions),
@@ -583,35 +585,39 @@ class MonitorApp:
             self.joiner.rebuild(new)
         self._indexed = owned
 
-    async def _join_batch(self, batch) -> None:
+    async def _join_batch(self, batches: list) -> None:
+        """Decode, join and publish one read: ``[(tp, records), ...]`` from
+        :mod:`streams.batch_input` (every partition's records in offset order)."""
         items = []
         dead: list[DeadLetter] = []
         single: set[tuple[str, int, int]] = set()  # messages that are one event, not a bulk array
         predictions = self.topics.predictions
-        for event in batch:
-            message = event.message
-            kind, record_type = ("p", Prediction) if message.topic == predictions else ("l", Label)
-            payload = message.value if message.value is not None else b""
-            if payload[:64].lstrip()[:1] != b"[":  # (a bulk message may be large: no copy of it)
-                single.add((kind, message.partition, message.offset))
-            try:
-                decoded = events.decode_batch(record_type, payload)
-            except Exception as error:  # error policy: a message that breaks decoding is dead-lettered
-                dead.append(_internal_dead_letter(payload, error, message.topic, message.partition, message.offset))
-                continue
-            if decoded.errors:
-                bad = set()
-                for error in decoded.errors:
-                    dead.append(DeadLetter.for_payload(payload, error, source_topic=message.topic,
-                                                       component=COMPONENT, partition=message.partition,
-                                                       offset=message.offset))
-                    if error.index is not None:
-                        bad.add(error.index)
-                positions = [i for i in range(len(decoded.records) + len(bad)) if i not in bad]
-            else:
-                positions = range(len(decoded.records))
-            for index, record in zip(positions, decoded.records):
-                items.append((kind, message.partition, message.offset, index, record))
+        decode_batch = events.decode_batch
+        for tp, records in batches:
+            topic, partition = tp.topic, tp.partition
+            kind, record_type = ("p", Prediction) if topic == predictions else ("l", Label)
+            for message in records:
+                offset = message.offset
+                payload = message.value if message.value is not None else b""
+                if payload[:64].lstrip()[:1] != b"[":  # (a bulk message may be large: no copy of it)
+                    single.add((kind, partition, offset))
+                try:
+                    decoded = decode_batch(record_type, payload)
+                except Exception as error:  # error policy: a message that breaks decoding is dead-lettered
+                    dead.append(_internal_dead_letter(payload, error, topic, partition, offset))
+                    continue
+                if decoded.errors:
+                    bad = set()
+                    for error in decoded.errors:
+                        dead.append(DeadLetter.for_payload(payload, error, source_topic=topic, component=COMPONENT,
+                                                           partition=partition, offset=offset))
+                        if error.index is not None:
+                            bad.add(error.index)
+                    positions = [i for i in range(len(decoded.records) + len(bad)) if i not in bad]
+                else:
+                    positions = range(len(decoded.records))
+                for index, record in zip(positions, decoded.records):
+                    items.append((kind, partition, offset, index, record))
         async with self._lock:
             self._sync_partitions()
             self.joiner.single = single
@@ -621,19 +627,19 @@ class MonitorApp:
             except Exception as error:  # error policy: find the records that fail and dead-letter them alone
                 log.warning("stage 1: a batch of %d records failed (%s); joining it record by record",
                             len(items), describe_error(error))
-                out = self._join_one_by_one(items, now, batch)
+                out = self._join_one_by_one(items, now, batches)
             out.dead_letters[:0] = dead
             out.counts["dead_letter"] += len(dead)
             await self._publish_join_output(out)
             await self._apply(out.writes)
 
-    def _join_one_by_one(self, items: list, now: float, batch) -> JoinOutput:
+    def _join_one_by_one(self, items: list, now: float, batches: list) -> JoinOutput:
         """Join ``items`` one at a time; a record that fails is dead-lettered
         with the exception as the reason, the others are joined as usual.
         Each record's state change goes to the in-memory store at once, so
         later records see it; the changelog gets them all in ``_apply``."""
-        payloads = {(event.message.topic, event.message.partition, event.message.offset): event.message.value
-                    for event in batch}
+        payloads = {(tp.topic, tp.partition, record.offset): record.value
+                    for tp, records in batches for record in records}
         topic_of = {"p": self.topics.predictions, "l": self.topics.labels}
         out = JoinOutput()
         for item in items:

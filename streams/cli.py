@@ -20,9 +20,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-events", type=int, default=2000,
                         help="observation messages between checkpoints (default 2000)")
     parser.add_argument("--batch-size", type=int, default=1000,
-                        help="stage 1 joins up to this many input messages at a time (default 1000)")
-    parser.add_argument("--batch-within", type=float, default=0.05,
-                        help="seconds stage 1 waits for a batch to fill (default 0.05)")
+                        help="stage 1 reads and joins up to this many input messages at a time (default 1000)")
     parser.add_argument("--web-port", type=int, default=None, help="faust web server port (default: off)")
     parser.add_argument("--session-timeout", type=float, default=10.0,
                         help="consumer-group session timeout in seconds (default 10)")
@@ -49,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         group_id=args.group_id, data_dir=args.data_dir, metrics_port=args.metrics_port,
         web_port=args.web_port, snapshot_interval=args.snapshot_interval,
         checkpoint_interval=args.checkpoint_interval, checkpoint_events=args.checkpoint_events,
-        session_timeout=args.session_timeout, batch_size=args.batch_size, batch_within=args.batch_within,
+        session_timeout=args.session_timeout, batch_size=args.batch_size,
         heartbeat_interval=min(1.0, args.session_timeout / 3), policy_refresh_interval=args.policy_refresh_s,
         reset_check_interval=args.reset_check_s, reset_state=args.reset_state,
         series_grace_s=args.series_grace_s,
