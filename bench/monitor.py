@@ -267,6 +267,12 @@ class Monitor:
         with open(self.log_path, "rb") as handle:
             return b"monitor ready" in handle.read()
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU seconds the process has used."""
+        with open(f"/proc/{self.proc.pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mb(self) -> tuple[float, float]:
         """(current, peak) resident set size in MB."""
         fields = {}
@@ -316,10 +322,12 @@ def print_profile(path: str, top: int = 25) -> None:
         print(f"    {count / max(1, busy):6.1%}  {frame[:140]}")
 
 
-def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> float:
-    """Seconds from stage 1's first read (its first predictions or labels
-    counted, summed over processes) to the last of ``n`` events applied by stage 2."""
+def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> tuple[float, float]:
+    """(seconds, CPU seconds) from stage 1's first read (its first predictions
+    or labels counted, summed over processes) to the last of ``n`` events
+    applied by stage 2; CPU summed over the processes."""
     first = last = None
+    cpu_first = 0.0
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         totals = {"applied_prediction": 0.0, "applied_joined": 0.0, "prediction": 0.0, "label": 0.0}
@@ -332,9 +340,10 @@ def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> float:
         now = time.perf_counter()
         if first is None and (totals["prediction"] > 0 or totals["label"] > 0):
             first = now
+            cpu_first = sum(monitor.cpu_seconds() for monitor in monitors)
         if totals["applied_prediction"] >= n and totals["applied_joined"] >= n:
             last = now
-            return last - first
+            return last - first, sum(monitor.cpu_seconds() for monitor in monitors) - cpu_first
         time.sleep(0.1)
     raise RuntimeError(f"timed out; last counters {totals}")
 
@@ -342,10 +351,10 @@ def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> float:
 def run_monitor(settings: Settings, workdir: str, n: int, name: str) -> dict:
     monitor = Monitor(settings, workdir, name)
     try:
-        seconds = watch([monitor], n)
+        seconds, cpu = watch([monitor], n)
         current, peak = monitor.rss_mb()
         counters = monitor.counters()
-        return {"seconds": seconds, "rss_mb": current, "peak_rss_mb": peak, "counters": counters}
+        return {"seconds": seconds, "cpu": cpu, "rss_mb": current, "peak_rss_mb": peak, "counters": counters}
     finally:
         monitor.stop()
 
@@ -377,7 +386,8 @@ def section(title: str, settings: Settings, workdir: str, n: int, models: list[s
     seconds = result["seconds"]
     print(f"  {'driftline monitor (1 process)':36} {n / seconds:>12,.0f} ev/s  ({seconds:.1f} s; "
           f"{seconds / n * 1e6:.0f} us/event; takes {seconds / raw:,.0f}x raw aiokafka's time, "
-          f"{seconds / noop:,.1f}x the no-op faust agent's)", flush=True)
+          f"{seconds / noop:,.1f}x the no-op faust agent's; CPU {result['cpu'] / n * 1e6:.0f} us/event, "
+          f"busy {result['cpu'] / seconds:.0%} of the time)", flush=True)
     print(f"  monitor RSS after {n:,} events: {result['rss_mb']:.0f} MB now, {result['peak_rss_mb']:.0f} MB peak",
           flush=True)
     if quix_eps:
@@ -403,7 +413,7 @@ def memory_section(settings: Settings, workdir: str, n: int, chunk: int) -> None
                 await publish(settings, messages)
 
         asyncio.run(feed())
-        seconds = watch([monitor], n)
+        seconds, _cpu = watch([monitor], n)
         current, peak = monitor.rss_mb()
         print(f"  monitor: {n / seconds:,.0f} ev/s ({seconds:.1f} s; includes waiting for the publisher); "
               f"RSS after {n:,} events {current:.0f} MB now, {peak:.0f} MB peak", flush=True)
@@ -426,7 +436,7 @@ def scale_section(bootstrap: str, registry: str, workdir: str, n: int) -> None:
     print(f"\n== scale-out: {n:,} events, bulk, {len(models)} models on distinct observation partitions; "
           f"published after the group is ready", flush=True)
     messages = make_messages(n, models, bulk=True, seed=3)
-    rates = {}
+    rates, cpus = {}, {}
     for processes in (1, 2):
         settings = new_settings(bootstrap, registry)
         monitors = [Monitor(settings, workdir, f"scale{processes}-{i}") for i in range(processes)]
@@ -436,13 +446,16 @@ def scale_section(bootstrap: str, registry: str, workdir: str, n: int) -> None:
                 time.sleep(0.2)
             time.sleep(7)  # a second member's join rebalances the first: let it settle
             asyncio.run(publish(settings, messages))
-            seconds = watch(monitors, n)
+            seconds, cpu = watch(monitors, n)
             rates[processes] = n / seconds
-            print(f"  {processes} process(es): {n / seconds:>12,.0f} ev/s  ({seconds:.1f} s)", flush=True)
+            cpus[processes] = cpu / n
+            print(f"  {processes} process(es): {n / seconds:>12,.0f} ev/s  ({seconds:.1f} s; CPU {cpu / n * 1e6:.0f} "
+                  f"us/event)", flush=True)
         finally:
             for monitor in monitors:
                 monitor.stop()
-    print(f"  speed-up with two processes: {rates[2] / rates[1]:.2f}x (two cores shared with other work)")
+    print(f"  speed-up with two processes: {rates[2] / rates[1]:.2f}x; CPU per event {cpus[2] / cpus[1]:.2f}x one "
+          f"process's (two cores shared with other work)")
 
 
 SECTIONS = ("bulk", "single", "scale", "memory", "detectors")

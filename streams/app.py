@@ -409,7 +409,7 @@ class MonitorApp:
             # to 10,000 events, so faust's default (4096) can hold gigabytes;
             # bench/monitor.py: 8 vs 64 -> 532 vs 616 MB after 300k bulk
             # events, no slower for single-event messages
-            stream_buffer_maxsize=8,
+            stream_buffer_maxsize=64,
         )
         if options.web_port is not None:
             app_options.update(web_port=options.web_port, web_bind="127.0.0.1")
@@ -430,6 +430,7 @@ class MonitorApp:
         self.joiner = Joiner(self.policies.label_ttl, store=self.join_table.data.data,
                              topics={"p": topics.predictions, "l": topics.labels})
         self._lock = asyncio.Lock()
+        self._analytics_loaded = asyncio.Event()
         self._indexed: set[int] = set()
         self.models: dict[str, _ModelEntry] = {}
         self._pending_acks: list = []
@@ -455,6 +456,9 @@ class MonitorApp:
         @app.batch_agent(inputs)
         @guard("join")
         async def join_records(batches):
+            if not self._analytics_loaded.is_set():
+                # the imports hold the GIL: a batch joined meanwhile would take twice as long
+                await self._analytics_loaded.wait()
             await self._join_batch(batches)
 
         @app.agent(observations, name="models")
@@ -504,6 +508,7 @@ class MonitorApp:
         @app.task
         async def import_analytics():
             await asyncio.get_running_loop().run_in_executor(None, _import_analytics)
+            self._analytics_loaded.set()
 
         @app.task
         @guard("reset_watch")
@@ -1147,7 +1152,7 @@ _dumps = orjson.dumps
 def _import_analytics() -> None:
     # ~2 s of imports (scipy.stats, River's detectors) that the first events
     # would otherwise wait for (bench/monitor.py --profile): run in a thread
-    # while the consumer group forms
+    # while the consumer group forms; stage 1 waits for them
     import river.drift.binary  # noqa: F401
 
     from . import model_monitor  # noqa: F401

@@ -42,6 +42,11 @@ __all__ = ["BatchHandler", "batch_app_class"]
 #: ``async handler([(tp, records), ...])``
 BatchHandler = Callable[[list], Awaitable[None]]
 
+#: Reads queued ahead of the handler: while it works, the fetch loop goes on
+#: fetching and feeding faust's own route (the monitor's stage 2), so the two
+#: stages overlap instead of taking turns.
+READ_AHEAD = 2
+
 
 def batch_app_class() -> type:
     """``BatchApp``, a ``faust.App`` with :meth:`batch_agent` (built on first
@@ -67,8 +72,9 @@ def _build() -> type:
             super().__init__(*args, **kwargs)
             # tp -> next offset to commit: every record below it was handled, in order
             self._batch_done: dict = {}
-            self._batch_idle = asyncio.Event()
-            self._batch_idle.set()
+            self._batch_queue: asyncio.Queue | None = None
+            self._handler_idle = asyncio.Event()
+            self._handler_idle.set()
 
         def _new_offset(self, tp):
             done = self._batch_done.get(tp)
@@ -77,7 +83,11 @@ def _build() -> type:
             return super()._new_offset(tp)
 
         async def on_partitions_revoked(self, revoked) -> None:
-            await self._batch_idle.wait()
+            # Read-ahead not yet handled is dropped (the worker drops batches of an older
+            # generation; faust seeks to the committed offsets after the rebalance), and what
+            # was handled is committed while the partitions are still ours: faust drops the
+            # acknowledgements of revoked partitions before its own revoke-time commit.
+            await self._handler_idle.wait()
             mine = {tp for tp in revoked if tp in self._batch_done}
             if mine:
                 await self.commit(topics=mine)
@@ -86,7 +96,7 @@ def _build() -> type:
                 self._batch_done.pop(tp, None)
 
         async def wait_empty(self) -> None:
-            await self._batch_idle.wait()
+            await self._handler_idle.wait()
             await super().wait_empty()
 
         async def _drain_messages(self, fetcher) -> None:  # pragma: no cover - the fetcher's loop
@@ -94,6 +104,10 @@ def _build() -> type:
             consumer_should_stop = self._stopped.is_set
             fetcher_should_stop = fetcher._stopped.is_set
             read_offset = self._read_offset
+            if self._batch_queue is None:
+                self._batch_queue = asyncio.Queue(READ_AHEAD)
+                self.add_future(self._run_batches(self._batch_queue))
+            queue = self._batch_queue
             try:
                 while not (consumer_should_stop() or fetcher_should_stop()):
                     self.diag.set_flag(CONSUMER_FETCHING)
@@ -114,21 +128,17 @@ def _build() -> type:
                         last_read = read_offset[tp]
                         if last_read is not None and recs[0].offset < last_read:
                             recs = [r for r in recs if r.offset >= last_read]
-                        done = self._batch_done.get(tp)
-                        if done is not None and recs and recs[0].offset < done:
-                            # handled already in this assignment (faust seeks back to the
-                            # committed offset after table recovery): not again
-                            recs = [r for r in recs if r.offset >= done]
                         if not recs:
                             continue
                         handler = handlers.get(tp.topic)
                         if handler is None:
                             await self._per_message(tp, recs)
                         else:
+                            read_offset[tp] = recs[-1].offset + 1
                             by_handler.setdefault(handler, []).append((tp, recs))
                     for handler, batches in by_handler.items():
-                        if not await self._hand_over(handler, batches, generation):
-                            break
+                        # bounded: a full queue holds the fetch loop back (and with it faust's route)
+                        await queue.put((handler, batches, generation))
                     self.diag.unset_flag(CONSUMER_FETCHING)
             except self.consumer_stopped_errors:
                 if self.transport.app.should_stop:
@@ -141,32 +151,44 @@ def _build() -> type:
             finally:
                 self.diag.unset_flag(CONSUMER_FETCHING)
 
-        async def _hand_over(self, handler: BatchHandler, batches: list, generation: int) -> bool:
-            """Run ``handler`` on ``batches``; False when a rebalance began meanwhile."""
-            # As faust's Conductor.on_message: wait while flow control is suspended (rebalance,
-            # table recovery), so that no batch meets a half-recovered table.
-            await self.app.flow_control.acquire()
-            if not self.flow_active or self.app.consumer_generation_id != generation:
-                return False
-            self._batch_idle.clear()
-            try:
-                await handler(batches)
-            finally:
-                self._batch_idle.set()
-            handled = 0
-            for tp, recs in batches:
-                end = recs[-1].offset
-                self._read_offset[tp] = end
-                self._batch_done[tp] = end + 1
-                self._acked[tp]  # (a defaultdict) lists tp among the partitions faust's commit considers
-                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                handled += len(recs)
-            if self._commit_every is not None:
-                self._n_acked += handled
-                if self._n_acked >= self._commit_every:
-                    self._n_acked = 0
-                    await self.commit()
-            return True
+        async def _run_batches(self, queue: asyncio.Queue) -> None:
+            """The handler's loop: one batch at a time, in the order read."""
+            while True:
+                handler, batches, generation = await queue.get()
+                # As faust's Conductor.on_message: wait while flow control is suspended
+                # (rebalance, table recovery), so that no batch meets a half-recovered table.
+                await self.app.flow_control.acquire()
+                if not self.flow_active or self.app.consumer_generation_id != generation:
+                    continue  # read before a rebalance: faust's seek reads it again
+                todo = []
+                for tp, recs in batches:
+                    done = self._batch_done.get(tp)
+                    if done is not None and recs[0].offset < done:
+                        # handled already (read twice after a seek back to the committed offset)
+                        recs = [r for r in recs if r.offset >= done]
+                    if recs:
+                        todo.append((tp, recs))
+                if not todo:
+                    continue
+                self._handler_idle.clear()
+                try:
+                    await handler(todo)
+                except Exception as error:  # as faust's consumer does with errors it cannot handle
+                    await self.crash(error)
+                    return
+                finally:
+                    self._handler_idle.set()
+                handled = 0
+                for tp, recs in todo:
+                    self._batch_done[tp] = recs[-1].offset + 1
+                    self._acked[tp]  # (a defaultdict) lists tp among the partitions faust's commit considers
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    handled += len(recs)
+                if self._commit_every is not None:
+                    self._n_acked += handled
+                    if self._n_acked >= self._commit_every:
+                        self._n_acked = 0
+                        await self.commit()
 
         async def _per_message(self, tp, recs) -> None:
             """faust's own route (changelogs, ordinary agents), as its ``_drain_messages``."""
