@@ -47,6 +47,14 @@ BatchHandler = Callable[[list], Awaitable[None]]
 #: stages overlap instead of taking turns.
 READ_AHEAD = 2
 
+#: How long the broker may hold a fetch that finds no new data (faust fixes it
+#: at 1.5 s). aiokafka keeps one fetch in flight per broker and leaves out the
+#: partitions it still holds records of: while the monitor's stage 2 works
+#: through observations, the next fetch asks only for caught-up partitions,
+#: and a long-polling broker then holds it the whole time, however many new
+#: observations wait (seen as 0.5-1.5 s stalls of stage 2).
+FETCH_MAX_WAIT_MS = 50
+
 
 def batch_app_class() -> type:
     """``BatchApp``, a ``faust.App`` with :meth:`batch_agent` (built on first
@@ -65,16 +73,33 @@ def _build() -> type:
     from faust.transport.consumer import CONSUMER_FETCHING
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
+    class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+        def _create_worker_consumer(self, transport):
+            consumer = super()._create_worker_consumer(transport)
+            consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when it starts (aiokafka 0.11-0.14)
+            return consumer
+
     class BatchConsumer(faust_aiokafka.Consumer):
         """faust's aiokafka consumer with a batch route for some topics."""
+
+        def _new_consumer_thread(self):
+            return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             # tp -> next offset to commit: every record below it was handled, in order
             self._batch_done: dict = {}
             self._batch_queue: asyncio.Queue | None = None
+            self._batch_held = False  # the queue is full: batch partitions are left out of fetches
             self._handler_idle = asyncio.Event()
             self._handler_idle.set()
+
+        def _get_active_partitions(self):
+            active = super()._get_active_partitions()
+            if self._batch_held:
+                handlers = self.app.batch_handlers
+                return {tp for tp in active if tp.topic not in handlers}
+            return active
 
         def _new_offset(self, tp):
             done = self._batch_done.get(tp)
@@ -111,7 +136,13 @@ def _build() -> type:
             try:
                 while not (consumer_should_stop() or fetcher_should_stop()):
                     self.diag.set_flag(CONSUMER_FETCHING)
-                    records, active = await self._wait_next_records(1.0)
+                    # With the handler's queue full, fetch only the other topics (faust's route
+                    # goes on), looking back soon for room in the queue.
+                    self._batch_held = queue.full()
+                    if self._batch_held and not self._get_active_partitions():
+                        await asyncio.sleep(0.01)  # (faust would sleep 1 s on an empty fetch set)
+                        continue
+                    records, active = await self._wait_next_records(0.02 if self._batch_held else 1.0)
                     generation = self.app.consumer_generation_id
                     await asyncio.sleep(0)
                     if not records or self.should_stop:
