@@ -27,9 +27,10 @@ a batch handler (:meth:`BatchApp.batch_agent`):
   while they are still this member's (faust drops the acknowledgements of
   revoked partitions before its own revoke-time commit).
 
-Measured with ``bench/faust_batch.py`` (one event per message, 2 topics x 4
-partitions, embedded broker): faust's per-message route to a no-op agent
-~5,900 events/s, this route ~300,000.
+Measured with ``bench/faust_batch.py --only single`` (one event per message,
+2 topics x 4 partitions, embedded broker, one run on 2 shared cores): faust's
+per-message route to a no-op agent 10,900 messages/s (92 µs per message), this
+route 316,000 messages/s (3.2 µs), a raw aiokafka consumer 349,000.
 """
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def _build() -> type:
             self._batch_done: dict = {}
             self._batch_queue: asyncio.Queue | None = None
             self._batch_held = False  # the queue is full: batch partitions are left out of fetches
+            # tp -> next offset to hand over, in this assignment and since the last seek
+            self._batch_next: dict = {}
             self._handler_idle = asyncio.Event()
             self._handler_idle.set()
 
@@ -119,6 +122,13 @@ def _build() -> type:
             await super().on_partitions_revoked(revoked)
             for tp in revoked:
                 self._batch_done.pop(tp, None)
+                self._batch_next.pop(tp, None)
+
+        async def perform_seek(self) -> None:
+            # faust seeks back to the committed offsets after every rebalance (and when it reads
+            # while its flow is stopped): what was read before is read again
+            await super().perform_seek()
+            self._batch_next.clear()
 
         async def wait_empty(self) -> None:
             await self._handler_idle.wait()
@@ -154,19 +164,29 @@ def _build() -> type:
                     for tp, recs in records.items():
                         if active is not None and tp not in active and tp not in self._buffered_partitions:
                             continue
-                        # faust's rule: records below the read offset were delivered already
-                        # (after a seek the read offset is the next offset to read)
-                        last_read = read_offset[tp]
-                        if last_read is not None and recs[0].offset < last_read:
-                            recs = [r for r in recs if r.offset >= last_read]
-                        if not recs:
-                            continue
                         handler = handlers.get(tp.topic)
                         if handler is None:
-                            await self._per_message(tp, recs)
-                        else:
-                            read_offset[tp] = recs[-1].offset + 1
+                            # faust's rule: records below the read offset were delivered already
+                            last_read = read_offset[tp]
+                            if last_read is not None and recs[0].offset < last_read:
+                                recs = [r for r in recs if r.offset >= last_read]
+                            if recs:
+                                await self._per_message(tp, recs)
+                            continue
+                        handed = self._batch_next.get(tp)
+                        if handed is not None and recs[0].offset < handed:
+                            recs = [r for r in recs if r.offset >= handed]
+                        if recs:
                             by_handler.setdefault(handler, []).append((tp, recs))
+                    if not by_handler:
+                        continue
+                    if not self.flow_active or self.app.consumer_generation_id != generation:
+                        # a rebalance or a seek began while faust's route was fed: faust reads these
+                        # again from the committed offsets (no await from this check to the update)
+                        continue
+                    for batches in by_handler.values():
+                        for tp, recs in batches:
+                            self._batch_next[tp] = recs[-1].offset + 1
                     for handler, batches in by_handler.items():
                         # bounded: a full queue holds the fetch loop back (and with it faust's route)
                         await queue.put((handler, batches, generation))
