@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/worker.py
 	$(PY) bench/worker_window.py
 	$(PY) bench/monitor_detectors.py
+	$(PY) bench/faust_batch.py
 	$(PY) bench/monitor.py
 	$(PY) bench/monitor_estimation.py
 	$(PY) bench/serving.py

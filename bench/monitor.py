@@ -263,6 +263,17 @@ class Monitor:
             out[match.group(1)] = float(match.group(2))
         return out
 
+    def stage_cpu(self) -> dict[str, float]:
+        """CPU seconds of the monitor's own work by stage (``join``, ``models``:
+        ``driftline_monitor_cpu_seconds_total``); the rest of the process's CPU
+        is faust's, the Kafka client's and the event loop's."""
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return {}
+        return {m.group(1): float(m.group(2))
+                for m in re.finditer(r'driftline_monitor_cpu_seconds_total\{stage="(\w+)"\} (\S+)', text)}
+
     def ready(self) -> bool:
         with open(self.log_path, "rb") as handle:
             return b"monitor ready" in handle.read()
@@ -338,15 +349,16 @@ def print_profile(path: str, top: int = 25) -> None:
         print(f"    {count / max(1, busy):6.1%}  {frame[:140]}")
 
 
-def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> tuple[float, float]:
-    """(seconds, CPU seconds) from stage 1's first read (its first predictions
-    or labels counted, summed over processes) to the last of ``n`` events
-    applied by stage 2; CPU summed over the processes."""
+def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> tuple[float, float, dict[str, float]]:
+    """(seconds, CPU seconds, CPU seconds by stage) from stage 1's first read
+    (its ``input_message`` counter, counted as the read begins) to the last of
+    ``n`` events applied by stage 2; CPU summed over the processes."""
     first = last = None
     cpu_first = 0.0
+    stages_first: Counter = Counter()
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        totals = {"applied_prediction": 0.0, "applied_joined": 0.0, "prediction": 0.0, "label": 0.0}
+        totals = {"applied_prediction": 0.0, "applied_joined": 0.0, "input_message": 0.0}
         for monitor in monitors:
             if monitor.proc.poll() is not None:
                 raise RuntimeError(f"monitor exited; see {monitor.log_path}")
@@ -354,12 +366,19 @@ def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> tuple[f
                 if key in totals:
                     totals[key] += value
         now = time.perf_counter()
-        if first is None and (totals["prediction"] > 0 or totals["label"] > 0):
+        if first is None and totals["input_message"] > 0:
             first = now
             cpu_first = sum(monitor.cpu_seconds() for monitor in monitors)
+            for monitor in monitors:
+                stages_first.update(monitor.stage_cpu())
         if totals["applied_prediction"] >= n and totals["applied_joined"] >= n:
             last = now
-            return last - first, sum(monitor.cpu_seconds() for monitor in monitors) - cpu_first
+            cpu = sum(monitor.cpu_seconds() for monitor in monitors) - cpu_first
+            stages: Counter = Counter()
+            for monitor in monitors:
+                stages.update(monitor.stage_cpu())
+            stages.subtract(stages_first)
+            return last - first, cpu, dict(stages)
         time.sleep(0.25)  # each poll is a /metrics scrape, which costs the monitor CPU
     raise RuntimeError(f"timed out; last counters {totals}")
 
@@ -367,16 +386,24 @@ def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> tuple[f
 def run_monitor(settings: Settings, workdir: str, n: int, name: str) -> dict:
     monitor = Monitor(settings, workdir, name)
     try:
-        seconds, cpu = watch([monitor], n)
+        seconds, cpu, stages = watch([monitor], n)
         current, peak = monitor.rss_mb()
         counters = monitor.counters()
         threads = ", ".join(f"{name} {value:.1f} s" for name, value in
                             sorted(monitor.thread_cpu().items(), key=lambda kv: -kv[1]) if value >= 0.1)
         print(f"  monitor CPU by thread over its whole run (start-up included): {threads}", flush=True)
+        print(f"  monitor CPU per event by stage: {stage_split(stages, cpu, n)}", flush=True)
         return {"seconds": seconds, "cpu": cpu, "rss_mb": current, "peak_rss_mb": peak, "counters": counters}
     finally:
         monitor.stop()
 
+
+def stage_split(stages: dict[str, float], cpu: float, n: int) -> str:
+    """Stage 1 (join), stage 2 (models) and the rest of ``cpu`` per event."""
+    join, models = stages.get("join", 0.0), stages.get("models", 0.0)
+    rest = cpu - join - models
+    return (f"join {join / n * 1e6:.1f} us, models {models / n * 1e6:.1f} us, faust + Kafka client + event loop "
+            f"{rest / n * 1e6:.1f} us (stage 2 {models / max(cpu, 1e-9):.0%} of the CPU)")
 
 def section(title: str, settings: Settings, workdir: str, n: int, models: list[str], bulk: bool,
             quix: str | None = None) -> dict:
@@ -432,7 +459,7 @@ def memory_section(settings: Settings, workdir: str, n: int, chunk: int) -> None
                 await publish(settings, messages)
 
         asyncio.run(feed())
-        seconds, _cpu = watch([monitor], n)
+        seconds, _cpu, _stages = watch([monitor], n)
         current, peak = monitor.rss_mb()
         print(f"  monitor: {n / seconds:,.0f} ev/s ({seconds:.1f} s; includes waiting for the publisher); "
               f"RSS after {n:,} events {current:.0f} MB now, {peak:.0f} MB peak", flush=True)
@@ -465,11 +492,11 @@ def scale_section(bootstrap: str, registry: str, workdir: str, n: int) -> None:
                 time.sleep(0.2)
             time.sleep(7)  # a second member's join rebalances the first: let it settle
             asyncio.run(publish(settings, messages))
-            seconds, cpu = watch(monitors, n)
+            seconds, cpu, stages = watch(monitors, n)
             rates[processes] = n / seconds
             cpus[processes] = cpu / n
             print(f"  {processes} process(es): {n / seconds:>12,.0f} ev/s  ({seconds:.1f} s; CPU {cpu / n * 1e6:.0f} "
-                  f"us/event)", flush=True)
+                  f"us/event: {stage_split(stages, cpu, n)})", flush=True)
         finally:
             for monitor in monitors:
                 monitor.stop()

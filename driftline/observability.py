@@ -62,6 +62,7 @@ __all__ = [
     "RETRAIN_RUNS",
     "RETRAIN_DURATION",
     "AGENT_UP",
+    "MONITOR_CPU",
     "start_metrics_server",
     "set_health_check",
     "LagProbe",
@@ -92,6 +93,12 @@ RETRAIN_DURATION = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
 
+#: The monitor's own work by stage ("join": decoding, the join and encoding its
+#: outputs; "models": the analytics and checkpoints), timed with thread CPU
+#: clocks around code that does not yield; the process's CPU minus these is
+#: faust's, the Kafka client's and the event loop's share.
+MONITOR_CPU = Counter("driftline_monitor_cpu_seconds", "CPU seconds of the monitor's own work by stage",
+                      ["stage"], registry=REGISTRY)
 AGENT_UP = Gauge("driftline_agent_up", "1 while the part runs", ["component", "agent"], registry=REGISTRY)
 
 def count_dead_letters(component: str, letters: Iterable[Any]) -> None:

@@ -438,6 +438,9 @@ class MonitorApp:
         self._last_checkpoint = time.monotonic()
         self._model_stream = None
         self.counts: dict[str, int] = defaultdict(int)
+        self._join_cpu = observability.MONITOR_CPU.labels("join")
+        self._input_messages = observability.EVENTS_PROCESSED.labels(COMPONENT, "input_message")
+        self._models_cpu = observability.MONITOR_CPU.labels("models")
         self.supervisor = Supervisor(COMPONENT)
         self._broker_watch: BrokerWatch | None = None
         # Set while the broker is away and until it is known to have kept
@@ -467,7 +470,9 @@ class MonitorApp:
             manual = stream.noack()
             self._model_stream = manual
             async for event in manual.events():
+                cpu = time.thread_time()
                 letters = self._observe(event)
+                self._models_cpu.inc(time.thread_time() - cpu)
                 if letters:
                     await self._dead_letters(letters)  # delivered before the commit that follows the ack
                 self._pending_acks.append(event)
@@ -551,14 +556,18 @@ class MonitorApp:
 
     async def _publish_join_output(self, out) -> None:
         futures = await self._dead_letters(out.dead_letters)
+        # encoded first, then sent: a send may wait for room in the producer's
+        # buffer, and the stage's CPU clock must not run while other work does
+        cpu = time.thread_time()
+        outgoing: list[tuple[str, bytes, bytes]] = []
         # labeled records are built from validated records: encoded once, as they are
         by_model: dict[str, list[dict]] = defaultdict(list)
         for record in out.labeled_dicts:
             by_model[record["model"]].append(record)
         for model, records in by_model.items():
             for chunk in _chunks(records):
-                futures.append(await self._send(self.topics.labeled, model.encode(),
-                                                _dumps(chunk) if len(chunk) > 1 else _dumps(chunk[0])))
+                outgoing.append((self.topics.labeled, model.encode(),
+                                 _dumps(chunk) if len(chunk) > 1 else _dumps(chunk[0])))
         committed = self.app.consumer._committed_offset if self.app.consumer is not None else {}
         for (model, kind, partition), items in out.observations.items():
             # Lowest offsets stage 1 could still replay in this partition:
@@ -568,7 +577,10 @@ class MonitorApp:
             for start in range(0, len(items), 500):
                 payload = _dumps({"model": model, "t": kind, "part": partition, "low": low,
                                   "items": items[start:start + 500]})
-                futures.append(await self._send(self.observations_topic, model.encode(), payload))
+                outgoing.append((self.observations_topic, model.encode(), payload))
+        self._join_cpu.inc(time.thread_time() - cpu)
+        for topic, key, value in outgoing:
+            futures.append(await self._send(topic, key, value))
         if futures:
             # Outputs must be on the broker before the state that stands for them.
             await asyncio.gather(*futures)
@@ -593,6 +605,8 @@ class MonitorApp:
     async def _join_batch(self, batches: list) -> None:
         """Decode, join and publish one read: ``[(tp, records), ...]`` from
         :mod:`streams.batch_input` (every partition's records in offset order)."""
+        cpu = time.thread_time()
+        self._input_messages.inc(sum(len(records) for _tp, records in batches))  # read, not yet handled
         items = []
         dead: list[DeadLetter] = []
         single: set[tuple[str, int, int]] = set()  # messages that are one event, not a bulk array
@@ -623,7 +637,9 @@ class MonitorApp:
                     positions = range(len(decoded.records))
                 for index, record in zip(positions, decoded.records):
                     items.append((kind, partition, offset, index, record))
+        spent = time.thread_time() - cpu
         async with self._lock:
+            cpu = time.thread_time()
             self._sync_partitions()
             self.joiner.single = single
             now = time.time()
@@ -635,6 +651,7 @@ class MonitorApp:
                 out = self._join_one_by_one(items, now, batches)
             out.dead_letters[:0] = dead
             out.counts["dead_letter"] += len(dead)
+            self._join_cpu.inc(spent + time.thread_time() - cpu)
             await self._publish_join_output(out)
             await self._apply(out.writes)
 
@@ -872,6 +889,7 @@ class MonitorApp:
                 log.exception("flushing %s failed: %s", model, error)
 
     async def _checkpoint(self) -> None:
+        cpu = time.thread_time()
         self._last_checkpoint = time.monotonic()
         self._since_checkpoint = 0
         write = self.state_table.write
@@ -895,6 +913,7 @@ class MonitorApp:
             for key in chunk_keys(model, old_generation, old_chunks):
                 write(entry.partition, key, None)
             entry.dirty = False
+        self._models_cpu.inc(time.thread_time() - cpu)
         pending, self._pending_acks = self._pending_acks, []
         stream = self._model_stream
         for event in pending:

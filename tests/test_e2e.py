@@ -176,6 +176,10 @@ def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_versio
         monitor = scrape_metrics(ports["monitor"])
         worker = scrape_metrics(ports["worker"])
         assert monitor['driftline_events_processed_total{component="monitor",kind="joined"}'] == PRE + POST + AFTER
+        assert monitor['driftline_events_processed_total{component="monitor",kind="input_message"}'] >= 2 * (
+            PRE + POST + AFTER) / 1000  # (bulk messages hold at most 1,000 events)
+        for stage in ("join", "models"):
+            assert monitor[f'driftline_monitor_cpu_seconds_total{{stage="{stage}"}}'] > 0
         all_alerts = read_records(settings, "alerts", Alert, quiet_s=1, timeout_s=10)
         assert {a.subject for a in all_alerts if a.kind == "data_drift"} == set(SHIFTED)
         assert sum(v for k, v in monitor.items() if k.startswith("driftline_alerts_total")) == len(all_alerts)
