@@ -91,7 +91,8 @@ def _build() -> type:
             # tp -> next offset to commit: every record below it was handled, in order
             self._batch_done: dict = {}
             self._batch_queue: asyncio.Queue | None = None
-            self._batch_held = False  # the queue is full: batch partitions are left out of fetches
+            # the queue is full: the next fetch leaves the batch partitions out (see _drain_messages)
+            self._hold_batch_partitions = False
             # tp -> next offset to hand over, in this assignment and since the last seek
             self._batch_next: dict = {}
             self._handler_idle = asyncio.Event()
@@ -99,10 +100,17 @@ def _build() -> type:
 
         def _get_active_partitions(self):
             active = super()._get_active_partitions()
-            if self._batch_held:
-                handlers = self.app.batch_handlers
-                return {tp for tp in active if tp.topic not in handlers}
+            if self._hold_batch_partitions:
+                # The fetch's own call (set just before it, no await between). Every other
+                # caller gets faust's set itself: pause_partitions/resume_partitions update it
+                # in place, and a resume applied to a copy left partitions unfetched for good.
+                self._hold_batch_partitions = False
+                return self._without_batch_topics(active)
             return active
+
+        def _without_batch_topics(self, partitions) -> set:
+            handlers = self.app.batch_handlers
+            return {tp for tp in partitions if tp.topic not in handlers}
 
         def _new_offset(self, tp):
             done = self._batch_done.get(tp)
@@ -148,11 +156,18 @@ def _build() -> type:
                     self.diag.set_flag(CONSUMER_FETCHING)
                     # With the handler's queue full, fetch only the other topics (faust's route
                     # goes on), looking back soon for room in the queue.
-                    self._batch_held = queue.full()
-                    if self._batch_held and not self._get_active_partitions():
+                    held = queue.full()
+                    if held and not self._without_batch_topics(self._get_active_partitions()):
                         await asyncio.sleep(0.01)  # (faust would sleep 1 s on an empty fetch set)
                         continue
-                    records, active = await self._wait_next_records(0.02 if self._batch_held else 1.0)
+                    # With flow active, _wait_next_records reads the active partitions before it
+                    # first awaits; with flow stopped it waits first, and the hold must not apply
+                    # to whatever else reads them meanwhile.
+                    self._hold_batch_partitions = held and self.flow_active
+                    try:
+                        records, active = await self._wait_next_records(0.02 if held else 1.0)
+                    finally:
+                        self._hold_batch_partitions = False
                     generation = self.app.consumer_generation_id
                     await asyncio.sleep(0)
                     if not records or self.should_stop:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
+
+from tests.process_helpers import stop
 
 HERE = Path(__file__).parent
 CHILD = [sys.executable, str(HERE / "batch_input_child.py")]
@@ -37,6 +38,27 @@ def test_the_faust_internals_the_batch_route_replaces_are_there():
     assert "_new_consumer_thread" in vars(faust_aiokafka.Consumer)
     assert "self._fetch_max_wait_ms = fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
     assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.start)
+
+
+def test_a_resume_while_the_queue_is_full_reaches_fausts_own_partition_set():
+    """faust resumes partitions after a rebalance by updating the active set
+    in place; the fetch's hold (queue full) must not hand it a copy, or the
+    resumed partitions are never fetched again (seen: two members under load)."""
+    from faust.types import TP
+
+    from streams.batch_input import batch_app_class
+
+    app = batch_app_class()("resume-test", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
+                            web_enabled=False)
+    topic = app.topic("in", key_serializer="raw", value_serializer="raw")
+    app.batch_agent(topic)(lambda batches: None)
+    consumer = app.consumer
+    batch_tp, other_tp = TP("in", 0), TP("other", 0)
+    consumer._active_partitions = {other_tp}
+    consumer._hold_batch_partitions = True  # as the fetch loop sets it with its queue full, then fetches:
+    assert consumer._get_active_partitions() == {other_tp}  # the held fetch leaves the batch topic out
+    consumer.resume_partitions({batch_tp})  # while the fetch waits: faust's recovery after a rebalance
+    assert consumer._get_active_partitions() == {batch_tp, other_tp}
 
 
 def _publish(settings, count: int) -> dict[tuple[str, int], int]:
@@ -94,17 +116,6 @@ def _wait_for(predicate, timeout_s: float, proc: subprocess.Popen | None = None)
     raise AssertionError("timed out")
 
 
-def _stop(proc: subprocess.Popen) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 @pytest.fixture
 def batch_env(test_env, tmp_path):
     return dict(test_env, BATCH_GROUP=f"batch-{uuid.uuid4().hex[:8]}", BATCH_LOG=str(tmp_path / "handled.log"),
@@ -137,7 +148,7 @@ def test_kill_9_commits_only_what_was_handled_and_a_restart_handles_the_rest(set
         _wait_for(lambda: len(set(_handled(log))) >= total, 120, again)
         time.sleep(1.5)
     finally:
-        assert _stop(again) == 0
+        assert stop(again) == 0
     handled = _handled(log)
     expected = {(t, p, o) for (t, p), end in ends.items() for o in range(end)}
     assert set(handled) == expected
@@ -156,7 +167,7 @@ def test_a_failing_handler_crashes_the_app_and_commits_nothing_of_its_batch(sett
     try:
         failing.wait(90)
     finally:
-        _stop(failing)
+        stop(failing)
     assert failing.returncode != 0
     handled = set(_handled(log))
     committed = _committed(settings, batch_env["BATCH_GROUP"])
@@ -177,9 +188,9 @@ def test_two_members_split_the_partitions_and_handle_each_offset(settings, batch
         _wait_for(lambda: len(set(_handled(logs[0])) | set(_handled(logs[1]))) >= total, 180, first)
         time.sleep(1.5)
     finally:
-        assert _stop(first) == 0
+        assert stop(first) == 0
         if second is not None:
-            assert _stop(second) == 0
+            assert stop(second) == 0
     handled_a, handled_b = _handled(logs[0]), _handled(logs[1])
     expected = {(t, p, o) for (t, p), end in ends.items() for o in range(end)}
     assert set(handled_a) | set(handled_b) == expected

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from driftline.events import DeadLetter, LabeledRecord, decode
 from driftline.sdk import Publisher
 from driftline.topics import create_topics
 from tests.kafka_helpers import read_records, read_topic
+from tests.process_helpers import stop
 from tests.test_monitor_pipeline import latest_snapshots, make_events
 
 HERE = Path(__file__).parent
@@ -40,16 +40,6 @@ def _start(tmp_path: Path, env: dict, name: str, *extra: str, script: list[str] 
     return subprocess.Popen(
         [*command, "--data-dir", str(tmp_path / "data"), "--snapshot-interval", "0.5",
          "--session-timeout", "6", *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _health(port: int) -> tuple[int, dict]:
@@ -139,7 +129,7 @@ def test_poison_messages_are_dead_lettered_and_the_pairs_after_them_all_counted(
         time.sleep(2)
         assert len(read_records(settings, "dead_letter", DeadLetter, quiet_s=1.5)) == 4
     finally:
-        _stop(proc)
+        stop(proc, 20)
 
 
 FAULTY = [sys.executable, str(HERE / "faulty_monitor.py")]
@@ -151,7 +141,7 @@ def test_an_error_not_about_a_message_ends_the_process_with_one_line(settings, t
     try:
         assert proc.wait(90) == 70
     finally:
-        _stop(proc)
+        stop(proc, 20)
     log = (tmp_path / "faulty.log").read_text()
     critical = [line for line in log.splitlines() if "level=critical" in line]
     assert len(critical) == 1, log
@@ -169,7 +159,7 @@ def test_a_fatal_error_in_stage_1_commits_nothing_it_had_in_hand(settings, test_
         ids = _publish_pairs(settings, 600, "f")
         assert proc.wait(90) == 70
     finally:
-        _stop(proc)
+        stop(proc, 20)
     assert "_publish_join_output" in (tmp_path / "faulty.log").read_text()
     again = _start(tmp_path, test_env, "again")
     try:
@@ -177,7 +167,7 @@ def test_a_fatal_error_in_stage_1_commits_nothing_it_had_in_hand(settings, test_
         labeled = read_records(settings, "labeled", LabeledRecord, count=600, timeout_s=60)
         assert sorted(set(r.event_id for r in labeled)) == sorted(ids)
     finally:
-        _stop(again)
+        stop(again, 20)
 
 
 @pytest.fixture
@@ -271,7 +261,7 @@ def test_broker_restarting_empty_under_a_running_monitor(own_broker, tmp_path):
         assert "committed offset" in text and "reset.predictions[" in text
         assert len(text.splitlines()) < 60, "the log should stay short"
     finally:
-        _stop(proc)
+        stop(proc, 20)
     assert proc.returncode == 0
     latest_snapshots(settings, {m: {"joined": 150, "predictions": 150} for m in ("alpha", "beta")})
 
@@ -282,7 +272,7 @@ def test_broker_restarting_empty_under_a_running_monitor(own_broker, tmp_path):
         _publish_pairs(settings, 100, "later")
         _labeled_by_messages(settings, 400, timeout_s=20)
     finally:
-        _stop(proc)
+        stop(proc, 20)
     assert proc.returncode == 0
     latest_snapshots(settings, {m: {"joined": 200, "predictions": 200} for m in ("alpha", "beta")})
 
@@ -293,14 +283,14 @@ def test_reset_state_starts_afresh_from_the_committed_offsets(settings, test_env
         _publish_pairs(settings, 100, "one")
         latest_snapshots(settings, {"alpha": {"joined": 50}, "beta": {"joined": 50}})
     finally:
-        _stop(proc)
+        stop(proc, 20)
     proc = _start(tmp_path, test_env, "second", "--reset-state")
     try:
         _publish_pairs(settings, 40, "two")
         # the restored monitor would say 70; a reset one counts the new pairs only
         latest_snapshots(settings, {m: {"joined": 20, "predictions": 20} for m in ("alpha", "beta")})
     finally:
-        _stop(proc)
+        stop(proc, 20)
     assert "monitor state reset: deleted" in (tmp_path / "second.log").read_text()
 
 
