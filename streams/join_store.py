@@ -284,6 +284,12 @@ _WAITING, _MARKERS, _OFFSET_KEY = b"\x00w", b"\x00m", b"\x01offset"
 _ENTRY = struct.Struct(">dcQI")
 
 
+def _raw_key(key: str) -> bytes:
+    # an exact-size copy: orjson's bytes keep a ~4 KB buffer whatever their
+    # length, and a batch holds thousands of keys (83 MB for 20,000)
+    return bytes(memoryview(orjson.dumps(key)))
+
+
 def _index_key(key: bytes, entry) -> tuple[bytes, bytes]:
     deadline, kind, offset, index, model = entry
     prefix = _MARKERS if kind == "m" else _WAITING
@@ -389,7 +395,7 @@ class RocksJoinStore(JoinStore):
         pending = self._pending.get(key)
         if pending is not None:
             return pending[2]
-        return self._db(partition).get(orjson.dumps(key))
+        return self._db(partition).get(orjson.dumps(key))  # (a key that is not kept: no copy)
 
     def apply(self, writes: Iterable[Write]) -> int:
         self._seq += 1
@@ -405,7 +411,7 @@ class RocksJoinStore(JoinStore):
         while self._batches and self._batches[0][0] <= seq:
             _seq, writes = self._batches.popleft()
             for partition, key, value in writes:
-                batches[partition].append((orjson.dumps(key), value))
+                batches[partition].append((_raw_key(key), value))
         for partition in set(batches) | set(offsets):
             self._write(partition, batches.get(partition, ()), offsets.get(partition))
         pending = self._pending
@@ -413,7 +419,7 @@ class RocksJoinStore(JoinStore):
             del pending[key]
 
     def apply_changelog(self, partition: int, records: Iterable[tuple[str, bytes | None]], offset: int) -> None:
-        writes = [(orjson.dumps(key), value) for key, value in records]
+        writes = [(_raw_key(key), value) for key, value in records]
         self.replayed += len(writes)
         self._write(partition, writes, offset)
 
