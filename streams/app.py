@@ -635,7 +635,7 @@ class MonitorApp:
         if new:
             self.joiner.rebuild(new)
             replayed = self.join_store.replayed
-            log_event(log, "join_state_ready", logging.WARNING, store=self.options.state, partitions=sorted(new),
+            log_event(log, "join_state_ready", store=self.options.state, partitions=sorted(new),
                       replayed=replayed - self._replayed_told, entries=self.join_store.count())
             self._replayed_told = replayed
         self._indexed = owned
