@@ -727,7 +727,7 @@ class MonitorApp:
         topic = self._join_changelog
         batches: dict[int, Any] = {}
         sent: list[tuple[int, Any, int]] = []  # (partition, delivery future, records)
-        for partition, key, value in writes:
+        for partition, key, value, *_entries in writes:
             # one record batch per partition instead of a send (and a future) per key
             raw_key = _dumps(key)
             batch = batches.get(partition)

@@ -65,7 +65,7 @@ from driftline.events import DeadLetter, LabeledRecord, Label, Prediction, Valid
 
 from .join_store import JoinStore, MemoryJoinStore
 
-__all__ = ["Joiner", "JoinOutput", "Item", "COMPONENT", "index_of", "EXPIRY_BATCH"]
+__all__ = ["Joiner", "JoinOutput", "Item", "COMPONENT", "index_of", "entry_of", "EXPIRY_BATCH"]
 
 COMPONENT = "monitor"
 
@@ -99,7 +99,11 @@ def index_of(raw: bytes) -> tuple[float, str, int, int, str | None] | None:
     >>> index_of(b'{"s":"j","p":0,"pc":[7,2],"lc":[3,0],"d":90.0}')
     (90.0, 'm', 0, 0, None)
     """
-    state = _loads(raw)
+    return entry_of(_loads(raw))
+
+
+def entry_of(state: dict) -> tuple[float, str, int, int, str | None]:
+    """:func:`index_of` of a decoded state."""
     s = state["s"]
     if s == "p":
         offset, index = state["pc"]
@@ -117,8 +121,9 @@ class JoinOutput:
     ``observations`` maps ``(model, topic kind, partition)`` to a list of
     ``[kind, offset, index, payload]`` items for stage 2 (kind ``p``: a
     prediction, ``j``: a joined pair, ``x``: an expired prediction's model
-    version). ``writes`` are ``(partition, key, value-or-None)`` state changes
-    to apply *after* the outputs are delivered.
+    version). ``writes`` are ``(partition, key, value-or-None, entry,
+    old entry)`` state changes (with the expiry-index entries of the new and
+    the replaced state) to apply *after* the outputs are delivered.
     """
 
     observations: dict[tuple[str, str, int], list] = field(default_factory=lambda: defaultdict(list))
@@ -126,7 +131,7 @@ class JoinOutput:
     #: ``labeled`` as plain dicts (encoded without a second validation)
     labeled_dicts: list[dict] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    writes: list[tuple[int, str, bytes | None]] = field(default_factory=list)
+    writes: list[tuple] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def merge(self, other: "JoinOutput") -> "JoinOutput":
@@ -182,17 +187,23 @@ class Joiner:
         self._ttl_cache.clear()  # policies may change between batches, not within one
         overlay: dict[str, Any] = {}  # this batch's changes, visible to later items
 
+        before: dict[str, Any] = {}  # the stored states this batch looked up
         get = self.store.get
 
         def lookup(partition: int, key: str):
             if key in overlay:
                 return overlay[key]
             raw = get(partition, key)
-            return None if raw is None else _loads(raw)
+            state = before[key] = None if raw is None else _loads(raw)
+            return state
 
         def put(partition: int, key: str, value: dict) -> None:
+            # every put follows the lookup of its key: the state it replaces is known,
+            # and so are both index entries (the store need not parse them again)
+            old = overlay[key] if key in overlay else before.get(key)
             overlay[key] = value
-            out.writes.append((partition, key, _dumps(value)))
+            out.writes.append((partition, key, _dumps(value), entry_of(value),
+                               None if old is None else entry_of(old)))
 
         for kind, partition, offset, index, record in items:
             key = record.event_id
@@ -315,7 +326,7 @@ class Joiner:
                 state = _loads(raw)
                 if kind == "m":  # a joined/expired marker: deleted one TTL after it was made
                     if state["s"] in ("j", "x") and state["d"] <= now:
-                        out.writes.append((partition, key, None))
+                        out.writes.append((partition, key, None, None, entry_of(state)))
                     continue
                 if state.get("d") != deadline:
                     continue  # superseded entry (lazy deletion)
@@ -324,8 +335,8 @@ class Joiner:
                     out.observations[(p["model"], "p", partition)].append(["x", offset, index, p["model_version"]])
                     out.counts["expired"] += 1
                     remove_at = now + self._ttl(p["model"])
-                    out.writes.append((partition, key, _dumps(
-                        {"s": "x", "p": partition, "pc": state["pc"], "d": remove_at})))
+                    marker = {"s": "x", "p": partition, "pc": state["pc"], "d": remove_at}
+                    out.writes.append((partition, key, _dumps(marker), entry_of(marker), entry_of(state)))
                 elif state["s"] == "l":
                     label = Label(**state["r"])
                     self._dead(out, "l", partition, state["lc"][0], None if state.get("one") else state["lc"][1],
@@ -333,12 +344,12 @@ class Joiner:
                                f"no prediction with event_id {key!r} arrived within the label TTL "
                                f"({self._ttl(label.model):g}s)")
                     out.counts["expired_label"] += 1
-                    out.writes.append((partition, key, None))
+                    out.writes.append((partition, key, None, None, entry_of(state)))
                 else:
-                    out.writes.append((partition, key, None))
+                    out.writes.append((partition, key, None, None, entry_of(state)))
         return out
 
-    def apply(self, writes: Iterable[tuple[int, str, bytes | None]]) -> int:
+    def apply(self, writes: Iterable[tuple]) -> int:
         """Write state changes to the store (after the outputs are delivered);
         returns the store's sequence number for them."""
         return self.store.apply(writes)

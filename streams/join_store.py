@@ -67,8 +67,10 @@ log = logging.getLogger("driftline.monitor")
 Entry = tuple[float, str, int, int, str]
 #: raw value -> (deadline, kind, offset, index, model of a waiting prediction) or None
 IndexOf = Callable[[bytes], "tuple[float, str, int, int, str | None] | None"]
-#: (partition, key, value or None for a deletion)
-Write = tuple[int, str, "bytes | None"]
+#: (partition, key, value or None for a deletion), optionally followed by the
+#: index entries (``index_of``'s answer) of the value and of the value it
+#: replaces, when the writer knows them: the store then parses nothing
+Write = tuple
 
 
 class JoinStore:
@@ -85,7 +87,12 @@ class JoinStore:
         raise NotImplementedError
 
     def apply(self, writes: Iterable[Write]) -> int:
-        """Make ``writes`` visible; returns their sequence number for :meth:`persist`."""
+        """Make ``writes`` visible; returns their sequence number for :meth:`persist`.
+
+        A write is ``(partition, key, value)``, or ``(partition, key, value,
+        entry, old_entry)`` with the index entries of the value and of the
+        value it replaces (None: none), as :func:`streams.join.index_of` or
+        the join (which has them at hand) gives them."""
         raise NotImplementedError
 
     def persist(self, seq: int, offsets: Mapping[int, int]) -> None:
@@ -171,7 +178,8 @@ class MemoryJoinStore(JoinStore):
 
     def apply(self, writes: Iterable[Write]) -> int:
         index_of, heaps = self.index_of, self._heaps
-        for partition, key, value in writes:
+        for write in writes:
+            partition, key, value = write[:3]
             data = self._data[partition]
             if value is None:
                 data.pop(key, None)
@@ -179,7 +187,8 @@ class MemoryJoinStore(JoinStore):
             data[key] = value
             if partition not in heaps:
                 self._new_index(partition)
-            self._index(partition, key, index_of(value))
+            # (the old entry is left in the heap: lazy deletion, see due())
+            self._index(partition, key, write[3] if len(write) > 3 else index_of(value))
         self._seq += 1
         return self._seq
 
@@ -401,17 +410,17 @@ class RocksJoinStore(JoinStore):
         self._seq += 1
         seq, pending = self._seq, self._pending
         batch = list(writes)
-        for partition, key, value in batch:
-            pending[key] = (seq, partition, value)
+        for write in batch:
+            pending[write[1]] = (seq, write[0], write[2])
         self._batches.append((seq, batch))
         return seq
 
     def persist(self, seq: int, offsets: Mapping[int, int]) -> None:
-        batches: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+        batches: dict[int, list[tuple]] = defaultdict(list)
         while self._batches and self._batches[0][0] <= seq:
             _seq, writes = self._batches.popleft()
-            for partition, key, value in writes:
-                batches[partition].append((_raw_key(key), value))
+            for write in writes:
+                batches[write[0]].append((_raw_key(write[1]), *write[2:]))
         for partition in set(batches) | set(offsets):
             self._write(partition, batches.get(partition, ()), offsets.get(partition))
         pending = self._pending
@@ -423,24 +432,28 @@ class RocksJoinStore(JoinStore):
         self.replayed += len(writes)
         self._write(partition, writes, offset)
 
-    def _write(self, partition: int, writes: Iterable[tuple[bytes, bytes | None]], offset: int | None) -> None:
-        """One atomic batch: the values, their index entries and the offset."""
+    def _write(self, partition: int, writes: Iterable[tuple], offset: int | None) -> None:
+        """One atomic batch: the values, their index entries and the offset.
+        ``writes``: ``(raw key, value[, entry, old entry])``."""
         db = self._db(partition)
         batch = self._rocksdict.WriteBatch(raw_mode=True)
         index_of = self.index_of
         latest: dict[bytes, bytes | None] = {}  # this batch's values, for a key written twice
-        for raw_key, value in writes:
-            old = latest[raw_key] if raw_key in latest else db.get(raw_key)
-            if old is not None:
-                entry = index_of(old)
-                if entry is not None:
-                    batch.delete(_index_key(raw_key, entry)[0])
-            latest[raw_key] = value
+        for write in writes:
+            raw_key, value = write[0], write[1]
+            if len(write) > 2:  # the writer knows both entries (in order: an earlier
+                entry, old_entry = write[2], write[3]  # batch's value is persisted first)
+            else:
+                old = latest[raw_key] if raw_key in latest else db.get(raw_key)
+                old_entry = None if old is None else index_of(old)
+                entry = None if value is None else index_of(value)
+                latest[raw_key] = value
+            if old_entry is not None:
+                batch.delete(_index_key(raw_key, old_entry)[0])
             if value is None:
                 batch.delete(raw_key)
                 continue
             batch.put(raw_key, value)
-            entry = index_of(value)
             if entry is not None:
                 batch.put(*_index_key(raw_key, entry))
         if offset is not None:
