@@ -374,7 +374,8 @@ def _join_table_class():
         join_store: JoinStore | None = None
 
         def _new_store(self):
-            return store_class(self._store or self.app.conf.store, self.app, self, table_name=self.name,
+            # (the URL only names the store in faust's log lines)
+            return store_class(f"{self.join_store.kind}://", self.app, self, table_name=self.name,
                                key_type=self.key_type, value_type=self.value_type,
                                key_serializer=self.key_serializer, value_serializer=self.value_serializer,
                                options=self.options, join_store=self.join_store)

@@ -81,6 +81,8 @@ class JoinStore:
 
     #: changelog records applied by :meth:`apply_changelog` (recovery) since start
     replayed: int = 0
+    #: the ``--state`` value that opens this store
+    kind: str = ""
 
     def get(self, partition: int, key: str) -> bytes | None:
         """The value of ``key`` (pending changes included), or None."""
@@ -159,6 +161,8 @@ class MemoryJoinStore(JoinStore):
     >>> [e[4] for e in store.due(0, 6.0)], store.get(0, "b"), store.count()
     (['a'], b'9.0', 2)
     """
+
+    kind = "memory"
 
     def __init__(self, index_of: IndexOf):
         self.index_of = index_of
@@ -331,6 +335,8 @@ class RocksJoinStore(JoinStore):
     (b'v', 7)
     >>> again.close()
     """
+
+    kind = "rocksdb"
 
     def __init__(self, path: str | Path, index_of: IndexOf, memory_mb: int = 64):
         import rocksdict
