@@ -238,13 +238,14 @@ def quix_baseline(python: str, settings: Settings, n: int) -> dict:
 class Monitor:
     """A real ``python -m streams`` process with its Prometheus port."""
 
-    def __init__(self, settings: Settings, workdir: str, name: str):
+    def __init__(self, settings: Settings, workdir: str, name: str, *extra: str, data: str | None = None):
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"{name}.log")
-        command = [sys.executable, "-m", "streams", "--data-dir", os.path.join(workdir, f"data-{name}"),
-                   "--metrics-port", str(self.port), "--snapshot-interval", "5", "--session-timeout", "6"]
+        command = [sys.executable, "-m", "streams", "--data-dir", os.path.join(workdir, f"data-{data or name}"),
+                   "--metrics-port", str(self.port), "--snapshot-interval", "5", "--session-timeout", "6", *extra]
+        self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            command, env=child_env(settings), stdout=open(self.log_path, "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+            command, env=child_env(settings), stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, cwd=ROOT)
         self.profiler = None
         if PROFILE_DIR:  # --profile: py-spy samples the whole run (collapsed stacks; summarised at stop)
             self.profile_path = os.path.join(PROFILE_DIR, f"{name}-{self.proc.pid}.raw")
@@ -277,6 +278,12 @@ class Monitor:
     def ready(self) -> bool:
         with open(self.log_path, "rb") as handle:
             return b"monitor ready" in handle.read()
+
+    def replayed(self) -> int:
+        """Join-state changelog records this process replayed (its ``join_state_ready`` lines)."""
+        with open(self.log_path, "rb") as handle:
+            text = handle.read().decode(errors="replace")
+        return sum(int(m) for m in re.findall(r"event=join_state_ready .*?replayed=(\d+)", text))
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds the process has used."""
@@ -445,26 +452,66 @@ def section(title: str, settings: Settings, workdir: str, n: int, models: list[s
     return {"raw": n / raw, "noop": n / noop, "quix": quix_eps, "monitor": n / seconds, **result}
 
 
-def memory_section(settings: Settings, workdir: str, n: int, chunk: int) -> None:
+def feed_trailing(settings: Settings, n: int, chunk: int, first: int = 0) -> None:
+    """Publish events ``first`` .. ``first + n - 1``, labels one chunk behind."""
+    async def feed():
+        for start in range(first, first + n, chunk):
+            messages = make_messages(min(chunk, first + n - start), ["churn"], bulk=True, first=start)
+            await publish(settings, messages)
+
+    asyncio.run(feed())
+
+
+def memory_section(settings_for, workdir: str, n: int, chunk: int, states: list[str]) -> None:
     """Labels trail their predictions by one chunk (not all predictions
     first): the join then holds few pending predictions, and what stays is
     one joined marker per event for a label TTL (default 1 hour)."""
     print(f"\n== memory: {n:,} events, bulk, labels published {chunk:,} events behind their predictions "
           f"(default label TTL: every joined marker is kept)", flush=True)
-    monitor = Monitor(settings, workdir, "memory")
-    try:
-        async def feed():
-            for first in range(0, n, chunk):
-                messages = make_messages(min(chunk, n - first), ["churn"], bulk=True, first=first)
-                await publish(settings, messages)
+    for state in states:
+        settings = settings_for()
+        monitor = Monitor(settings, workdir, f"memory-{state}", "--state", state)
+        try:
+            feed_trailing(settings, n, chunk)
+            seconds, _cpu, _stages = watch([monitor], n)
+            current, peak = monitor.rss_mb()
+            print(f"  --state {state:8} {n / seconds:,.0f} ev/s ({seconds:.1f} s; includes waiting for the "
+                  f"publisher); RSS after {n:,} events {current:.0f} MB now, {peak:.0f} MB peak", flush=True)
+        finally:
+            monitor.stop()
 
-        asyncio.run(feed())
-        seconds, _cpu, _stages = watch([monitor], n)
-        current, peak = monitor.rss_mb()
-        print(f"  monitor: {n / seconds:,.0f} ev/s ({seconds:.1f} s; includes waiting for the publisher); "
-              f"RSS after {n:,} events {current:.0f} MB now, {peak:.0f} MB peak", flush=True)
-    finally:
-        monitor.stop()
+
+def restart_section(settings_for, workdir: str, n: int, chunk: int, states: list[str], new: int = 10_000) -> None:
+    """A monitor holding ``n`` events of join history is killed (SIGKILL)
+    and started again; then ``new`` events arrive. Time from the restart to
+    the new events applied by stage 2, and the join-state changelog records
+    the restarted process read again."""
+    print(f"\n== restart after kill -9: {n:,} events of join history (labels {chunk:,} behind), then "
+          f"{new:,} new events", flush=True)
+    for state in states:
+        settings = settings_for()
+        name = f"restart-{state}"
+        monitor = Monitor(settings, workdir, name, "--state", state)
+        try:
+            feed_trailing(settings, n, chunk)
+            watch([monitor], n)
+            time.sleep(3.0)  # commits and the state's persistence catch up, as in a running system
+            monitor.proc.kill()
+            monitor.proc.wait(30)
+            feed_trailing(settings, new, chunk, first=n)
+            restarted = Monitor(settings, workdir, f"{name}-2", "--state", state, data=name)
+            try:
+                seconds, _cpu, _stages = watch([restarted], new, timeout_s=3600)
+                processing = time.perf_counter() - restarted.started
+                _current, peak = restarted.rss_mb()
+                print(f"  --state {state:8} new events applied {processing:.1f} s after the restart "
+                      f"(process start, group join and recovery included; {seconds:.1f} s of it processing); "
+                      f"join-state changelog records replayed: {restarted.replayed():,}; "
+                      f"peak RSS {peak:.0f} MB", flush=True)
+            finally:
+                restarted.stop()
+        finally:
+            monitor.stop()
 
 
 def models_on_distinct_partitions(count: int) -> list[str]:
@@ -504,7 +551,7 @@ def scale_section(bootstrap: str, registry: str, workdir: str, n: int) -> None:
           f"process's (two cores shared with other work)")
 
 
-SECTIONS = ("bulk", "single", "scale", "memory", "detectors")
+SECTIONS = ("bulk", "single", "scale", "memory", "restart", "detectors")
 
 
 def _sections(text: str) -> set[str]:
@@ -523,8 +570,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of an embedded tansu")
     parser.add_argument("--skip-detectors", action="store_true")
     parser.add_argument("--memory-events", type=int, default=1_000_000, help="memory section size")
+    parser.add_argument("--restart-events", type=int, default=1_000_000,
+                        help="restart section: events of join history before the kill -9")
+    parser.add_argument("--state", default="rocksdb,memory",
+                        help="memory and restart sections: comma-separated --state values to run "
+                             "(default rocksdb,memory)")
     parser.add_argument("--only", type=_sections, default=None,
-                        help="comma-separated sections to run: bulk, single, scale, memory, detectors")
+                        help="comma-separated sections to run: bulk, single, scale, memory, restart, detectors")
     parser.add_argument("--quix-python", default=None,
                         help="python of an environment with quixstreams and river (default: make .bench-venv)")
     parser.add_argument("--skip-quix", action="store_true", help="leave out the quixstreams + River baseline")
@@ -561,8 +613,11 @@ def main(argv: list[str] | None = None) -> None:
                     quix=quix)
         if "scale" in wanted:
             scale_section(bootstrap, registry, workdir, args.scale_events)
+        states = [part.strip() for part in args.state.split(",") if part.strip()]
         if "memory" in wanted:
-            memory_section(new_settings(bootstrap, registry), workdir, args.memory_events, 20_000)
+            memory_section(lambda: new_settings(bootstrap, registry), workdir, args.memory_events, 20_000, states)
+        if "restart" in wanted:
+            restart_section(lambda: new_settings(bootstrap, registry), workdir, args.restart_events, 20_000, states)
     finally:
         if broker is not None:
             broker.stop()

@@ -93,8 +93,8 @@ RETRAIN_DURATION = Histogram(
     buckets=(0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
 )
 
-#: The monitor's own work by stage ("join": decoding, the join and encoding its
-#: outputs; "models": the analytics and checkpoints), timed with thread CPU
+#: The monitor's own work by stage ("join": decoding, the join, encoding its
+#: outputs and the join-state store; "models": the analytics and checkpoints), timed with thread CPU
 #: clocks around code that does not yield; the process's CPU minus these is
 #: faust's, the Kafka client's and the event loop's share.
 MONITOR_CPU = Counter("driftline_monitor_cpu_seconds", "CPU seconds of the monitor's own work by stage",

@@ -7,8 +7,10 @@ and ``labels``, both keyed by ``event_id`` so a prediction and its label share
 a partition (co-partitioned; equal partition counts are checked at start).
 Bad records go to ``dead-letter`` with the reason (per element for bulk
 messages). Join state per ``event_id`` lives in a changelog-backed faust
-table; unmatched predictions expire after the model's ``label_ttl_s``
-(counted for label coverage), joined/expired markers are kept one TTL more.
+table whose store is :mod:`streams.join_store` (RocksDB on disk by default,
+reused after a restart; or memory); unmatched predictions expire after the
+model's ``label_ttl_s`` (counted for label coverage), joined/expired markers
+are kept one TTL more.
 Joined pairs go to ``labeled`` keyed by model (the retraining data);
 predictions, joined pairs and expirations are forwarded, keyed by model, to
 the internal topic ``<app id>-observations`` together with their source

@@ -4,7 +4,8 @@
 
 * ``join`` (stage 1): an agent on ``predictions`` + ``labels`` that decodes,
   dead-letters bad records, joins by ``event_id`` (:class:`streams.join.Joiner`
-  over a changelog-backed table), publishes joined pairs to ``labeled`` and
+  over a changelog-backed table whose store is RocksDB or memory,
+  :mod:`streams.join_store`), publishes joined pairs to ``labeled`` and
   forwards observations to ``<app id>-observations`` keyed by model;
 * ``models`` (stage 2): an agent on the observations that drives one
   :class:`streams.model_monitor.ModelMonitor` per model, publishes alerts and
@@ -46,7 +47,8 @@ from driftline.events import DeadLetter, Label, LabeledRecord, ModelEvent, Predi
 from driftline.policy import Policy
 
 from .checkpoint import Watermarks, chunk_keys, decode_checkpoint, encode_checkpoint
-from .join import COMPONENT, Joiner, JoinOutput
+from .join import COMPONENT, Joiner, JoinOutput, index_of
+from .join_store import JoinStore, faust_store_class, open_join_store
 from .reset import ResetWatch, changelog_topics, reset_state
 from .supervision import Supervisor, describe_error
 
@@ -70,6 +72,10 @@ _BULK_BYTES = 512 * 1024
 #: in-process, 21.8 vs 11.5 us per pair). 50,000 keeps at most a few MB of
 #: young objects waiting.
 GC_THRESHOLDS = (50_000, 20, 100)
+
+
+#: ``--state`` values: where stage 1's join state lives (:mod:`streams.join_store`)
+STATE_STORES = ("rocksdb", "memory")
 
 
 class MonitorError(DriftlineError):
@@ -115,6 +121,13 @@ class MonitorOptions:
         Seconds a model version that is no longer served (another version of
         the model has seen events since) keeps its Prometheus series after
         its last event (:mod:`driftline.model_series`).
+    state
+        Where stage 1's join state lives: ``"rocksdb"`` (on disk under
+        ``data_dir``, reused after a restart: only the changelog's tail is
+        read again) or ``"memory"`` (rebuilt from the whole changelog).
+    state_memory_mb
+        RocksDB's memory for the join state (block cache and write buffers,
+        all partitions together).
     """
 
     group_id: str | None = None
@@ -132,8 +145,14 @@ class MonitorOptions:
     reset_check_interval: float = 5.0
     reset_state: bool = False
     series_grace_s: float = 600.0
+    state: str = "rocksdb"
+    state_memory_mb: int = 64
 
     def check(self) -> None:
+        if self.state not in STATE_STORES:
+            raise MonitorError(f"--state must be one of {', '.join(STATE_STORES)} (got {self.state!r})")
+        if not (isinstance(self.state_memory_mb, int) and self.state_memory_mb >= 8):
+            raise MonitorError(f"--state-memory-mb must be an integer >= 8 (got {self.state_memory_mb!r})")
         if self.group_id is not None:
             events.validate_name(self.group_id, "--group-id")
         for name in ("snapshot_interval", "checkpoint_interval", "expiry_interval",
@@ -307,6 +326,7 @@ def _app_class():
                 try:
                     await self.driftline_monitor._flush_all()
                     await self.driftline_monitor._checkpoint()
+                    await self.driftline_monitor._close_join_store()
                 except Exception as error:  # pragma: no cover - best effort while stopping
                     log.warning("final checkpoint failed: %s", error)
             await super().on_stop()
@@ -341,6 +361,26 @@ def _partitioned_table_class():
                 self.write_partition = None
 
     return PartitionedTable
+
+
+def _join_table_class():
+    base = _partitioned_table_class()
+    store_class = faust_store_class()
+
+    class JoinTable(base):
+        """Stage 1's table: its store is the monitor's JoinStore, behind
+        faust's Store API (faust recovers the changelog into it)."""
+
+        join_store: JoinStore | None = None
+
+        def _new_store(self):
+            # (the URL only names the store in faust's log lines)
+            return store_class(f"{self.join_store.kind}://", self.app, self, table_name=self.name,
+                               key_type=self.key_type, value_type=self.value_type,
+                               key_serializer=self.key_serializer, value_serializer=self.value_serializer,
+                               options=self.options, join_store=self.join_store)
+
+    return JoinTable
 
 
 def _topic_partitions(settings: Settings, names: list[str]) -> dict[str, int]:
@@ -420,18 +460,26 @@ class MonitorApp:
         self.observations_topic = f"{self.app_id}-observations"
 
         Table = _partitioned_table_class()
-        self.join_table = app.tables.add(Table(
+        self.join_store = open_join_store(options.state, Path(options.data_dir) / "join-state", index_of,
+                                          options.state_memory_mb)
+        JoinTable = _join_table_class()
+        JoinTable.join_store = self.join_store
+        self.join_table = app.tables.add(JoinTable(
             app, name="join", default=None, key_type=str, value_type=bytes, beacon=app.tables.beacon,
             partitions=partitions, help="stage 1: join state per event_id"))
         self.state_table = app.tables.add(Table(
             app, name="models", default=None, key_type=str, value_type=bytes, beacon=app.tables.beacon,
             partitions=partitions, help="stage 2: checkpoints per model"))
         self._join_changelog = self.join_table.changelog_topic.get_topic_name()
-        self.joiner = Joiner(self.policies.label_ttl, store=self.join_table.data.data,
+        self.joiner = Joiner(self.policies.label_ttl, store=self.join_store,
                              topics={"p": topics.predictions, "l": topics.labels})
+        # the task that persists the last state batch once its changelog is delivered
+        self._persisting: asyncio.Future | None = None
+        self._persist_stopped = False
         self._lock = asyncio.Lock()
         self._analytics_loaded = asyncio.Event()
         self._indexed: set[int] = set()
+        self._replayed_told = 0  # changelog records replayed, as of the last join_state_ready line
         self.models: dict[str, _ModelEntry] = {}
         self._pending_acks: list = []
         self._since_checkpoint = 0
@@ -591,7 +639,6 @@ class MonitorApp:
 
     # -- stage 1 -----------------------------------------------------------------------
     def _sync_partitions(self) -> None:
-        self.joiner.store = self.join_table.data.data  # read the store's dict directly (no per-key sensors)
         assignment = self.app.consumer.assignment() if self.app.consumer else set()
         owned = {tp.partition for tp in assignment if tp.topic == self.topics.predictions}
         gone = self._indexed - owned
@@ -600,6 +647,10 @@ class MonitorApp:
         new = owned - self._indexed
         if new:
             self.joiner.rebuild(new)
+            replayed = self.join_store.replayed
+            log_event(log, "join_state_ready", store=self.options.state, partitions=sorted(new),
+                      replayed=replayed - self._replayed_told, entries=self.join_store.count())
+            self._replayed_told = replayed
         self._indexed = owned
 
     async def _join_batch(self, batches: list) -> None:
@@ -658,8 +709,8 @@ class MonitorApp:
     def _join_one_by_one(self, items: list, now: float, batches: list) -> JoinOutput:
         """Join ``items`` one at a time; a record that fails is dead-lettered
         with the exception as the reason, the others are joined as usual.
-        Each record's state change goes to the in-memory store at once, so
-        later records see it; the changelog gets them all in ``_apply``."""
+        Each record's state change goes to the store at once, so later
+        records see it; the changelog gets them all in ``_apply``."""
         payloads = {(tp.topic, tp.partition, record.offset): record.value
                     for tp, records in batches for record in records}
         topic_of = {"p": self.topics.predictions, "l": self.topics.labels}
@@ -679,38 +730,80 @@ class MonitorApp:
         return out
 
     async def _apply(self, writes) -> None:
-        """Write join state: the table's store and its changelog.
+        """Write join state: the store and the table's changelog.
 
         Bypasses faust's per-key ``Table.__setitem__`` (a buffered send per
         key, the stage's main cost) with the same changelog records: key
         JSON-encoded as faust's ``json`` key serializer does, value raw bytes,
         ``None`` a tombstone. faust flushes the producer before it commits
         input offsets, so these are durable before the inputs they stand for
-        are committed.
+        are committed. The store persists the batch (RocksDB: with the
+        changelog offsets) only once the changelog has it.
         """
-        data = self.join_table.data.data  # the memory store's dict
+        cpu = time.thread_time()
+        seq = self.join_store.apply(writes)
+        self._join_cpu.inc(time.thread_time() - cpu)
         producer = self.app.producer._ensure_producer()  # aiokafka's producer
         topic = self._join_changelog
         batches: dict[int, Any] = {}
-        for partition, key, value in writes:
-            if value is None:
-                data.pop(key, None)
-            else:
-                data[key] = value
+        sent: list[tuple[int, Any, int]] = []  # (partition, delivery future, records)
+        for partition, key, value, *_entries in writes:
             # one record batch per partition instead of a send (and a future) per key
             raw_key = _dumps(key)
             batch = batches.get(partition)
             if batch is None:
                 batch = batches[partition] = producer.create_batch()
             if batch.append(key=raw_key, value=value, timestamp=None) is None:
-                await producer.send_batch(batch, topic, partition=partition)
+                sent.append((partition, await producer.send_batch(batch, topic, partition=partition),
+                             batch.record_count()))
                 batch = batches[partition] = producer.create_batch()
                 if batch.append(key=raw_key, value=value, timestamp=None) is None:  # pragma: no cover
                     raise MonitorError(f"join state of {key!r} is larger than a producer batch")
         for partition, batch in batches.items():
             if batch.record_count():
-                await producer.send_batch(batch, topic, partition=partition)
+                sent.append((partition, await producer.send_batch(batch, topic, partition=partition),
+                             batch.record_count()))
         # not awaited: faust flushes the producer (all its batches) before it commits input offsets
+        self._persisting = asyncio.ensure_future(self._persist(self._persisting, seq, sent))
+        self._persisting.add_done_callback(self._persisted)
+
+    def _persisted(self, task: asyncio.Future) -> None:
+        if not task.cancelled() and task.exception() is not None and not self._persist_stopped:
+            self._persist_stopped = True
+            self.supervisor.fail("join", task.exception())  # a store that cannot write: exit
+
+    async def _close_join_store(self) -> None:
+        """On stop: the last state batch persisted, the store's files closed."""
+        if self._persisting is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._persisting), 10.0)
+            except asyncio.TimeoutError:
+                log.warning("join state: the last changelog batch was not delivered in time; "
+                            "the changelog's tail is read again at the next start")
+        self.join_store.close()
+
+    async def _persist(self, previous: asyncio.Future | None, seq: int, sent: list) -> None:
+        """Persist state batch ``seq`` once its changelog records are
+        delivered (in order: after the batch before it)."""
+        if previous is not None:
+            await previous
+        if self._persist_stopped:
+            return  # an earlier batch was not delivered: nothing after it is persisted
+        offsets: dict[int, int] = {}
+        try:
+            for partition, future, count in sent:
+                metadata = await future
+                offsets[partition] = max(offsets.get(partition, -1), metadata.offset + count - 1)
+        except _kafka_errors() as error:
+            # the changelog lacks this batch: keep the local store as a prefix of the
+            # changelog (faust fails on the same error when it flushes before its commit)
+            log.error("join state changelog not delivered (%s): local state no longer persisted",
+                      describe_error(error))
+            self._persist_stopped = True
+            return
+        cpu = time.thread_time()
+        self.join_store.persist(seq, offsets)
+        self._join_cpu.inc(time.thread_time() - cpu)
 
     async def _expire(self) -> None:
         if self.app.consumer is None:
@@ -948,7 +1041,7 @@ class MonitorApp:
             for snapshot in snapshots:
                 futures.append(await self._send(self.topics.metrics, model.encode(), events.encode(snapshot)))
             observability.MODEL_SERIES.update(model, snapshots)  # /metrics shows what the topic got
-        observability.JOIN_STATE.labels(COMPONENT).set(len(self.joiner.store))
+        observability.JOIN_STATE.labels(COMPONENT).set(self.join_store.count())
         if futures:
             await asyncio.gather(*futures)
 

@@ -31,6 +31,12 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series-grace-s", type=float, default=600.0,
                         help="seconds a model version that is no longer served keeps its Prometheus series "
                              "after its last event (default 600)")
+    parser.add_argument("--state", choices=("rocksdb", "memory"), default="rocksdb",
+                        help="where the join state lives: rocksdb (under --data-dir, reused after a restart: "
+                             "only the changelog's tail is read again) or memory (rebuilt from the whole "
+                             "changelog at each start); default rocksdb")
+    parser.add_argument("--state-memory-mb", type=int, default=64,
+                        help="RocksDB's memory for the join state: block cache and write buffers (default 64)")
     parser.add_argument("--reset-state", action="store_true",
                         help="delete the monitor's state (join state, model checkpoints, data directory) "
                              "before starting; stop every monitor of the group first")
@@ -50,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         session_timeout=args.session_timeout, batch_size=args.batch_size,
         heartbeat_interval=min(1.0, args.session_timeout / 3), policy_refresh_interval=args.policy_refresh_s,
         reset_check_interval=args.reset_check_s, reset_state=args.reset_state,
-        series_grace_s=args.series_grace_s,
+        series_grace_s=args.series_grace_s, state=args.state, state_memory_mb=args.state_memory_mb,
     )
     root_level = logging.getLogger().getEffectiveLevel()
     if root_level > logging.DEBUG:

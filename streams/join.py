@@ -29,9 +29,11 @@ State per ``event_id`` (one compact JSON value):
 Every entry carries its partition and the coordinates of the records that
 made it, so a replayed record (same coordinates) is recognised and ignored,
 while a *different* record with a known ``event_id`` is a duplicate and goes
-to the dead-letter topic. Expiry walks a heap per partition; per (model,
-partition) deadlines never decrease, so expirations leave in offset order —
-stage 2 relies on that to skip replays by a watermark.
+to the dead-letter topic. Expiry walks the store's expiry index
+(:mod:`streams.join_store`, in memory or in RocksDB), in (deadline, kind,
+offset) order per partition; per (model, partition) deadlines never decrease,
+so expirations leave in offset order — stage 2 relies on that to skip
+replays by a watermark.
 
 Examples
 --------
@@ -42,24 +44,28 @@ Examples
 >>> out = j.process([("p", 0, 10, 0, p)], now=100.0)
 >>> [(k, len(v)) for k, v in out.observations.items()]
 [(('m', 'p', 0), 1)]
->>> j.apply(out.writes)
+>>> _ = j.apply(out.writes)
 >>> out = j.process([("l", 0, 7, 0, Label(event_id="e1", model="m", label=1, timestamp=5.0))], now=101.0)
->>> [r.label for r in out.labeled], j.apply(out.writes), j.store["e1"][:8]
-([1], None, b'{"s":"j"')
+>>> [r.label for r in out.labeled], j.store.get(0, "e1")[:8]
+([1], b'{"s":"p"')
+>>> _ = j.apply(out.writes); j.store.get(0, "e1")[:8]
+b'{"s":"j"'
+
 """
 
 from __future__ import annotations
 
-import heapq
 import orjson
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, MutableMapping
+from typing import Any, Callable, Iterable
 
 from driftline import events
 from driftline.events import DeadLetter, LabeledRecord, Label, Prediction, ValidationError
 
-__all__ = ["Joiner", "JoinOutput", "Item", "COMPONENT"]
+from .join_store import JoinStore, MemoryJoinStore
+
+__all__ = ["Joiner", "JoinOutput", "Item", "COMPONENT", "index_of", "entry_of", "EXPIRY_BATCH"]
 
 COMPONENT = "monitor"
 
@@ -78,6 +84,36 @@ def _dumps(value: Any) -> bytes:
     return bytes(memoryview(orjson.dumps(value)))
 
 
+#: Index entries one expiry sweep handles per partition at most (a backlog,
+#: after a long stop, leaves over several sweeps instead of one huge output)
+EXPIRY_BATCH = 20_000
+
+
+def index_of(raw: bytes) -> tuple[float, str, int, int, str | None] | None:
+    """A state's place in the store's expiry index: ``(deadline, kind,
+    offset, index, model)`` -- kind ``p``/``l`` for a waiting record (at its
+    coordinates; ``model`` for a prediction), ``m`` for a marker.
+
+    >>> index_of(b'{"s":"p","p":0,"pc":[7,2],"d":60.0,"r":{"model":"m"}}')
+    (60.0, 'p', 7, 2, 'm')
+    >>> index_of(b'{"s":"j","p":0,"pc":[7,2],"lc":[3,0],"d":90.0}')
+    (90.0, 'm', 0, 0, None)
+    """
+    return entry_of(_loads(raw))
+
+
+def entry_of(state: dict) -> tuple[float, str, int, int, str | None]:
+    """:func:`index_of` of a decoded state."""
+    s = state["s"]
+    if s == "p":
+        offset, index = state["pc"]
+        return state["d"], "p", offset, index, state["r"]["model"]
+    if s == "l":
+        offset, index = state["lc"]
+        return state["d"], "l", offset, index, None
+    return state["d"], "m", 0, 0, None
+
+
 @dataclass
 class JoinOutput:
     """What one batch (or one expiry sweep) produced.
@@ -85,8 +121,9 @@ class JoinOutput:
     ``observations`` maps ``(model, topic kind, partition)`` to a list of
     ``[kind, offset, index, payload]`` items for stage 2 (kind ``p``: a
     prediction, ``j``: a joined pair, ``x``: an expired prediction's model
-    version). ``writes`` are ``(partition, key, value-or-None)`` state changes
-    to apply *after* the outputs are delivered.
+    version). ``writes`` are ``(partition, key, value-or-None, entry,
+    old entry)`` state changes (with the expiry-index entries of the new and
+    the replaced state) to apply *after* the outputs are delivered.
     """
 
     observations: dict[tuple[str, str, int], list] = field(default_factory=lambda: defaultdict(list))
@@ -94,7 +131,7 @@ class JoinOutput:
     #: ``labeled`` as plain dicts (encoded without a second validation)
     labeled_dicts: list[dict] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
-    writes: list[tuple[int, str, bytes | None]] = field(default_factory=list)
+    writes: list[tuple] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     def merge(self, other: "JoinOutput") -> "JoinOutput":
@@ -111,15 +148,17 @@ class JoinOutput:
 
 
 class Joiner:
-    """Join state over a key-value store of ``event_id -> bytes``.
+    """Join state over a :class:`streams.join_store.JoinStore` of ``event_id -> bytes``.
 
     Parameters
     ----------
     ttl_for
         Label TTL in seconds for a model (from its policy).
     store
-        Mapping ``event_id -> bytes`` holding the state; :meth:`apply` writes
-        to it (the faust app passes a changelog-backed table wrapper).
+        The state and its expiry index (default: a
+        :class:`~streams.join_store.MemoryJoinStore`); :meth:`apply` writes
+        to it (the faust app: after the outputs are delivered, then sends
+        the changelog).
     topics
         Source topic names for dead letters: ``{"p": ..., "l": ...}``.
     """
@@ -127,21 +166,13 @@ class Joiner:
     def __init__(
         self,
         ttl_for: Callable[[str], float],
-        store: MutableMapping[str, bytes] | None = None,
+        store: JoinStore | None = None,
         topics: dict[str, str] | None = None,
     ):
         self.ttl_for = ttl_for
         self._ttl_cache: dict[str, float] = {}
-        self.store: MutableMapping[str, bytes] = {} if store is None else store
+        self.store: JoinStore = MemoryJoinStore(index_of) if store is None else store
         self.topics = topics or {"p": "predictions", "l": "labels"}
-        # partition -> heap of (deadline, kind, offset, index, key)
-        self._heaps: dict[int, list] = defaultdict(list)
-        # Joined/expired markers only wait to be deleted: per partition, keys
-        # in one-second buckets {ceil(deadline): [key, ...]} plus a heap of
-        # bucket deadlines -- a list slot per marker instead of a 5-tuple
-        # (bench/monitor.py memory section: one marker per event for a TTL)
-        self._marks: dict[int, dict[int, list[str]]] = defaultdict(dict)
-        self._mark_heaps: dict[int, list[int]] = defaultdict(list)
         # (model, partition) -> last deadline given to a pending prediction
         self._last_deadline: dict[tuple[str, int], float] = {}
         #: (topic kind, partition, offset) of this batch's single-event
@@ -156,19 +187,27 @@ class Joiner:
         self._ttl_cache.clear()  # policies may change between batches, not within one
         overlay: dict[str, Any] = {}  # this batch's changes, visible to later items
 
-        def lookup(key: str):
+        before: dict[str, Any] = {}  # the stored states this batch looked up
+        get = self.store.get
+
+        def lookup(partition: int, key: str):
             if key in overlay:
                 return overlay[key]
-            raw = self.store.get(key)
-            return None if raw is None else _loads(raw)
+            raw = get(partition, key)
+            state = before[key] = None if raw is None else _loads(raw)
+            return state
 
         def put(partition: int, key: str, value: dict) -> None:
+            # every put follows the lookup of its key: the state it replaces is known,
+            # and so are both index entries (the store need not parse them again)
+            old = overlay[key] if key in overlay else before.get(key)
             overlay[key] = value
-            out.writes.append((partition, key, _dumps(value)))
+            out.writes.append((partition, key, _dumps(value), entry_of(value),
+                               None if old is None else entry_of(old)))
 
         for kind, partition, offset, index, record in items:
             key = record.event_id
-            state = lookup(key)
+            state = lookup(partition, key)
             if kind == "p":
                 out.counts["prediction"] += 1
                 self._on_prediction(record, partition, offset, index, state, now, out, put)
@@ -186,7 +225,6 @@ class Joiner:
         if state is None:
             deadline = self._deadline(p.model, partition, now)
             put(partition, p.event_id, {"s": "p", "p": partition, "pc": coords, "d": deadline, "r": data})
-            heapq.heappush(self._heaps[partition], (deadline, "p", offset, index, p.event_id))
         elif state["s"] == "l":
             label = Label(**state["r"])  # our own state: validated when it was written
             if label.model != p.model:
@@ -210,7 +248,6 @@ class Joiner:
             if ("l", partition, offset) in self.single:
                 state["one"] = 1  # a single-event message: its dead letter, if it expires, has no index
             put(partition, label.event_id, state)
-            heapq.heappush(self._heaps[partition], (deadline, "l", offset, index, label.event_id))
         elif state["s"] == "p":
             p = Prediction(**state["r"])  # our own state: validated when it was written
             if p.model != label.model:
@@ -246,7 +283,6 @@ class Joiner:
         out.counts["joined"] += 1
         remove_at = now + self._ttl(p.model)
         put(partition, p.event_id, {"s": "j", "p": partition, "pc": pc, "lc": lc, "d": remove_at})
-        self._mark(partition, remove_at, p.event_id)
 
     def _ttl(self, model: str) -> float:
         ttl = self._ttl_cache.get(model)
@@ -275,19 +311,23 @@ class Joiner:
         out.counts["dead_letter"] += 1
 
     # -- expiry -------------------------------------------------------------------------
-    def expire(self, now: float, partitions: Iterable[int] | None = None) -> JoinOutput:
-        """Expire predictions and labels past their TTL and drop old markers."""
+    def expire(self, now: float, partitions: Iterable[int] | None = None,
+               limit: int = EXPIRY_BATCH) -> JoinOutput:
+        """Expire predictions and labels past their TTL and drop old markers
+        (up to ``limit`` index entries per partition; the rest next time)."""
         out = JoinOutput()
         self._ttl_cache.clear()
-        for partition in list(set(self._heaps) | set(self._marks)) if partitions is None else partitions:
-            self._expire_marks(partition, now, out)
-            heap = self._heaps.get(partition)
-            while heap and heap[0][0] <= now:
-                deadline, kind, offset, index, key = heapq.heappop(heap)
-                raw = self.store.get(key)
+        store = self.store
+        for partition in store.partitions() if partitions is None else partitions:
+            for deadline, kind, offset, index, key in store.due(partition, now, limit):
+                raw = store.get(partition, key)
                 if raw is None:
                     continue
                 state = _loads(raw)
+                if kind == "m":  # a joined/expired marker: deleted one TTL after it was made
+                    if state["s"] in ("j", "x") and state["d"] <= now:
+                        out.writes.append((partition, key, None, None, entry_of(state)))
+                    continue
                 if state.get("d") != deadline:
                     continue  # superseded entry (lazy deletion)
                 if state["s"] == "p":
@@ -295,9 +335,8 @@ class Joiner:
                     out.observations[(p["model"], "p", partition)].append(["x", offset, index, p["model_version"]])
                     out.counts["expired"] += 1
                     remove_at = now + self._ttl(p["model"])
-                    out.writes.append((partition, key, _dumps(
-                        {"s": "x", "p": partition, "pc": state["pc"], "d": remove_at})))
-                    self._mark(partition, remove_at, key)
+                    marker = {"s": "x", "p": partition, "pc": state["pc"], "d": remove_at}
+                    out.writes.append((partition, key, _dumps(marker), entry_of(marker), entry_of(state)))
                 elif state["s"] == "l":
                     label = Label(**state["r"])
                     self._dead(out, "l", partition, state["lc"][0], None if state.get("one") else state["lc"][1],
@@ -305,82 +344,29 @@ class Joiner:
                                f"no prediction with event_id {key!r} arrived within the label TTL "
                                f"({self._ttl(label.model):g}s)")
                     out.counts["expired_label"] += 1
-                    out.writes.append((partition, key, None))
+                    out.writes.append((partition, key, None, None, entry_of(state)))
                 else:
-                    out.writes.append((partition, key, None))
+                    out.writes.append((partition, key, None, None, entry_of(state)))
         return out
 
-    def apply(self, writes: Iterable[tuple[int, str, bytes | None]]) -> None:
-        """Write state changes to the store (after the outputs are delivered)."""
-        store = self.store
-        for _partition, key, value in writes:
-            if value is None:
-                store.pop(key, None)
-            else:
-                store[key] = value
+    def apply(self, writes: Iterable[tuple]) -> int:
+        """Write state changes to the store (after the outputs are delivered);
+        returns the store's sequence number for them."""
+        return self.store.apply(writes)
 
     # -- recovery -----------------------------------------------------------------------
-    def rebuild(self, partitions: Iterable[int]) -> int:
-        """Rebuild the expiry heaps of ``partitions`` from the store (after a
-        restart or a rebalance). Returns the number of entries indexed."""
-        wanted = set(partitions)
-        for partition in wanted:
-            self._heaps[partition] = []
-            self._marks[partition] = {}
-            self._mark_heaps[partition] = []
-        count = 0
-        for key, raw in list(self.store.items()):
-            state = _loads(raw)
-            partition = state.get("p")
-            if partition not in wanted:
-                continue
-            kind = {"p": "p", "l": "l"}.get(state["s"], "m")
-            offset, index = state.get("pc") or state.get("lc") or [0, 0]
-            if kind == "m":
-                self._mark(partition, state["d"], key)
-                count += 1
-                continue
-            self._heaps[partition].append((state["d"], kind, offset, index, key))
-            if state["s"] == "p":
-                k = (state["r"]["model"], partition)
-                self._last_deadline[k] = max(self._last_deadline.get(k, 0.0), state["d"])
-            count += 1
-        for partition in wanted:
-            heapq.heapify(self._heaps[partition])
-        return count
+    def rebuild(self, partitions: Iterable[int]) -> None:
+        """Start serving ``partitions`` (after a restart or a rebalance): the
+        store indexes them, the last deadlines per model come back."""
+        for partition in partitions:
+            self.store.open(partition)
+            for model, deadline in self.store.last_deadlines(partition).items():
+                k = (model, partition)
+                self._last_deadline[k] = max(self._last_deadline.get(k, 0.0), deadline)
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Drop the in-memory indexes of partitions this process no longer owns."""
+        """Drop what is kept for partitions this process no longer owns."""
         for partition in partitions:
-            self._heaps.pop(partition, None)
-            self._marks.pop(partition, None)
-            self._mark_heaps.pop(partition, None)
+            self.store.close_partition(partition)
             for k in [k for k in self._last_deadline if k[1] == partition]:
                 del self._last_deadline[k]
-
-    def pending(self, partition: int | None = None) -> int:
-        """Entries (waiting records and markers) indexed for expiry."""
-        if partition is None:
-            return sum(self.pending(p) for p in set(self._heaps) | set(self._marks))
-        return len(self._heaps.get(partition, ())) + sum(map(len, self._marks.get(partition, {}).values()))
-
-    def _mark(self, partition: int, deadline: float, key: str) -> None:
-        bucket = -int(-deadline // 1)  # ceil: a marker never leaves before its deadline
-        buckets = self._marks[partition]
-        keys = buckets.get(bucket)
-        if keys is None:
-            keys = buckets[bucket] = []
-            heapq.heappush(self._mark_heaps[partition], bucket)
-        keys.append(key)
-
-    def _expire_marks(self, partition: int, now: float, out: "JoinOutput") -> None:
-        heap = self._mark_heaps.get(partition)
-        buckets = self._marks.get(partition)
-        while heap and heap[0] <= now:
-            for key in buckets.pop(heapq.heappop(heap), ()):
-                raw = self.store.get(key)
-                if raw is None:
-                    continue
-                state = _loads(raw)
-                if state["s"] in ("j", "x") and state["d"] <= now:
-                    out.writes.append((partition, key, None))

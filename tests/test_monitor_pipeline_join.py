@@ -6,7 +6,8 @@ import pytest
 
 from driftline.events import Label, Prediction
 from streams.checkpoint import CHUNK_BYTES, CheckpointError, Watermarks, decode_checkpoint, encode_checkpoint
-from streams.join import Joiner
+from streams.join import Joiner, index_of
+from streams.join_store import MemoryJoinStore
 
 
 def pred(i, model="m", version=1):
@@ -72,7 +73,7 @@ def test_ttl_expiry_is_counted_in_offset_order_and_state_stays_bounded():
     run(j, [("l", 1, 0, 0, label(0))], now=1.0)
     ttl["m"] = 1.0  # a shorter TTL later must not let newer predictions expire before older ones
     run(j, [("p", 1, 5, 0, pred(5)), ("l", 1, 1, 0, label(99))], now=2.0)
-    assert len(j.store) == 7
+    assert j.store.count() == 7
     early = j.expire(now=5.0)
     j.apply(early.writes)
     assert not early.observations and len(early.dead_letters) == 1  # only the orphan label (TTL 1s)
@@ -85,18 +86,21 @@ def test_ttl_expiry_is_counted_in_offset_order_and_state_stays_bounded():
     assert late.labeled == [] and "late label" in late.dead_letters[0].reason
     # markers are dropped one TTL later: nothing stays behind
     j.apply(j.expire(now=100.0).writes)
-    assert len(j.store) == 0 and j.pending() == 0
+    assert j.store.count() == 0 and j.store.pending(1) == 0
 
 
 def test_rebuild_after_restart_expires_what_the_store_holds():
     j = Joiner(lambda m: 10.0)
     run(j, [("p", 2, i, 0, pred(i)) for i in range(3)], now=0.0)
-    restarted = Joiner(lambda m: 10.0, store=dict(j.store))
-    assert restarted.rebuild([2]) == 3
+    store = MemoryJoinStore(index_of)  # a restart: the changelog read back, then the partition opened
+    store.apply_changelog(2, list(j.store.items(2)), offset=2)
+    restarted = Joiner(lambda m: 10.0, store=store)
+    restarted.rebuild([2])
+    assert store.pending(2) == 3
     out = restarted.expire(now=11.0)
     assert out.observations[("m", "p", 2)] == [["x", i, 0, 1] for i in range(3)]
     restarted.forget([2])
-    assert restarted.pending() == 0
+    assert store.pending(2) == 0
 
 
 def test_watermarks_and_chunked_checkpoint_round_trip():
