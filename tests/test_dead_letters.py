@@ -16,7 +16,8 @@ from driftline.events import DeadLetter
 from driftline.policy import Policy
 from driftline.sdk import partition_for
 from tests.kafka_helpers import read_records, read_topic
-from tests.test_monitor_faults import _start, _stop, _wait_healthy
+from tests.test_monitor_faults import _start, _wait_healthy
+from tests.process_helpers import stop
 from tests.test_monitor_pipeline import latest_snapshots
 from tests.worker_helpers import wait_until
 
@@ -123,7 +124,7 @@ def test_dead_letters_show_the_bulk_index_and_replay_puts_a_fixed_label_back(set
         assert back.key == orphan.encode() and json.loads(back.value)["event_id"] == orphan
         assert len(read_records(settings, "dead_letter", DeadLetter, quiet_s=1)) == 4  # nothing dead-lettered anew
     finally:
-        _stop(proc)
+        stop(proc, 20)
 
 
 def test_replay_refuses_without_a_selection_and_with_follow(test_env):

@@ -24,7 +24,8 @@ from driftline.policy import Policy
 from driftline.sdk import partition_for
 from tests.kafka_helpers import read_records
 from tests.log_helpers import events_named, parse_logfmt, structured_lines
-from tests.test_monitor_faults import _start, _stop, _wait_healthy
+from tests.test_monitor_faults import _start, _wait_healthy
+from tests.process_helpers import stop
 from tests.worker_helpers import WorkerProcess, publish_requests, wait_until
 
 CLIENTS = ("kafka", "aiokafka", "faust", "mode")
@@ -124,7 +125,7 @@ def test_monitor_logs_one_line_per_alert_request_dead_letter_promotion_and_reloa
         producer.close()
         wait_until(lambda: events_named(log_path.read_text(), "policy_reloaded"), what="policy reload line")
     finally:
-        _stop(proc)
+        stop(proc, 20)
     text = log_path.read_text()
     lines = structured_lines(text)  # every line parses as logfmt
     alerts = read_records(settings, "alerts", Alert, quiet_s=1)

@@ -24,7 +24,8 @@ from kafka import KafkaProducer
 from driftline.sdk import partition_for
 from streams.reset import changelog_topics, reset_state
 from tests.log_helpers import parse_logfmt
-from tests.test_monitor_faults import _applied, _start, _stop, _wait_healthy
+from tests.test_monitor_faults import _applied, _start, _wait_healthy
+from tests.process_helpers import stop
 from tests.test_monitor_pipeline import latest_snapshots, make_events
 from driftline.broker import free_port
 
@@ -88,7 +89,7 @@ def test_kill_9_with_a_large_join_history_replays_only_the_changelog_tail(settin
         proc.kill()  # SIGKILL: no flush, no commit, no close
         proc.wait(10)
     finally:
-        _stop(proc)
+        stop(proc, 20)
     port = free_port()
     again = _start(tmp_path, test_env, "again", "--metrics-port", str(port))
     try:
@@ -105,7 +106,7 @@ def test_kill_9_with_a_large_join_history_replays_only_the_changelog_tail(settin
         entries = sum(int(line["entries"]) for line in ready)
         assert entries >= history // 2, ready  # the history was there, locally, without being read again
     finally:
-        _stop(again)
+        stop(again, 20)
 
 
 def test_a_local_store_ahead_of_an_emptied_changelog_is_discarded(settings, test_env, tmp_path):
@@ -120,7 +121,7 @@ def test_a_local_store_ahead_of_an_emptied_changelog_is_discarded(settings, test
             time.sleep(0.2)
         time.sleep(1.0)  # the state's changelog delivered and persisted
     finally:
-        _stop(proc)
+        stop(proc, 20)
     # the changelog goes away (and faust creates it again, empty): the local store is ahead of it
     join_changelog = changelog_topics(f"{settings.topic_prefix}monitor")[0]
     reset_state(settings, f"{settings.topic_prefix}monitor", tmp_path / "no-such-dir", topics=[join_changelog])
@@ -140,4 +141,4 @@ def test_a_local_store_ahead_of_an_emptied_changelog_is_discarded(settings, test
         ready = _ready_lines(tmp_path, "again")
         assert sum(int(line["replayed"]) for line in ready) == 0, ready
     finally:
-        _stop(again)
+        stop(again, 20)
