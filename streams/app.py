@@ -441,6 +441,11 @@ class MonitorApp:
             producer_max_request_size=events.MAX_MESSAGE_BYTES + 65536,
             topic_allow_declare=True,
             table_cleanup_interval=3600.0,
+            # No standby replicas: a standby reads the other members' changelogs through faust's
+            # per-message route (about 2 join-state records per event), which took 3x one process's
+            # CPU per event with two processes (bench/monitor.py --only scale); a member taking
+            # over a partition recovers it from its changelog (with RocksDB: only the tail it lacks).
+            table_standby_replicas=0,
             # stage 2 acknowledges only at checkpoints; stopping checkpoints first
             stream_wait_empty=False,
             # batch the many small changelog/observation sends into fewer requests
