@@ -254,26 +254,23 @@ class Monitor:
                  "-o", self.profile_path, "--pid", str(self.proc.pid)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def counters(self) -> dict[str, float]:
+    def scrape(self) -> tuple[dict[str, float], dict[str, float]]:
+        """One ``/metrics`` read: the ``driftline_events_processed_total`` counters
+        by kind, and the CPU seconds of the monitor's own work by stage (``join``,
+        ``models``: ``driftline_monitor_cpu_seconds_total``; the rest of the
+        process's CPU is faust's, the Kafka client's and the event loop's)."""
         try:
             text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
         except OSError:
-            return {}
-        out = {}
-        for match in re.finditer(r'driftline_events_processed_total\{component="monitor",kind="(\w+)"\} (\S+)', text):
-            out[match.group(1)] = float(match.group(2))
-        return out
+            return {}, {}
+        counters = {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'driftline_events_processed_total\{component="monitor",kind="(\w+)"\} (\S+)', text)}
+        stages = {m.group(1): float(m.group(2)) for m in re.finditer(
+            r'driftline_monitor_cpu_seconds_total\{stage="(\w+)"\} (\S+)', text)}
+        return counters, stages
 
-    def stage_cpu(self) -> dict[str, float]:
-        """CPU seconds of the monitor's own work by stage (``join``, ``models``:
-        ``driftline_monitor_cpu_seconds_total``); the rest of the process's CPU
-        is faust's, the Kafka client's and the event loop's."""
-        try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2).read().decode()
-        except OSError:
-            return {}
-        return {m.group(1): float(m.group(2))
-                for m in re.finditer(r'driftline_monitor_cpu_seconds_total\{stage="(\w+)"\} (\S+)', text)}
+    def counters(self) -> dict[str, float]:
+        return self.scrape()[0]
 
     def ready(self) -> bool:
         with open(self.log_path, "rb") as handle:
@@ -366,24 +363,23 @@ def watch(monitors: list[Monitor], n: int, timeout_s: float = 1800.0) -> tuple[f
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         totals = {"applied_prediction": 0.0, "applied_joined": 0.0, "input_message": 0.0}
+        stages: Counter = Counter()
         for monitor in monitors:
             if monitor.proc.poll() is not None:
                 raise RuntimeError(f"monitor exited; see {monitor.log_path}")
-            for key, value in monitor.counters().items():
+            counters, by_stage = monitor.scrape()
+            stages.update(by_stage)
+            for key, value in counters.items():
                 if key in totals:
                     totals[key] += value
         now = time.perf_counter()
         if first is None and totals["input_message"] > 0:
             first = now
             cpu_first = sum(monitor.cpu_seconds() for monitor in monitors)
-            for monitor in monitors:
-                stages_first.update(monitor.stage_cpu())
+            stages_first = Counter(stages)
         if totals["applied_prediction"] >= n and totals["applied_joined"] >= n:
             last = now
             cpu = sum(monitor.cpu_seconds() for monitor in monitors) - cpu_first
-            stages: Counter = Counter()
-            for monitor in monitors:
-                stages.update(monitor.stage_cpu())
             stages.subtract(stages_first)
             return last - first, cpu, dict(stages)
         time.sleep(0.25)  # each poll is a /metrics scrape, which costs the monitor CPU
@@ -411,6 +407,7 @@ def stage_split(stages: dict[str, float], cpu: float, n: int) -> str:
     rest = cpu - join - models
     return (f"join {join / n * 1e6:.1f} us, models {models / n * 1e6:.1f} us, faust + Kafka client + event loop "
             f"{rest / n * 1e6:.1f} us (stage 2 {models / max(cpu, 1e-9):.0%} of the CPU)")
+
 
 def section(title: str, settings: Settings, workdir: str, n: int, models: list[str], bulk: bool,
             quix: str | None = None) -> dict:

@@ -442,7 +442,7 @@ class MonitorApp:
             topic_allow_declare=True,
             table_cleanup_interval=3600.0,
             # No standby replicas: a standby reads the other members' changelogs through faust's
-            # per-message route (about 2 join-state records per event), which took 3x one process's
+            # per-message route (about 2 join-state records per event), which took 2.8x one process's
             # CPU per event with two processes (bench/monitor.py --only scale); a member taking
             # over a partition recovers it from its changelog (with RocksDB: only the tail it lacks).
             table_standby_replicas=0,
