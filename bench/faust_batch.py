@@ -1,8 +1,8 @@
-"""faust's per-message route against the monitor's batch route (:mod:`streams.batch_input`).
+"""faust's per-message route against the monitor's batch route (:mod:`driftline.streams.batch_input`).
 
 Measures, in one run on the embedded broker: raw aiokafka, the no-op faust
 agent (``bench/monitor.py``'s) and a faust app whose handler gets record
-batches through :mod:`streams.batch_input`; then checks its commits: a
+batches through :mod:`driftline.streams.batch_input`; then checks its commits: a
 kill -9 mid-stream commits nothing past what was handled, a restart handles
 every offset at least once, and a clean stop commits to the end.
 
@@ -34,7 +34,7 @@ def batch_child(expected: int, mode: str, sleep_per_batch: float) -> None:
 
     import faust
 
-    from streams.batch_input import batch_app_class
+    from driftline.streams.batch_input import batch_app_class
 
     logging.basicConfig(level=os.environ.get("NOOP_LOG", "WARNING"))
     settings = load_settings()
@@ -94,12 +94,12 @@ def committed_and_end(bootstrap: str, group: str, topics: list[str]) -> tuple[di
     """(committed offsets of ``group``, end offsets) per (topic, partition).
 
     Committed offsets with aiokafka's ``committed`` (OffsetFetch); end offsets
-    from ListOffsets corrected by a fetch (``streams.offsets``, read only):
+    from ListOffsets corrected by a fetch (``driftline.streams.offsets``, read only):
     tansu's ListOffsets is short after multi-record batches (bench/tansu_end_offsets.py).
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from streams.offsets import verified_end_offsets
+    from driftline.streams.offsets import verified_end_offsets
 
     async def read() -> tuple[dict, dict]:
         consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)

@@ -17,7 +17,7 @@ default policy), then measures, in the same run:
   errors) in its own virtual environment, ``.bench-venv/quixstreams``
   (made with ``pip install quixstreams river`` when missing; or
   ``--quix-python``): the measuring stick, with its peak RSS;
-* the monitor: a real ``python -m streams`` process; throughput is the time
+* the monitor: a real ``python -m driftline.streams`` process; throughput is the time
   from stage 1's first read (its ``prediction``/``label`` counters) to the
   last event stage 2 applied (``applied_prediction``/``applied_joined``;
   Prometheus counters polled every 0.25 s), so
@@ -236,12 +236,12 @@ def quix_baseline(python: str, settings: Settings, n: int) -> dict:
 
 # -- the monitor -----------------------------------------------------------------------------
 class Monitor:
-    """A real ``python -m streams`` process with its Prometheus port."""
+    """A real ``python -m driftline.streams`` process with its Prometheus port."""
 
     def __init__(self, settings: Settings, workdir: str, name: str, *extra: str, data: str | None = None):
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"{name}.log")
-        command = [sys.executable, "-m", "streams", "--data-dir", os.path.join(workdir, f"data-{data or name}"),
+        command = [sys.executable, "-m", "driftline.streams", "--data-dir", os.path.join(workdir, f"data-{data or name}"),
                    "--metrics-port", str(self.port), "--snapshot-interval", "5", "--session-timeout", "6", *extra]
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(

@@ -35,15 +35,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from driftline.events import LabeledRecord, Prediction  # noqa: E402
 from driftline.policy import DetectorSpec, MonitorPolicy  # noqa: E402
-from streams.drift import ConceptDriftDetector  # noqa: E402
-from streams.model_monitor import ModelMonitor  # noqa: E402
+from driftline.streams.drift import ConceptDriftDetector  # noqa: E402
+from driftline.streams.model_monitor import ModelMonitor  # noqa: E402
 
 N_FEATURES = 10
 CATS = np.array(["a", "b", "c"])
 
 
 def make_profile(rng: np.random.Generator, rows: int = 20_000) -> dict:
-    """A profile in the registry's format (registry.profile.build_profile)."""
+    """A profile in the registry's format (driftline.registry.profile.build_profile)."""
     feats = {}
     for j in range(N_FEATURES):
         x = rng.normal(size=rows)
@@ -106,7 +106,7 @@ def data_table(n: int, seeds: int) -> list[tuple]:
         m = min(n, 20_000)
         false, delays = 0, []
         for seed in range(seeds):
-            from streams.drift import RiverFeatureDetector, per_test_alpha
+            from driftline.streams.drift import RiverFeatureDetector, per_test_alpha
 
             rng = np.random.default_rng(seed)
             alpha = per_test_alpha(policy.expected_run_length, 12, policy.drift_window) / policy.drift_window

@@ -37,9 +37,9 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from bench._util import row  # noqa: E402
 from driftline.events import LabeledRecord, Prediction  # noqa: E402
 from driftline.policy import MonitorPolicy  # noqa: E402
-from registry.calibration import fit_estimation  # noqa: E402
-from registry.profile import build_profile  # noqa: E402
-from streams.model_monitor import ModelMonitor  # noqa: E402
+from driftline.registry.calibration import fit_estimation  # noqa: E402
+from driftline.registry.profile import build_profile  # noqa: E402
+from driftline.streams.model_monitor import ModelMonitor  # noqa: E402
 from tests.estimation_data import bananas, logistic_regression  # noqa: E402
 
 

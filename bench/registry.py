@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from driftline.config import load_settings  # noqa: E402
-from registry import open_registry  # noqa: E402
+from driftline.registry import open_registry  # noqa: E402
 
 PG_URL = os.environ.get("DRIFTLINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -39,7 +39,7 @@ _WRITER = """
 import json, os, sys, time
 sys.path.insert(0, {root!r})
 from driftline.config import load_settings
-from registry import open_registry, artifacts
+from driftline.registry import open_registry, artifacts
 from tests.registry_fixtures import small_model
 ready, go, out, count = sys.argv[1:5]
 reg = open_registry(load_settings(), publish=False)

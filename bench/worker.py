@@ -6,7 +6,7 @@ plain scikit-learn fit of the same pipeline on the same data, in one run.
 Starts the embedded broker (or uses $DRIFTLINE_BOOTSTRAP_SERVERS), a
 temporary registry, publishes ROWS joined records with 10 features (8
 numeric, 2 categorical) to the ``labeled`` topic, registers a champion
-(trained on 2,000 other rows), then runs the real :class:`retrain.worker.Worker`
+(trained on 2,000 other rows), then runs the real :class:`driftline.retrain.worker.Worker`
 in this process and sends one retrain request. The clock starts when the
 worker logs the request as consumed and stops when the run that promoted the
 new version ends. The baseline clones the champion's pipeline and fits it on
@@ -89,12 +89,12 @@ def main() -> int:
     parser.add_argument("--cv-folds", type=int, default=5, help="retrain.cv_folds (0: no cross-validation)")
     args = parser.parse_args()
 
-    from registry import open_registry
-    from retrain.trainer import train_frame
-    from retrain.worker import Worker, WorkerOptions
+    from driftline.registry import open_registry
+    from driftline.retrain.trainer import train_frame
+    from driftline.retrain.worker import Worker, WorkerOptions
 
     clock = Clock()
-    for name in ("retrain.worker", "retrain.trainer", "retrain.data"):
+    for name in ("driftline.retrain.worker", "driftline.retrain.trainer", "driftline.retrain.data"):
         logging.getLogger(name).addHandler(clock)
         logging.getLogger(name).setLevel(logging.INFO)
 

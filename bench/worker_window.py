@@ -5,12 +5,12 @@
 Starts the embedded broker (or uses $DRIFTLINE_BOOTSTRAP_SERVERS), publishes
 OTHERS x ROWS joined records of ten other models and ROWS records of model
 ``bench`` (10 features, bulk messages of 500) to ``labeled``, lets the
-store writer (:class:`retrain.store.StoreWriter`) ingest them, then times
+store writer (:class:`driftline.retrain.store.StoreWriter`) ingest them, then times
 reading the window of ROWS rows of ``bench``:
 
-- from the store (:class:`retrain.store.StoreWindowReader` without a writer
+- from the store (:class:`driftline.retrain.store.StoreWindowReader` without a writer
   to sync: the read itself), best of REPEATS;
-- by the old full scan of every partition (:class:`retrain.data.LabeledReader`),
+- by the old full scan of every partition (:class:`driftline.retrain.data.LabeledReader`),
   which ends only after QUIET_MS without news; printed with and without
   that wait.
 
@@ -48,8 +48,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from retrain.data import LabeledReader
-    from retrain.store import StoreWindowReader, StoreWriter, TrainingStore
+    from driftline.retrain.data import LabeledReader
+    from driftline.retrain.store import StoreWindowReader, StoreWriter, TrainingStore
 
     broker = None
     bootstrap = os.environ.get("DRIFTLINE_BOOTSTRAP_SERVERS")

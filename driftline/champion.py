@@ -4,7 +4,7 @@ promotions, publish every prediction.
 :class:`Champion` loads ``NAME@champion`` (or another alias) from the
 registry, follows ``model-events`` in a background thread and swaps to the
 new version when the alias moves (``promoted``, ``rolled_back``,
-``alias_set``), verifying the artifact exactly as :meth:`registry.Registry.load`
+``alias_set``), verifying the artifact exactly as :meth:`driftline.registry.Registry.load`
 does. A version that fails to load (a bad checksum, an untrusted type, a
 missing file) is refused and the old one keeps serving; the reason is
 logged. The alias is also re-resolved every ``refresh_s`` seconds, so a
@@ -289,7 +289,7 @@ class Champion:
     log_every_s
         At most one log line per kind of publishing trouble in this period.
     registry
-        An open :class:`registry.Registry` to use (default: one opened from
+        An open :class:`driftline.registry.Registry` to use (default: one opened from
         ``settings``, closed by :meth:`close`).
 
     Examples
@@ -323,7 +323,7 @@ class Champion:
         self._closed = False
         self._own_registry = registry is None
         if registry is None:
-            from registry import open_registry  # lazily: the core package does not need the registry
+            from driftline.registry import open_registry  # lazily: the core package does not need the registry
 
             registry = open_registry(self.settings, publish=False)
         self.registry = registry
@@ -385,7 +385,7 @@ class Champion:
         """Resolve the alias and load its version if it is not the one
         serving. Returns whether the version serving now is the alias's
         (``False``: it could not be loaded, and the old one keeps serving)."""
-        from registry import RegistryError  # lazily, as in __init__
+        from driftline.registry import RegistryError  # lazily, as in __init__
 
         with self._reload_lock:  # the follower and a caller may both refresh
             if self._closed:

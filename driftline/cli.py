@@ -1,8 +1,8 @@
 """``driftline``: one console script, with a sub-command per job.
 
 Each package adds its own sub-commands through a ``register(subparsers)``
-function in its ``cli`` module (``streams.cli``, ``retrain.cli``,
-``registry.cli``); this module owns the shared ones (``broker``, ``topics``, ``schema``)
+function in its ``cli`` module (``driftline.streams.cli``, ``driftline.retrain.cli``,
+``driftline.registry.cli``); this module owns the shared ones (``broker``, ``topics``, ``schema``)
 and the error handling: a user error prints one line and exits 1, never a
 traceback (set ``DRIFTLINE_DEBUG=1`` to see one).
 """
@@ -23,7 +23,7 @@ from .errors import DriftlineError
 __all__ = ["main", "build_parser"]
 
 # Packages that contribute sub-commands, in help order.
-_PLUGINS = ("streams.cli", "retrain.cli", "registry.cli", "driftline.usercli", "driftline.serve",
+_PLUGINS = ("driftline.streams.cli", "driftline.retrain.cli", "driftline.registry.cli", "driftline.usercli", "driftline.serve",
             "driftline.deadletters")
 
 

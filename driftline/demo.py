@@ -474,8 +474,8 @@ def run_demo(events: int | None = None, report_dir: str | Path = "demo-report", 
         view.line(f"[{mark('broker_ready'):6.2f}s] broker {broker.bootstrap_servers} (pid {broker.process.pid}) up, "
                   "topics created")
 
-        from registry import open_registry
-        from retrain.trainer import train_frame
+        from driftline.registry import open_registry
+        from driftline.retrain.trainer import train_frame
 
         from .policy import Policy
 

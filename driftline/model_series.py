@@ -183,7 +183,7 @@ class ModelSeries:
 
 def _estimation(gauge, key: list[str], stats: dict) -> None:
     """Performance estimated before labels (``stats.estimated``, CBPE/DLE,
-    see ``streams.estimation``) with its 95 % bounds, and the estimated
+    see ``driftline.streams.estimation``) with its 95 % bounds, and the estimated
     minus realized gap over the last completed window of joined pairs."""
     estimated = stats.get("estimated")
     if not isinstance(estimated, dict):

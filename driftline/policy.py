@@ -108,7 +108,7 @@ class MonitorPolicy:
         HalfSpaceTrees) or ``both``.
     estimated_thresholds
         Estimated metric (from the version's calibrator, before labels:
-        :mod:`streams.estimation`) -> minimum (maximum for ``mae``/``rmse``);
+        :mod:`driftline.streams.estimation`) -> minimum (maximum for ``mae``/``rmse``);
         crossing it raises an ``estimated_performance`` alert.
     estimated_cooldown_s
         Cooldown of ``estimated_performance`` alerts (``None``: ``cooldown_s``).

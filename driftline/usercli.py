@@ -557,7 +557,7 @@ def collect_status(settings) -> dict[str, Any]:
     status["models"] = []
     status["registry_error"] = None
     try:
-        from registry import open_registry
+        from driftline.registry import open_registry
     except ImportError:
         status["registry_error"] = "the registry package is not installed"
         return status
@@ -595,7 +595,7 @@ def collect_status(settings) -> dict[str, Any]:
 def _worker_runs(settings) -> dict[str, dict[str, Any]]:
     """The worker's last run per model, from its status file (if any)."""
     try:
-        from retrain.worker import status_path
+        from driftline.retrain.worker import status_path
     except ImportError:
         return {}
     try:
@@ -683,8 +683,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _open_registry_for_reading(settings):
     """The registry, or ``None`` and why not (a report still shows the topics)."""
     try:
-        from registry import open_registry
-        from registry.errors import RegistryError
+        from driftline.registry import open_registry
+        from driftline.registry.errors import RegistryError
     except ImportError:
         return None, "the registry package is not installed"
     if not settings.registry_is_database and not Path(settings.registry).exists():

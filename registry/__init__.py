@@ -1,9 +1,9 @@
 """Driftline's model registry: versions, aliases, safe artifacts, reference
 profiles, lineage, per-model policies and model events.
 
->>> import registry                                      # doctest: +SKIP
+>>> from driftline import registry # doctest: +SKIP
 >>> registry.load("models:/churn@champion").estimator    # settings from the environment  # doctest: +SKIP
->>> from registry import open_registry                  # doctest: +SKIP
+>>> from driftline.registry import open_registry        # doctest: +SKIP
 >>> reg = open_registry(settings, publish=True)          # doctest: +SKIP
 >>> model = reg.load("churn@champion")                   # doctest: +SKIP
 >>> model.estimator.predict(X), model.version.version    # doctest: +SKIP

@@ -1,4 +1,4 @@
-"""``python -m registry ...`` is ``driftline registry ...``."""
+"""``python -m driftline.registry ...`` is ``driftline registry ...``."""
 
 import sys
 

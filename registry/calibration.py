@@ -11,7 +11,7 @@ inputs and prediction, fitted on the holdout.
 Both are stored as a JSON object in the version's profile (key
 ``estimation``): the calibration map as plain numbers (thresholds as arrays),
 the DLE as a skops file (base64) that passes the same audit and checksum as
-every artifact (:mod:`registry.artifacts`). The payload's SHA-256 (canonical
+every artifact (:mod:`driftline.registry.artifacts`). The payload's SHA-256 (canonical
 JSON) is recorded in the version's tags (``estimation_sha256``);
 :func:`verify` refuses a payload that does not match it. Nothing is
 unpickled.
@@ -33,7 +33,7 @@ Examples
 >>> load(payload, cal.sha256)
 Traceback (most recent call last):
 ...
-registry.errors.ArtifactIntegrityError: estimation map checksum mismatch: ...
+driftline.registry.errors.ArtifactIntegrityError: estimation map checksum mismatch: ...
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``driftline registry ...`` (also ``python -m registry``).
+"""``driftline registry ...`` (also ``python -m driftline.registry``).
 
 Sub-commands: ``models``, ``versions MODEL``, ``show REF``, ``register NAME
 FILE.skops --reference DATA.csv``, ``alias MODEL ALIAS VERSION``, ``unalias
@@ -156,13 +156,13 @@ class EventReport:
     Parameters
     ----------
     inner
-        The real publisher (:class:`registry.publish.EventPublisher`).
+        The real publisher (:class:`driftline.registry.publish.EventPublisher`).
     topic
         Where the events go (for the messages).
 
     Examples
     --------
-    >>> from registry.publish import NullPublisher
+    >>> from driftline.registry.publish import NullPublisher
     >>> from driftline.events import ModelEvent
     >>> report = EventReport(NullPublisher(), "driftline.model-events")
     >>> report.publish(ModelEvent(event="deleted", model="churn", version=2, timestamp=1.0))

@@ -6,7 +6,7 @@ Examples
 >>> tmp = tempfile.mkdtemp()
 >>> from sklearn.linear_model import LogisticRegression
 >>> from driftline.config import load_settings
->>> from registry import open_registry
+>>> from driftline.registry import open_registry
 >>> reg = open_registry(load_settings(environ={}, registry=tmp), publish=False)
 >>> v1 = reg.register_version("churn", LogisticRegression().fit([[0.0], [1.0]], [0, 1]), metrics={"accuracy": 1.0})
 >>> v2 = reg.register_version("churn", LogisticRegression(C=0.5).fit([[0.0], [1.0]], [0, 1]))
@@ -23,7 +23,7 @@ Examples
 >>> reg.resolve("churn/3")
 Traceback (most recent call last):
 ...
-registry.errors.NotFoundError: model 'churn' has no version 3 (versions: 1, 2)
+driftline.registry.errors.NotFoundError: model 'churn' has no version 3 (versions: 1, 2)
 >>> reg.close(); shutil.rmtree(tmp)
 """
 
@@ -107,7 +107,7 @@ def load(ref: str, settings: Settings | None = None) -> LoadedModel:
     ``ref`` is ``churn@champion``, ``churn/3``, ``models:/churn@champion`` or
     ``models:/churn/3``. Publishes nothing and needs no broker.
 
-    >>> import registry                                    # doctest: +SKIP
+    >>> from driftline import registry # doctest: +SKIP
     >>> model = registry.load("models:/churn@champion")    # doctest: +SKIP
     >>> model.estimator.predict(X), model.version.version  # doctest: +SKIP
     """
@@ -206,13 +206,13 @@ class Registry:
     Parameters
     ----------
     backend
-        Where rows live (:class:`registry.backends.SQLiteBackend` or
-        :class:`registry.backends.PostgresBackend`).
+        Where rows live (:class:`driftline.registry.backends.SQLiteBackend` or
+        :class:`driftline.registry.backends.PostgresBackend`).
     store
         Where artifacts live.
     publisher
-        Where model events go (:class:`registry.publish.EventPublisher`, or
-        :class:`registry.publish.NullPublisher` to publish nothing).
+        Where model events go (:class:`driftline.registry.publish.EventPublisher`, or
+        :class:`driftline.registry.publish.NullPublisher` to publish nothing).
     """
 
     def __init__(self, backend: Backend, store: ArtifactStore, publisher: EventPublisher | NullPublisher | None = None):
@@ -315,7 +315,7 @@ class Registry:
         tags
             Name -> string.
         profile
-            Reference profile of the training data (see :mod:`registry.profile`).
+            Reference profile of the training data (see :mod:`driftline.registry.profile`).
         status
             ``ready`` or ``rejected`` (kept for the record, never promoted).
         request_id
@@ -323,7 +323,7 @@ class Registry:
         reason
             Why it was rejected.
         estimation
-            Performance-estimation map (:func:`registry.calibration.fit_estimation`),
+            Performance-estimation map (:func:`driftline.registry.calibration.fit_estimation`),
             kept in the profile with its checksum in the tags.
         """
         validate_name(name, "model")
@@ -348,7 +348,7 @@ class Registry:
         as the next version of ``name``, byte for byte.
 
         The file passes the same audit as every version before anything in it
-        is constructed (:func:`registry.artifacts.trusted_types`: a pickle or
+        is constructed (:func:`driftline.registry.artifacts.trusted_types`: a pickle or
         a type outside the trusted list is refused with
         :class:`UntrustedArtifactError`); then it is loaded, must predict on
         the reference data, and is stored with its SHA-256 and a reference
@@ -382,7 +382,7 @@ class Registry:
         >>> reg.register_artifact("churn", b"\\x80\\x04K\\x01.")
         Traceback (most recent call last):
         ...
-        registry.errors.UntrustedArtifactError: the artifact is a pickle (or joblib) file: ...
+        driftline.registry.errors.UntrustedArtifactError: the artifact is a pickle (or joblib) file: ...
         >>> reg.close(); shutil.rmtree(tmp)
         """
         validate_name(name, "model")
@@ -560,7 +560,7 @@ class Registry:
 
     def get_estimation(self, name: str, version: int) -> Any:
         """The version's loaded, checked performance-estimation map
-        (:mod:`registry.calibration`), or ``None`` if it has none; raises
+        (:mod:`driftline.registry.calibration`), or ``None`` if it has none; raises
         :class:`ArtifactIntegrityError` if it was changed."""
         from .calibration import TAG, load as load_estimation
 
@@ -624,7 +624,7 @@ class Registry:
         ``models:/churn@champion``, ``models:/churn/3``).
 
         The artifact's SHA-256 must match the registered one and every type
-        it needs must be trusted (:func:`registry.artifacts.trusted_types`);
+        it needs must be trusted (:func:`driftline.registry.artifacts.trusted_types`);
         otherwise :class:`ArtifactIntegrityError` or
         :class:`UntrustedArtifactError`, and nothing is constructed.
         """

@@ -49,7 +49,7 @@ class ModelVersion:
         Where the version came from: training data window, row count, data
         hash, the retrain request and the parent version (keys as given).
     profile
-        Reference profile of the training data (:func:`registry.profile.build_profile`).
+        Reference profile of the training data (:func:`driftline.registry.profile.build_profile`).
     artifact_sha256
         SHA-256 of the skops artifact, checked on every load.
     request_id
@@ -77,7 +77,7 @@ class ModelVersion:
 
     @property
     def ref(self) -> str:
-        """``name/version``, accepted by :meth:`registry.Registry.resolve`."""
+        """``name/version``, accepted by :meth:`driftline.registry.Registry.resolve`."""
         return f"{self.model}/{self.version}"
 
     def to_dict(self, profile: bool = True) -> dict[str, Any]:
@@ -110,7 +110,7 @@ class AliasMove:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """What :meth:`registry.Registry.load` returns: the fitted estimator,
+    """What :meth:`driftline.registry.Registry.load` returns: the fitted estimator,
     ready to predict, and the metadata of its version."""
 
     estimator: Any

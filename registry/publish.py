@@ -151,7 +151,7 @@ class EventPublisher:
 
     The producer is created on the first event, so opening a registry never
     waits for a broker. A failed delivery is retried (with a new producer)
-    until ``timeout_s``; then :class:`registry.errors.PublishError`.
+    until ``timeout_s``; then :class:`driftline.registry.errors.PublishError`.
     """
 
     enabled = True

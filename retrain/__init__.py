@@ -1,6 +1,6 @@
 """The retraining worker: retrain requests and schedules in, validated and
 promoted versions out (``driftline worker``, ``driftline train``,
-``python -m retrain``).
+``python -m driftline.retrain``).
 
 Names are imported lazily, so ``driftline --help`` does not load pandas or
 scikit-learn.

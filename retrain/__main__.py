@@ -1,4 +1,4 @@
-"""``python -m retrain [worker options]``: the retraining daemon."""
+"""``python -m driftline.retrain [worker options]``: the retraining daemon."""
 
 import sys
 

@@ -67,7 +67,7 @@ def register(subparsers) -> None:
                        help="recipe: logistic_regression, random_forest, gradient_boosting, linear_regression, "
                             "random_forest_regressor, gradient_boosting_regressor (default: the model's policy)")
     train.add_argument("--description", default="", help="model description (new models)")
-    from registry.cli import add_event_options
+    from driftline.registry.cli import add_event_options
 
     add_event_options(train)  # --no-events, --event-timeout-s: like every registry change
     train.set_defaults(handler=run_train)
@@ -120,7 +120,7 @@ def run_worker(args: argparse.Namespace) -> int:
 
 def run_reproduce(args: argparse.Namespace) -> int:
     from driftline.config import load_settings
-    from registry import open_registry
+    from driftline.registry import open_registry
 
     from .lineage import format_reproduction, reproduce
 
@@ -141,7 +141,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     from driftline.config import load_settings
     from driftline.errors import DriftlineError
-    from registry.cli import finish_events, open_for_change
+    from driftline.registry.cli import finish_events, open_for_change
 
     from .trainer import train_frame
 

@@ -1,7 +1,7 @@
 """Training data: the newest joined records of one model, as pandas.
 
 The worker reads its windows from the training-data store
-(:mod:`retrain.store`: per-model Parquet segments, cost proportional to the
+(:mod:`driftline.retrain.store`: per-model Parquet segments, cost proportional to the
 window). :class:`LabeledReader` is the fallback (``driftline worker
 --no-store``) and the reference the store is checked against: it reads the
 ``labeled`` topic (joined prediction + label records written by the
@@ -69,7 +69,7 @@ __all__ = [
     "split_holdout",
 ]
 
-logger = logging.getLogger("retrain.data")
+logger = logging.getLogger("driftline.retrain.data")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ What a data scientist does by hand, from the model's policy:
 3. **Cross-validate** the chosen configuration (``retrain.cv_folds``
    contiguous folds, stratified for classifiers when every class has enough
    rows, no shuffling, so it is deterministic): mean and standard deviation
-   of the promotion metric, scored by the same :func:`retrain.recipes.score`
+   of the promotion metric, scored by the same :func:`driftline.retrain.recipes.score`
    as the holdout.
 4. **Overfitting**: the training score minus the cross-validated score
    (the holdout score when ``cv_folds`` is 0; the sign flipped for
@@ -26,13 +26,13 @@ the lineage.
 Examples
 --------
 >>> import pandas as pd
->>> from retrain.data import clean_frame
+>>> from driftline.retrain.data import clean_frame
 >>> data = clean_frame(pd.DataFrame({"x": [float(i % 7) for i in range(40)]}),
 ...                    pd.Series([i % 2 for i in range(40)], dtype=object))
 >>> check_class_counts(data, data, 25)
 Traceback (most recent call last):
 ...
-retrain.gate.GateRefusal: too few training rows per class: class 0 has 20, class 1 has 20 (retrain.min_rows_per_class=25)
+driftline.retrain.gate.GateRefusal: too few training rows per class: class 0 has 20, class 1 has 20 (retrain.min_rows_per_class=25)
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the recipe (``recipe``: a clone of the parent version, or a named recipe),
 the seeds (``seeds``) and the retrain policy it ran with
 (``retrain_policy``). :func:`reproduce` rebuilds the same window from the
 store, checks its hash, refits with the same recipe, seeds and policy
-through the same gate (:func:`retrain.gate.evaluate`) and compares every
+through the same gate (:func:`driftline.retrain.gate.evaluate`) and compares every
 recorded score. For deterministic estimators the scores match exactly; a
 changed or missing segment is reported, never papered over.
 """

@@ -38,7 +38,7 @@ from .log import log_event
 __all__ = ["RetryPolicy", "Unavailable", "unavailable", "safe_url", "broker_watch", "KafkaLogLimiter",
            "quiet_kafka_logging"]
 
-logger = logging.getLogger("retrain.worker")
+logger = logging.getLogger("driftline.retrain.worker")
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def unavailable(error: BaseException, settings: Settings) -> Unavailable | None:
     database or the broker could not be reached; ``None`` otherwise."""
     from kafka.errors import KafkaError
 
-    from registry.errors import PublishError
+    from driftline.registry.errors import PublishError
 
     try:
         import psycopg

@@ -83,7 +83,7 @@ from .log import log_event
 __all__ = ["StoredRow", "SegmentInfo", "StoreWindow", "TrainingStore", "StoreWriter", "StoreWindowReader",
            "store_root", "start_store", "StoreError", "PAUSE_ENV"]
 
-logger = logging.getLogger("retrain.store")
+logger = logging.getLogger("driftline.retrain.store")
 
 SUFFIX = ".parquet"
 TMP_PREFIX = ".tmp-"
@@ -925,14 +925,14 @@ def start_store(settings: Settings, options: Any,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m retrain.store``: run only the store writer (operations,
+    """``python -m driftline.retrain.store``: run only the store writer (operations,
     and tests that kill it)."""
     import argparse
     import signal
 
     from driftline.config import load_settings
 
-    parser = argparse.ArgumentParser(prog="python -m retrain.store", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m driftline.retrain.store", description=main.__doc__)
     parser.add_argument("--group-id", default="driftline-worker-store")
     parser.add_argument("--store-dir", default=None)
     parser.add_argument("--flush-interval-s", type=float, default=2.0)

@@ -12,7 +12,7 @@ A run that cannot produce a version (unknown model, too few rows, a single
 class, a broken estimator, ...) publishes a ``failed`` model event with the
 reason and ends with outcome ``failed``; it never raises, except that with
 ``retry_unavailable=True`` (the worker) an unreachable registry database or
-broker raises :class:`retrain.resilience.Unavailable`, so the caller can
+broker raises :class:`driftline.retrain.resilience.Unavailable`, so the caller can
 retry the run (idempotent by request id) before it gives up. Without it,
 such a failure is a ``failed`` outcome with a readable reason (never a raw
 driver message).
@@ -57,7 +57,7 @@ from .recipes import (
 __all__ = ["RunError", "RunResult", "Trainer", "fit_candidate", "failed_event", "too_few_rows",
            "TARGET_COLUMN", "PAUSE_ENV", "TRAIN_MIN_ROWS"]
 
-logger = logging.getLogger("retrain.trainer")
+logger = logging.getLogger("driftline.retrain.trainer")
 
 #: Name of the target column in reference profiles built by the worker.
 TARGET_COLUMN = "label"
@@ -149,12 +149,12 @@ class Trainer:
     registry
         An open registry (``registry.open_registry(settings, publish=True)``).
     reader
-        Training-data reader (default: :class:`~retrain.data.LabeledReader`).
+        Training-data reader (default: :class:`~driftline.retrain.data.LabeledReader`).
     publish_failures
         Publish the ``failed`` event of a failed run (the worker publishes
         it itself, to know it was acknowledged: see :func:`failed_event`).
     retry_unavailable
-        Raise :class:`retrain.resilience.Unavailable` when the registry
+        Raise :class:`driftline.retrain.resilience.Unavailable` when the registry
         database or the broker cannot be reached, instead of failing the run.
     """
 
@@ -239,7 +239,7 @@ class Trainer:
         return False
 
     def _run(self, result: RunResult, on_phase: Callable[[str], None]) -> None:
-        from registry import NotFoundError
+        from driftline.registry import NotFoundError
 
         clock = [time.monotonic(), "prepare"]
 
@@ -377,7 +377,7 @@ def _event_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def _profile(data: TrainingData, fitted: Any) -> dict | None:
     """Reference profile of the whole window with the new model's predictions."""
-    from registry.profile import build_profile
+    from driftline.registry.profile import build_profile
 
     frame = data.X.copy()
     frame[TARGET_COLUMN] = data.y.to_numpy()
@@ -392,7 +392,7 @@ def _profile(data: TrainingData, fitted: Any) -> dict | None:
 def _estimation(fitted: Any, holdout: TrainingData, task: str) -> dict | None:
     """Calibration map (classifier) or direct loss estimator (regressor)
     fitted on the holdout, which the model never saw (registry/calibration.py)."""
-    from registry.calibration import fit_estimation
+    from driftline.registry.calibration import fit_estimation
 
     try:
         return fit_estimation(fitted, feature_columns_for(fitted, holdout.X), holdout.y.to_numpy(), task)

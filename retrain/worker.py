@@ -23,7 +23,7 @@ Pieces, one concept each:
 Nothing is lost: a request's offset is committed only after its outcome
 model event (``promoted``, ``rejected`` or ``failed``) was acknowledged by
 the broker. A run whose registry database or broker cannot be reached is
-retried (:class:`retrain.resilience.RetryPolicy`); when the retries run out
+retried (:class:`driftline.retrain.resilience.RetryPolicy`); when the retries run out
 on the registry it ends ``failed`` with a readable reason. When they run out
 on the broker, or the outcome cannot be delivered, the offset stays open:
 the run is tried again later, and after a restart. A request seen again whose version already exists (a redelivery)
@@ -59,7 +59,7 @@ from .resilience import RetryPolicy, broker_watch, unavailable
 __all__ = ["WorkerConfigError", "OffsetTracker", "Ticket", "Coordinator", "ScheduleBook", "StatusBoard",
            "Worker", "WorkerOptions", "status_path"]
 
-logger = logging.getLogger("retrain.worker")
+logger = logging.getLogger("driftline.retrain.worker")
 COMPONENT = "worker"
 
 
@@ -493,8 +493,8 @@ class Worker:
         self._local = threading.local()
         self._registries: list = []
         self._reg_lock = threading.Lock()
-        self._producer = None  # dead letters (registry.publish.RecoveringProducer)
-        self._outcomes = None  # failed / re-published outcome events (registry.publish.EventPublisher)
+        self._producer = None  # dead letters (driftline.registry.publish.RecoveringProducer)
+        self._outcomes = None  # failed / re-published outcome events (driftline.registry.publish.EventPublisher)
         self.watch: BrokerWatch | None = None
         self._said: dict[str, float] = {}  # throttled log lines: key -> last time
         self._consumer = None
@@ -511,7 +511,7 @@ class Worker:
     def registry(self):
         reg = getattr(self._local, "registry", None)
         if reg is None:
-            from registry import open_registry
+            from driftline.registry import open_registry
 
             reg = open_registry(self.settings, publish=True, publish_timeout_s=self.options.publish_timeout_s)
             self._local.registry = reg
@@ -571,7 +571,7 @@ class Worker:
         self.status = StatusBoard(path, group_id=self.options.group_id)
         start_metrics_server(self.options.metrics_port)
         self._producer = self._make_producer()
-        from registry.publish import EventPublisher
+        from driftline.registry.publish import EventPublisher
 
         self._outcomes = EventPublisher(self.settings, timeout_s=self.options.publish_timeout_s,
                                         client_id="driftline-worker")
@@ -659,7 +659,7 @@ class Worker:
         return schedules
 
     def _make_producer(self):
-        from registry.publish import RecoveringProducer
+        from driftline.registry.publish import RecoveringProducer
 
         return RecoveringProducer(self.settings, "driftline-worker", timeout_s=self.options.publish_timeout_s)
 
@@ -848,7 +848,7 @@ class Worker:
 
     def _deliver(self, event: ModelEvent) -> bool:
         """Publish ``event`` with the retry policy; whether it was acknowledged."""
-        from registry.errors import PublishError
+        from driftline.registry.errors import PublishError
 
         policy = self.options.retry
         for attempt in range(1, policy.attempts + 1):

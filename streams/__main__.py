@@ -1,4 +1,4 @@
-"""``python -m streams``: the same as ``driftline monitor``."""
+"""``python -m driftline.streams``: the same as ``driftline monitor``."""
 
 import sys
 

@@ -3,21 +3,21 @@
 :func:`create_monitor` builds a :class:`MonitorApp` — a faust app with
 
 * ``join`` (stage 1): an agent on ``predictions`` + ``labels`` that decodes,
-  dead-letters bad records, joins by ``event_id`` (:class:`streams.join.Joiner`
+  dead-letters bad records, joins by ``event_id`` (:class:`driftline.streams.join.Joiner`
   over a changelog-backed table whose store is RocksDB or memory,
-  :mod:`streams.join_store`), publishes joined pairs to ``labeled`` and
+  :mod:`driftline.streams.join_store`), publishes joined pairs to ``labeled`` and
   forwards observations to ``<app id>-observations`` keyed by model;
 * ``models`` (stage 2): an agent on the observations that drives one
-  :class:`streams.model_monitor.ModelMonitor` per model, publishes alerts and
+  :class:`driftline.streams.model_monitor.ModelMonitor` per model, publishes alerts and
   retrain requests, and checkpoints state + watermarks to a second table
-  before acknowledging (:mod:`streams.checkpoint`);
+  before acknowledging (:mod:`driftline.streams.checkpoint`);
 * timers for label expiry, checkpoints, metric snapshots and policy
   refreshes, and a task that follows ``model-events`` (every process sees
   every event: no group);
-* a task that watches for a broker that lost its data (:mod:`streams.reset`).
+* a task that watches for a broker that lost its data (:mod:`driftline.streams.reset`).
 
 Every agent, timer and task runs under one error policy
-(:mod:`streams.supervision`): one message's failure dead-letters that
+(:mod:`driftline.streams.supervision`): one message's failure dead-letters that
 message; anything else ends the process with one line and exit code 70.
 
 :meth:`MonitorApp.run` runs it as a faust worker until SIGINT/SIGTERM.
@@ -74,7 +74,7 @@ _BULK_BYTES = 512 * 1024
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-#: ``--state`` values: where stage 1's join state lives (:mod:`streams.join_store`)
+#: ``--state`` values: where stage 1's join state lives (:mod:`driftline.streams.join_store`)
 STATE_STORES = ("rocksdb", "memory")
 
 
@@ -191,7 +191,7 @@ class PolicySource:
         if not self._opened:
             self._opened = True
             try:
-                from registry import open_registry
+                from driftline.registry import open_registry
 
                 self._registry = open_registry(self.settings, publish=False)
             except Exception as error:  # registry missing or unreadable: defaults
@@ -287,9 +287,9 @@ def _app_class():
     class _App(batch_app_class()):
         """faust's App with the changes the monitor needs.
 
-        * Stage 1 reads its input as record batches (:mod:`streams.batch_input`).
+        * Stage 1 reads its input as record batches (:mod:`driftline.streams.batch_input`).
         * Changelog recovery reads to *verified* end offsets
-          (:func:`streams.offsets.verified_end_offsets`): tansu's ListOffsets
+          (:func:`driftline.streams.offsets.verified_end_offsets`): tansu's ListOffsets
           answer stops short of the last record batch.
         * Stopping checkpoints stage 2 first, while the consumer still runs,
           so its offsets can be committed (and faust need not wait for
@@ -660,7 +660,7 @@ class MonitorApp:
 
     async def _join_batch(self, batches: list) -> None:
         """Decode, join and publish one read: ``[(tp, records), ...]`` from
-        :mod:`streams.batch_input` (every partition's records in offset order)."""
+        :mod:`driftline.streams.batch_input` (every partition's records in offset order)."""
         cpu = time.thread_time()
         self._input_messages.inc(sum(len(records) for _tp, records in batches))  # read, not yet handled
         items = []

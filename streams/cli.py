@@ -1,4 +1,4 @@
-"""``driftline monitor`` (also ``python -m streams``): run the monitor."""
+"""``driftline monitor`` (also ``python -m driftline.streams``): run the monitor."""
 
 from __future__ import annotations
 
@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if root_level > logging.DEBUG:
         # faust, mode and the Kafka clients log every rebalance step and
         # producer-buffer flush at INFO/WARNING: keep them for --log-level DEBUG.
-        # "streams.app" is faust's own service logger for the app and tables
+        # "driftline.streams.app" is faust's own service logger for the app and tables
         # defined there ("[^-_App]: Starting..."); the monitor's is driftline.monitor.
-        for name in ("faust", "mode", "aiokafka", "kafka", "streams.app"):
+        for name in ("faust", "mode", "aiokafka", "kafka", "driftline.streams.app"):
             logging.getLogger(name).setLevel(max(root_level, logging.WARNING))
         logging.getLogger("faust.transport.producer").setLevel(max(root_level, logging.ERROR))
     monitor = create_monitor(load_settings(), options)
@@ -80,7 +80,7 @@ def register(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m streams", description="Run the Driftline monitor.")
+    parser = argparse.ArgumentParser(prog="python -m driftline.streams", description="Run the Driftline monitor.")
     parser.add_argument("--log-level", default="INFO")
     _add_arguments(parser)
     parser.set_defaults(handler=run)

@@ -336,7 +336,7 @@ def _float_or_nan(v: Any) -> float:
 class VersionEstimation:
     """Estimation for one model version, built from the ``estimation`` map of
     its registry profile (checked by the registry against the checksum
-    recorded with the version; see :mod:`registry.calibration`).
+    recorded with the version; see :mod:`driftline.registry.calibration`).
 
     Parameters
     ----------
@@ -349,7 +349,7 @@ class VersionEstimation:
     """
 
     def __init__(self, payload: dict, window: int, positive_label: str | None = None):
-        from registry.calibration import ClassCalibration, load, payload_sha256
+        from driftline.registry.calibration import ClassCalibration, load, payload_sha256
 
         self.payload = payload
         self.window = int(window)
@@ -491,7 +491,7 @@ def make_estimation(profile: dict | None, policy: Any, positive_label: str | Non
     payload = (profile or {}).get("estimation")
     if not isinstance(payload, dict):
         return None
-    from registry.errors import ArtifactError
+    from driftline.registry.errors import ArtifactError
 
     try:
         return VersionEstimation(payload, policy.window, positive_label)

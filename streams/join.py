@@ -4,7 +4,7 @@
 with their *source coordinates* — ``(topic kind, partition, offset, index)``,
 ``index`` being the position inside a bulk message — and returns what to
 publish plus the state changes to write. The faust application
-(:mod:`streams.app`) feeds it batches, publishes the outputs, waits until the
+(:mod:`driftline.streams.app`) feeds it batches, publishes the outputs, waits until the
 broker has them, and only then writes the state changes (to a changelog-
 backed faust table) and acknowledges the input. That order is what makes a
 crash safe: a state change is never durable before the output it stands for,
@@ -30,7 +30,7 @@ Every entry carries its partition and the coordinates of the records that
 made it, so a replayed record (same coordinates) is recognised and ignored,
 while a *different* record with a known ``event_id`` is a duplicate and goes
 to the dead-letter topic. Expiry walks the store's expiry index
-(:mod:`streams.join_store`, in memory or in RocksDB), in (deadline, kind,
+(:mod:`driftline.streams.join_store`, in memory or in RocksDB), in (deadline, kind,
 offset) order per partition; per (model, partition) deadlines never decrease,
 so expirations leave in offset order — stage 2 relies on that to skip
 replays by a watermark.
@@ -148,7 +148,7 @@ class JoinOutput:
 
 
 class Joiner:
-    """Join state over a :class:`streams.join_store.JoinStore` of ``event_id -> bytes``.
+    """Join state over a :class:`driftline.streams.join_store.JoinStore` of ``event_id -> bytes``.
 
     Parameters
     ----------
@@ -156,7 +156,7 @@ class Joiner:
         Label TTL in seconds for a model (from its policy).
     store
         The state and its expiry index (default: a
-        :class:`~streams.join_store.MemoryJoinStore`); :meth:`apply` writes
+        :class:`~driftline.streams.join_store.MemoryJoinStore`); :meth:`apply` writes
         to it (the faust app: after the outputs are delivered, then sends
         the changelog).
     topics
@@ -278,7 +278,7 @@ class Joiner:
         out.labeled_dicts.append(data)
         # Joined pairs carry both sides' coordinates: which side completes a
         # join depends on arrival order, which a replay may change, so stage 2
-        # recognises a re-joined pair by event_id (see streams.app).
+        # recognises a re-joined pair by event_id (see driftline.streams.app).
         out.observations[(p.model, kind, partition)].append(["j", offset, index, data, pc, lc])
         out.counts["joined"] += 1
         remove_at = now + self._ttl(p.model)

@@ -1,6 +1,6 @@
 """Where stage 1's join state lives: one interface, two stores.
 
-The join state (``event_id -> bytes``, see :mod:`streams.join`) is kept per
+The join state (``event_id -> bytes``, see :mod:`driftline.streams.join`) is kept per
 *changelog partition* (the source partition of the records that made it),
 with an **expiry index**: every entry's deadline, so that a label-TTL sweep
 finds what is due without walking the state.
@@ -17,7 +17,7 @@ finds what is due without walking the state.
     tail, past the stored offset, is read again.
 
 Writes follow the monitor's order (outputs, then state, see
-:mod:`streams.join`): :meth:`JoinStore.apply` makes a batch of changes
+:mod:`driftline.streams.join`): :meth:`JoinStore.apply` makes a batch of changes
 visible at once; :meth:`JoinStore.persist` is called when the changelog has
 them, with their changelog offsets. The RocksDB store keeps changes in
 memory until then, so its files never hold a change the changelog lacks
@@ -27,7 +27,7 @@ recovery completes it).
 The stores know one thing about the values: ``index_of(raw)`` gives a value's
 place in the expiry index, ``(deadline, kind, offset, index, model)`` with
 ``kind`` ``"p"``/``"l"`` (a waiting record) or ``"m"`` (a marker that only
-waits to be deleted), or ``None`` (never expires). :func:`streams.join.index_of`
+waits to be deleted), or ``None`` (never expires). :func:`driftline.streams.join.index_of`
 is the join's.
 
 Examples
@@ -93,7 +93,7 @@ class JoinStore:
 
         A write is ``(partition, key, value)``, or ``(partition, key, value,
         entry, old_entry)`` with the index entries of the value and of the
-        value it replaces (None: none), as :func:`streams.join.index_of` or
+        value it replaces (None: none), as :func:`driftline.streams.join.index_of` or
         the join (which has them at hand) gives them."""
         raise NotImplementedError
 

@@ -1,14 +1,14 @@
 """Per-model monitoring: metrics, drift, outliers and latency for every
 version of one model, with warm-up, alert cooldowns and retrain requests.
 
-The faust pipeline (``streams.app``) owns all I/O; it calls a
+The faust pipeline (``driftline.streams.app``) owns all I/O; it calls a
 :class:`ModelMonitor` per model with decoded batches and publishes what comes
 back. Nothing here touches Kafka, and every method takes the caller's clock
 (``now``, epoch seconds), so behaviour is reproducible.
 
 * A :class:`VersionMonitor` per model version keeps cumulative and rolling
-  metrics (:mod:`streams.metrics`), per-feature data-drift tests and the
-  prediction-drift test (:mod:`streams.drift`, reference: the version's
+  metrics (:mod:`driftline.streams.metrics`), per-feature data-drift tests and the
+  prediction-drift test (:mod:`driftline.streams.drift`, reference: the version's
   registry profile, or the stream's own past), the concept-drift detector on
   the error stream, outlier and latency windows.
 * **Warm-up**: a version's first ``policy.warmup`` predictions are not fed to
@@ -23,7 +23,7 @@ back. Nothing here touches Kafka, and every method takes the caller's clock
   produces a :class:`~driftline.events.RetrainRequest` (reason ``drift`` for
   ``*_drift`` kinds, else ``metric``), at most one per model per
   ``policy.retrain_cooldown_s``.
-* **State**: :meth:`ModelMonitor.to_state` is JSON (:mod:`streams.state`),
+* **State**: :meth:`ModelMonitor.to_state` is JSON (:mod:`driftline.streams.state`),
   no pickle; :meth:`ModelMonitor.from_state` continues identically.
 
 Examples
@@ -194,10 +194,10 @@ class VersionMonitor:
         The model's monitor policy.
     profile
         The version's reference profile from the registry (see
-        ``registry.profile.build_profile``), or ``None``.
+        ``driftline.registry.profile.build_profile``), or ``None``.
     positive_label
         Positive class for binary metrics (``None``: the rule in
-        :mod:`streams.metrics`).
+        :mod:`driftline.streams.metrics`).
     chunk
         Events are buffered and processed (vectorised) in chunks of at least
         this many, or when the oldest buffered event waited ``max_delay_s``
@@ -254,7 +254,7 @@ class VersionMonitor:
         return max(1, len(self.features) + (1 if self.policy.prediction_drift else 0))
 
     def alpha(self) -> float:
-        """Per-test level from the false-alarm budget (see :mod:`streams.drift`)."""
+        """Per-test level from the false-alarm budget (see :mod:`driftline.streams.drift`)."""
         return per_test_alpha(self.policy.expected_run_length, self._n_tests(), self.policy.drift_window)
 
     def _feature_profile(self, name: str) -> dict | None:
@@ -708,7 +708,7 @@ class ModelMonitor:
         of a version (called once, when the version first appears).
     positive_label
         Positive class for binary metrics, as event text (``None``: the
-        greater class, see :mod:`streams.metrics`).
+        greater class, see :mod:`driftline.streams.metrics`).
     max_versions
         Versions kept; the least recently active beyond this are dropped
         (bounded state).
@@ -826,7 +826,7 @@ class ModelMonitor:
 
     # -- state ---------------------------------------------------------------------
     def to_state(self) -> bytes:
-        """Serialise to JSON bytes (no pickle; see :mod:`streams.state`)."""
+        """Serialise to JSON bytes (no pickle; see :mod:`driftline.streams.state`)."""
         return state_codec.dumps({
             "format": STATE_FORMAT, "model": self.model, "positive_label": self.positive_label,
             "max_versions": self.max_versions, "chunk": self.chunk,

@@ -13,7 +13,7 @@ partitions' (verified) end offsets. When a committed offset is beyond the
 end, or a topic is gone, it names the partitions and the reason in one
 warning, creates the Driftline topics again if they are missing, and the
 monitor restarts in place with fresh state (:meth:`Supervisor.restart
-<streams.supervision.Supervisor.restart>`).
+<driftline.streams.supervision.Supervisor.restart>`).
 
 :func:`reset_state` is ``driftline monitor --reset-state``: it deletes the
 monitor's state changelogs (join state and model checkpoints) and its local

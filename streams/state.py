@@ -20,13 +20,13 @@ Anything else raises :class:`StateError`.
 Examples
 --------
 >>> import numpy as np
->>> from streams.state import dumps, loads
+>>> from driftline.streams.state import dumps, loads
 >>> loads(dumps({"a": np.arange(3), "b": (1, 2)}))["a"].tolist()
 [0, 1, 2]
 >>> loads(b'{"x": {"__river__": "os.system"}}')
 Traceback (most recent call last):
 ...
-streams.state.StateError: state: type 'os.system' is not in the trusted type list
+driftline.streams.state.StateError: state: type 'os.system' is not in the trusted type list
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The monitor's one error policy, and the liveness of its agents and timers.
 
-Every agent, timer and task of :class:`streams.app.MonitorApp` runs under a
+Every agent, timer and task of :class:`driftline.streams.app.MonitorApp` runs under a
 :class:`Supervisor`:
 
 * an exception while handling **one message** (or one element of a bulk
@@ -15,7 +15,7 @@ Every agent, timer and task of :class:`streams.app.MonitorApp` runs under a
   commits the batch in hand, and the batch in hand is exactly what was not
   processed. Ending at once is a ``kill -9``, which the monitor's design makes
   safe (nothing is committed before its outputs and state are on the broker);
-* a broker that lost its data (see :mod:`streams.reset`) restarts the process
+* a broker that lost its data (see :mod:`driftline.streams.reset`) restarts the process
   in place (:meth:`Supervisor.restart`: same PID, fresh state).
 
 Liveness: each part reports when it started and when it last made progress;

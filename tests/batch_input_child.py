@@ -1,4 +1,4 @@
-"""A faust app on the batch route (streams.batch_input) for tests/test_batch_input.py.
+"""A faust app on the batch route (driftline.streams.batch_input) for tests/test_batch_input.py.
 
 Handles every record of the test's ``predictions`` and ``labels`` topics by
 appending ``topic partition offset`` lines to ``BATCH_LOG``, sleeping
@@ -20,7 +20,7 @@ def main() -> None:
     import faust
 
     from driftline.config import load_settings
-    from streams.batch_input import batch_app_class
+    from driftline.streams.batch_input import batch_app_class
 
     logging.basicConfig(level=os.environ.get("BATCH_LOGLEVEL", "WARNING"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -1,4 +1,4 @@
-"""``python -m streams`` with one injected failure, for tests/test_monitor_faults.py.
+"""``python -m driftline.streams`` with one injected failure, for tests/test_monitor_faults.py.
 
 ``DRIFTLINE_TEST_FAULT=METHOD:N`` makes the N-th call of
 ``MonitorApp.METHOD`` (a coroutine method) raise ``RuntimeError`` — an error
@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
-    from streams import app
+    from driftline.streams import app
 
     method, _, nth = os.environ["DRIFTLINE_TEST_FAULT"].partition(":")
     original = getattr(app.MonitorApp, method)

@@ -82,7 +82,7 @@ def reg_settings(backend, tmp_path, request) -> Settings:
 
 @pytest.fixture
 def reg(reg_settings):
-    from registry import open_registry
+    from driftline.registry import open_registry
 
     registry = open_registry(reg_settings, publish=False)
     yield registry
@@ -162,7 +162,7 @@ def malicious_pickle(marker: str) -> bytes:
 def replace_artifact(registry, name: str, version: int, data: bytes, fix_checksum: bool) -> None:
     """Overwrite a stored artifact (an attacker or a disk fault); with
     ``fix_checksum`` also the recorded SHA-256, so only the type check is left."""
-    from registry.artifacts import sha256
+    from driftline.registry.artifacts import sha256
 
     with registry.backend.transaction() as tx:
         (relative,) = tx.one("SELECT artifact_path FROM versions WHERE model = ? AND version = ?", (name, version))

@@ -1,4 +1,4 @@
-"""The batch route of :mod:`streams.batch_input` on a real broker: what it
+"""The batch route of :mod:`driftline.streams.batch_input` on a real broker: what it
 commits, after a kill -9, a failing handler, a second member and a clean stop."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def test_a_resume_while_the_queue_is_full_reaches_fausts_own_partition_set():
     resumed partitions are never fetched again (seen: two members under load)."""
     from faust.types import TP
 
-    from streams.batch_input import batch_app_class
+    from driftline.streams.batch_input import batch_app_class
 
     app = batch_app_class()("resume-test", broker="kafka://127.0.0.1:1", store="memory://", autodiscover=False,
                             web_enabled=False)

@@ -29,7 +29,7 @@ TRAIN = textwrap.dedent("""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from driftline.config import load_settings
-    from registry import open_registry
+    from driftline.registry import open_registry
     X, y = load_breast_cancer(return_X_y=True, as_frame=True)
     if os.environ["FLIP"] == "1":
         y = 1 - y
@@ -89,7 +89,7 @@ def test_champion_follows_promotions_rollbacks_and_refuses_a_tampered_version(se
         champion.flush()
         assert champion.stats["reloads"] == 1
 
-        from registry import open_registry
+        from driftline.registry import open_registry
 
         with open_registry(settings, publish=True) as reg:
             reg.rollback(MODEL)

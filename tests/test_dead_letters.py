@@ -34,7 +34,7 @@ def _same_partition(event_id: str, prefix: str) -> str:
 
 
 def test_dead_letters_show_the_bulk_index_and_replay_puts_a_fixed_label_back(settings, test_env, tmp_path):
-    from registry import open_registry
+    from driftline.registry import open_registry
 
     registry = open_registry(settings, publish=False)
     registry.create_model("churn", exist_ok=True)

@@ -8,8 +8,8 @@ import pytest
 
 from driftline.events import LabeledRecord, Prediction
 from driftline.policy import DetectorSpec, MonitorPolicy
-from streams.drift import ConceptDriftDetector, NumericDriftTest, per_test_alpha
-from streams.model_monitor import ModelMonitor
+from driftline.streams.drift import ConceptDriftDetector, NumericDriftTest, per_test_alpha
+from driftline.streams.model_monitor import ModelMonitor
 
 N = 50_000
 FEATURES = [f"f{j}" for j in range(10)]
@@ -193,9 +193,9 @@ def test_ks_p_values_are_valid_under_no_change():
 
 
 def test_registry_profile_with_discrete_bool_and_text_features():
-    """The reference profile as the registry builds it (registry.profile.build_profile)."""
+    """The reference profile as the registry builds it (driftline.registry.profile.build_profile)."""
     pd = pytest.importorskip("pandas")
-    from registry.profile import build_profile
+    from driftline.registry.profile import build_profile
 
     rng = np.random.default_rng(31)
 

@@ -92,8 +92,8 @@ def latest_snapshot(settings, version):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_drift_to_alert_to_retrain_to_promotion_and_monitoring_of_the_new_version(settings, test_env, tmp_path):
-    from registry import open_registry
-    from retrain.trainer import train_frame
+    from driftline.registry import open_registry
+    from driftline.retrain.trainer import train_frame
 
     with open_registry(settings, publish=True) as reg:
         reg.create_model(MODEL)

@@ -15,10 +15,10 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from driftline.config import load_settings
 from driftline.policy import MonitorPolicy, Policy
-from registry import open_registry
-from registry.calibration import TAG, ClassCalibration, LossEstimator, fit_estimation
-from registry.errors import ArtifactIntegrityError, UntrustedArtifactError
-from streams.model_monitor import ModelMonitor
+from driftline.registry import open_registry
+from driftline.registry.calibration import TAG, ClassCalibration, LossEstimator, fit_estimation
+from driftline.registry.errors import ArtifactIntegrityError, UntrustedArtifactError
+from driftline.streams.model_monitor import ModelMonitor
 from tests.estimation_data import bananas, events, flip_labels, hard_window, logistic_regression
 
 WINDOW = 500
@@ -205,7 +205,7 @@ def test_tampered_loss_estimator_model_is_refused(registry, tmp_path):
     the outer checksum was recomputed to match."""
     import base64
 
-    from registry.calibration import load, payload_sha256
+    from driftline.registry.calibration import load, payload_sha256
 
     data = load_diabetes(as_frame=True)
     model = Ridge().fit(data.data[:200], data.target[:200])
@@ -225,7 +225,7 @@ def test_train_and_register_keep_an_estimation_map(fitted, registry):
     import pandas as pd
     import skops.io as sio
 
-    from retrain.trainer import train_frame
+    from driftline.retrain.trainer import train_frame
 
     X, y, model, _, pool = fitted
     frame = X.assign(label=y)
@@ -266,7 +266,7 @@ def test_driftline_metrics_line_shows_estimates_beside_realized(fitted, registry
 def test_monitor_state_holds_the_windows_not_the_map(fitted, registry):
     """The map is read from the registry again on restore (it can be large);
     a version whose map changed meanwhile starts its windows afresh."""
-    from streams import state as state_codec
+    from driftline.streams import state as state_codec
 
     X, y, model, estimation, pool = fitted
     registry.register_version("bananas", model, estimation=estimation)

@@ -1,5 +1,5 @@
 """Estimated performance end to end: a calibrated model in the registry, a
-real ``python -m streams`` process on the real broker; the ``metrics`` topic
+real ``python -m driftline.streams`` process on the real broker; the ``metrics`` topic
 carries the estimate before any label is published, the alert fires on it,
 and once the labels come the gap series shows estimated minus realized."""
 
@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score
 from driftline.events import Alert, MetricsSnapshot, decode
 from driftline.policy import Policy
 from driftline.sdk import Publisher
-from registry.calibration import fit_estimation
+from driftline.registry.calibration import fit_estimation
 from tests.estimation_data import bananas, events, hard_window, logistic_regression
 from tests.kafka_helpers import read_records, read_topic
 from tests.test_monitor_pipeline import monitors  # noqa: F401  (fixture)
@@ -37,7 +37,7 @@ def _newest_snapshot(settings, want) -> MetricsSnapshot:
 
 
 def test_estimate_before_labels_alert_and_gap_through_the_broker(settings, monitors):  # noqa: F811
-    from registry import open_registry
+    from driftline.registry import open_registry
 
     X, y, train, holdout, pool = bananas()
     model = logistic_regression(X.iloc[train], y[train])

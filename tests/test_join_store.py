@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from driftline.events import Label, Prediction
-from streams.join import Joiner, index_of
-from streams.join_store import MemoryJoinStore, RocksJoinStore, open_join_store
+from driftline.streams.join import Joiner, index_of
+from driftline.streams.join_store import MemoryJoinStore, RocksJoinStore, open_join_store
 
 
 def pred(i, model="m"):
@@ -34,7 +34,7 @@ def _persisted(store, writes, offsets=None):
 
 
 def _entry_value(deadline, kind, offset=0, model="m"):
-    # a value of the join's format (streams.join): only what index_of reads
+    # a value of the join's format (driftline.streams.join): only what index_of reads
     if kind == "p":
         return b'{"s":"p","p":0,"pc":[%d,0],"d":%r,"r":{"model":"%s"}}' % (offset, deadline, model.encode())
     if kind == "l":

@@ -87,7 +87,7 @@ def test_the_broker_command_prints_its_address_first(tmp_path, test_env):
 
 
 def test_monitor_logs_one_line_per_alert_request_dead_letter_promotion_and_reload(settings, test_env, tmp_path):
-    from registry import open_registry
+    from driftline.registry import open_registry
 
     registry = open_registry(settings, publish=False)
     registry.create_model("churn", exist_ok=True)

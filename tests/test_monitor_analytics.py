@@ -1,5 +1,5 @@
 """ModelMonitor analytics: exact metrics vs scikit-learn, alerts, cooldowns,
-retrain requests, warm-up, state round trip (no Kafka here: streams.app
+retrain requests, warm-up, state round trip (no Kafka here: driftline.streams.app
 feeds these objects; the pipeline tests cover the broker)."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from sklearn import metrics as skm
 
 from driftline.events import Alert, LabeledRecord, MetricsSnapshot, Prediction, RetrainRequest
 from driftline.policy import DetectorSpec, MonitorPolicy
-from streams.metrics import ClassificationMetrics, ExactSum, RegressionMetrics, class_key
-from streams.model_monitor import ModelMonitor
-from streams.state import StateError
+from driftline.streams.metrics import ClassificationMetrics, ExactSum, RegressionMetrics, class_key
+from driftline.streams.model_monitor import ModelMonitor
+from driftline.streams.state import StateError
 
 MODEL = "churn"
 

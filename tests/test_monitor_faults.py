@@ -1,6 +1,6 @@
 """The monitor under poison messages, its own failures and a broker reset.
 
-Real ``python -m streams`` processes on a real broker: poison messages are
+Real ``python -m driftline.streams`` processes on a real broker: poison messages are
 dead-lettered while the valid pairs around them are all counted; an error
 that is not about one message ends the process with exit code 70 and one
 line, and nothing it had in hand is lost after a restart; a broker that
@@ -36,7 +36,7 @@ HERE = Path(__file__).parent
 
 def _start(tmp_path: Path, env: dict, name: str, *extra: str, script: list[str] | None = None) -> subprocess.Popen:
     log = open(tmp_path / f"{name}.log", "ab")
-    command = script or [sys.executable, "-m", "streams"]
+    command = script or [sys.executable, "-m", "driftline.streams"]
     return subprocess.Popen(
         [*command, "--data-dir", str(tmp_path / "data"), "--snapshot-interval", "0.5",
          "--session-timeout", "6", *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -296,8 +296,8 @@ def test_reset_state_starts_afresh_from_the_committed_offsets(settings, test_env
 
 def test_a_model_without_registry_entry_is_told_once_and_policies_refresh(tmp_path, caplog):
     from driftline.policy import Policy
-    from registry import open_registry
-    from streams.app import PolicySource
+    from driftline.registry import open_registry
+    from driftline.streams.app import PolicySource
 
     settings = load_settings(environ={}, bootstrap_servers="127.0.0.1:9", topic_prefix="p.",
                              registry=str(tmp_path / "registry"))

@@ -1,4 +1,4 @@
-"""The monitor end to end: real `python -m streams` processes on the real broker.
+"""The monitor end to end: real `python -m driftline.streams` processes on the real broker.
 
 Ingest (single + bulk, bad records interleaved), the join in both orders, the
 label TTL, the ``labeled`` topic, recovery after kill -9, and scale-out over
@@ -25,7 +25,7 @@ from driftline.broker import free_port
 from driftline.events import DeadLetter, LabeledRecord, MetricsSnapshot, decode
 from driftline.policy import Policy
 from driftline.sdk import Publisher, partition_for
-from streams.model_monitor import ModelMonitor
+from driftline.streams.model_monitor import ModelMonitor
 from tests.log_helpers import parse_logfmt
 from tests.kafka_helpers import read_records, read_topic
 
@@ -40,7 +40,7 @@ def monitors(tmp_path, test_env):
     def start(name: str, *extra: str) -> subprocess.Popen:
         log = open(tmp_path / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streams", "--data-dir", str(tmp_path / f"data-{name}"),
+            [sys.executable, "-m", "driftline.streams", "--data-dir", str(tmp_path / f"data-{name}"),
              "--snapshot-interval", "0.5", "--session-timeout", "6", *extra],
             env=test_env, stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
@@ -129,7 +129,7 @@ def joined_from(predictions, labels, model) -> list[LabeledRecord]:
 
 
 def test_ingest_join_ttl_dead_letters_and_labeled(settings, monitors):
-    from registry import open_registry
+    from driftline.registry import open_registry
 
     registry = open_registry(settings, publish=False)
     registry.create_model("short", exist_ok=True)
@@ -298,7 +298,7 @@ def test_verified_end_offsets_reach_past_the_last_batch(settings):
 
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    from streams.offsets import verified_end_offsets
+    from driftline.streams.offsets import verified_end_offsets
 
     topic = settings.topics.labeled
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from driftline.events import Label, Prediction
-from streams.checkpoint import CHUNK_BYTES, CheckpointError, Watermarks, decode_checkpoint, encode_checkpoint
-from streams.join import Joiner, index_of
-from streams.join_store import MemoryJoinStore
+from driftline.streams.checkpoint import CHUNK_BYTES, CheckpointError, Watermarks, decode_checkpoint, encode_checkpoint
+from driftline.streams.join import Joiner, index_of
+from driftline.streams.join_store import MemoryJoinStore
 
 
 def pred(i, model="m", version=1):

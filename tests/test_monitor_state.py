@@ -22,7 +22,7 @@ import orjson
 from kafka import KafkaProducer
 
 from driftline.sdk import partition_for
-from streams.reset import changelog_topics, reset_state
+from driftline.streams.reset import changelog_topics, reset_state
 from tests.log_helpers import parse_logfmt
 from tests.test_monitor_faults import _applied, _start, _wait_healthy
 from tests.process_helpers import stop

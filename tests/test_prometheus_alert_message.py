@@ -11,8 +11,8 @@ from river.drift import ADWIN
 
 from driftline.events import LabeledRecord
 from driftline.policy import DetectorSpec, MonitorPolicy, Policy
-from streams.drift import ConceptDriftDetector
-from streams.model_monitor import ModelMonitor
+from driftline.streams.drift import ConceptDriftDetector
+from driftline.streams.model_monitor import ModelMonitor
 
 MODEL = "churn"
 
@@ -83,7 +83,7 @@ def test_concept_drift_alert_reports_the_estimate_not_a_zero():
 
 def test_policy_changed_event_and_demo_line_say_what_changed(tmp_path):
     from driftline.demo import _describe_policy_change
-    from registry import open_registry
+    from driftline.registry import open_registry
     from tests.registry_fixtures import registry_settings_for
 
     class Collect:  # the events the registry publishes (validated as the real publisher does)

@@ -61,7 +61,7 @@ def _families(series):
 def test_a_real_monitor_snapshot_exports_the_documented_series_with_its_values():
     from driftline.events import LabeledRecord, Prediction
     from driftline.policy import MonitorPolicy
-    from streams.model_monitor import ModelMonitor
+    from driftline.streams.model_monitor import ModelMonitor
 
     rng = np.random.default_rng(5)
     policy = MonitorPolicy(task="classification", warmup=50, drift_window=100, window=100)

@@ -8,8 +8,8 @@ import pytest
 from driftline.config import ConfigError, load_settings
 from driftline.events import ValidationError
 from driftline.policy import Policy, PolicyError
-from registry import ConflictError, NotFoundError, RegistryError, open_registry
-from registry.profile import build_profile
+from driftline.registry import ConflictError, NotFoundError, RegistryError, open_registry
+from driftline.registry.profile import build_profile
 from tests.registry_fixtures import (  # noqa: F401  (fixtures)
     backend,
     pipeline_data,

@@ -1,4 +1,4 @@
-"""``driftline registry ...`` and ``python -m registry ...``."""
+"""``driftline registry ...`` and ``python -m driftline.registry ...``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from driftline.cli import main
-from registry import open_registry
+from driftline.registry import open_registry
 from tests.registry_fixtures import backend, reg_settings, small_model  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -110,7 +110,7 @@ def test_errors_are_one_line(cli, two_versions, args, message):
 def test_real_process_exits_non_zero_without_traceback(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTLINE_")}
     env["DRIFTLINE_REGISTRY"] = "postgresql://postgres@127.0.0.1:5432/test"  # no artifact directory
-    result = subprocess.run([sys.executable, "-m", "registry", "models"], cwd=ROOT, env=env,
+    result = subprocess.run([sys.executable, "-m", "driftline.registry", "models"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == [

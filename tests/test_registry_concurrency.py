@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from registry import NotFoundError, open_registry
+from driftline.registry import NotFoundError, open_registry
 from tests.registry_fixtures import backend, reg_settings, small_model  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parent.parent
 _WRITER = """
 import json, os, sys, time
 from driftline.config import load_settings
-from registry import open_registry
+from driftline.registry import open_registry
 from tests.registry_fixtures import small_model
 writer, ready, go, out, count = sys.argv[1:6]
 reg = open_registry(load_settings(), publish=False)
 model = small_model()
-from registry import artifacts
+from driftline.registry import artifacts
 artifacts.dumps(model)  # warm up (imports skops) so both writers start at full speed
 open(ready, "w").close()
 while not os.path.exists(go):
@@ -40,7 +40,7 @@ with open(out, "w") as handle:
 _KILLED = """
 import sys, time
 from driftline.config import load_settings
-from registry import open_registry
+from driftline.registry import open_registry
 from tests.registry_fixtures import small_model
 ready = sys.argv[1]
 reg = open_registry(load_settings(), publish=False)

@@ -16,7 +16,7 @@ import pytest
 from driftline.broker import free_port
 from driftline.cli import main
 from driftline.events import ModelEvent, decode
-from registry import PublishError, open_registry
+from driftline.registry import PublishError, open_registry
 from tests.kafka_helpers import read_topic
 from tests.registry_fixtures import small_model
 
@@ -76,7 +76,7 @@ def test_unreachable_broker_fails_loudly_after_the_change_is_saved(tmp_path):
 def test_cli_publishes_when_a_broker_is_configured(settings, test_env):
     with open_registry(settings) as reg:
         reg.register_version("churn", small_model())
-    result = subprocess.run([sys.executable, "-m", "registry", "alias", "churn", "champion", "1"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "driftline.registry", "alias", "churn", "champion", "1"], cwd=ROOT,
                             env=test_env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["churn@champion -> version 1",

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from registry.profile import BINS, MAX_CATEGORIES, QUANTILES, build_profile
+from driftline.registry.profile import BINS, MAX_CATEGORIES, QUANTILES, build_profile
 
 
 def test_numeric_summary_matches_numpy():

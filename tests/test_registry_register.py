@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import registry
+from driftline import registry
 from driftline.config import load_settings
 from driftline.errors import DriftlineError
 from driftline.events import ModelEvent
-from registry import RegistryError, open_registry
+from driftline.registry import RegistryError, open_registry
 from tests.kafka_helpers import read_records
 from tests.registry_fixtures import (  # noqa: F401  (fixtures)
     backend,

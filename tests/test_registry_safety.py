@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import skops.io as sio
 
-from registry import ArtifactError, ArtifactIntegrityError, UntrustedArtifactError
-from registry import artifacts
+from driftline.registry import ArtifactError, ArtifactIntegrityError, UntrustedArtifactError
+from driftline.registry import artifacts
 from tests.registry_fixtures import (  # noqa: F401  (fixtures)
     backend,
     malicious_pickle,

@@ -162,7 +162,7 @@ def test_synthetic_report_renders_without_console_messages(tmp_path):
 def test_drift_tests_keep_the_tested_window_and_its_threshold():
     import numpy as np
 
-    from streams.drift import CategoricalDriftTest, NumericDriftTest
+    from driftline.streams.drift import CategoricalDriftTest, NumericDriftTest
 
     rng = np.random.default_rng(3)
     profile = {"type": "numeric", "count": 5000, "quantiles": list(np.quantile(rng.uniform(0, 10, 5000),

@@ -102,7 +102,7 @@ def test_settings_never_show_passwords():
     creds = settings.faust_broker_options()["broker_credentials"]
     assert creds.password == SASL_PASSWORD and SASL_PASSWORD not in repr(vars(creds))
 
-    from registry.backends import PostgresBackend
+    from driftline.registry.backends import PostgresBackend
 
     assert PostgresBackend(settings.registry).describe() == f"postgresql://{PG_USER}@{PG_HOST}/test?password=***"
 
@@ -233,7 +233,7 @@ def _run_every_command(settings, tmp_path, schema):
     assert f"postgresql://{PG_USER}@{PG_HOST}{_PG.path}" in outputs["status"]
     assert "churn" in outputs["registry-models"] and "version: 1" in outputs["registry-show"], (
         outputs["registry-models"][-500:], outputs["registry-show"][-500:])
-    # the worker names the database without user or query string (retrain.resilience.safe_url)
+    # the worker names the database without user or query string (driftline.retrain.resilience.safe_url)
     assert f"cannot open the registry postgresql://{PG_HOST}/no_such_database" in outputs["bad-db-worker"], (
         outputs["bad-db-worker"][-2000:])
     assert "no_such_database" in outputs["bad-db-status"]

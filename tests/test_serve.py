@@ -100,7 +100,7 @@ def server(test_env, tmp_path):
 
 
 def _estimator(settings, version: int = 1):
-    from registry import open_registry
+    from driftline.registry import open_registry
 
     with open_registry(settings) as reg:
         return reg.load(f"{MODEL}/{version}").estimator

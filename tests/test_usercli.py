@@ -222,7 +222,7 @@ def test_status_shows_registry_champion_and_latest_version(settings, test_env):
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from registry import open_registry
+    from driftline.registry import open_registry
 
     X = np.array([[0.0], [1.0], [2.0], [3.0]])
     y = np.array([0, 0, 1, 1])
@@ -232,8 +232,8 @@ def test_status_shows_registry_champion_and_latest_version(settings, test_env):
         reg.register_version("churn", LogisticRegression().fit(X, y), metrics={"accuracy": 0.5},
                              status="rejected", reason="accuracy 0.5 < champion 0.91")
     # the worker's status file, written the way the worker writes it
-    from retrain.trainer import RunResult
-    from retrain.worker import StatusBoard, status_path
+    from driftline.retrain.trainer import RunResult
+    from driftline.retrain.worker import StatusBoard, status_path
 
     StatusBoard(status_path(settings)).finished(RunResult(
         model="churn", request_ids=["r1"], trigger="drift", outcome="rejected", started_at=100.0, ended_at=103.5,

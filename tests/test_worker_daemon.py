@@ -16,8 +16,8 @@ from kafka import KafkaConsumer, TopicPartition
 
 from driftline.broker import free_port
 from driftline.events import DeadLetter, ModelEvent
-from registry import open_registry
-from retrain.trainer import train_frame
+from driftline.registry import open_registry
+from driftline.retrain.trainer import train_frame
 
 from .kafka_helpers import read_records
 from .worker_helpers import (
@@ -142,7 +142,7 @@ def test_kill_9_during_training_reruns_the_request_once(settings, test_env, tmp_
 
 
 def _start_fails(env, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "retrain", "--session-timeout-ms", "6000",
+    return subprocess.run([sys.executable, "-m", "driftline.retrain", "--session-timeout-ms", "6000",
                            "--heartbeat-interval-ms", "1000", *extra], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
 

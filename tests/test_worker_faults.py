@@ -19,8 +19,8 @@ from driftline.broker import EmbeddedBroker, free_port
 from driftline.config import load_settings
 from driftline.events import ModelEvent
 from driftline.topics import create_topics
-from registry import open_registry
-from retrain.trainer import train_frame
+from driftline.registry import open_registry
+from driftline.retrain.trainer import train_frame
 
 from .fault_helpers import TcpProxy
 from .kafka_helpers import read_records
@@ -158,7 +158,7 @@ def _on(broker, tmp_path, topic_prefix):
 
 
 def test_broker_restart_on_the_same_port_under_a_running_worker(tmp_path, topic_prefix):
-    from registry.publish import EventPublisher
+    from driftline.registry.publish import EventPublisher
 
     broker = EmbeddedBroker(port=free_port()).start()
     publisher = None

@@ -20,9 +20,9 @@ from sklearn.tree import DecisionTreeClassifier
 
 from driftline import events
 from driftline.events import LabeledRecord, ModelEvent
-from registry import open_registry
-from retrain.store import StoredRow, StoreWindowReader, TrainingStore, store_root
-from retrain.trainer import Trainer, train_frame
+from driftline.registry import open_registry
+from driftline.retrain.store import StoredRow, StoreWindowReader, TrainingStore, store_root
+from driftline.retrain.trainer import Trainer, train_frame
 
 from .kafka_helpers import read_records
 from .worker_helpers import make_records

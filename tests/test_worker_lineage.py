@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 
 from driftline import events
 from driftline.events import LabeledRecord
-from registry import open_registry
-from retrain.lineage import reproduce
-from retrain.store import StoredRow, StoreWindowReader, TrainingStore, store_root
-from retrain.trainer import Trainer, train_frame
+from driftline.registry import open_registry
+from driftline.retrain.lineage import reproduce
+from driftline.retrain.store import StoredRow, StoreWindowReader, TrainingStore, store_root
+from driftline.retrain.trainer import Trainer, train_frame
 
 from .worker_helpers import ROOT, make_records
 

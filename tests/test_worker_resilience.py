@@ -15,11 +15,11 @@ from driftline.broker import free_port
 from driftline.cli import main as cli_main
 from driftline.config import load_settings
 from driftline.events import ModelEvent
-from registry import open_registry
-from registry.errors import PublishError, RegistryError
-from retrain.data import build_frame
-from retrain.resilience import KafkaLogLimiter, RetryPolicy, Unavailable, broker_watch, safe_url, unavailable
-from retrain.trainer import RunError, Trainer, train_frame
+from driftline.registry import open_registry
+from driftline.registry.errors import PublishError, RegistryError
+from driftline.retrain.data import build_frame
+from driftline.retrain.resilience import KafkaLogLimiter, RetryPolicy, Unavailable, broker_watch, safe_url, unavailable
+from driftline.retrain.trainer import RunError, Trainer, train_frame
 
 from .kafka_helpers import read_records
 from .worker_helpers import make_records, publish_records
@@ -84,7 +84,7 @@ def test_retry_policy_and_safe_urls():
 
 
 def test_retry_options_are_checked_at_start_up():
-    from retrain.worker import WorkerConfigError, WorkerOptions
+    from driftline.retrain.worker import WorkerConfigError, WorkerOptions
 
     WorkerOptions(retry_attempts=1, retry_backoff_s=0.0, retry_max_backoff_s=0.0).check()
     for options, message in [
@@ -141,14 +141,14 @@ def test_unreachable_dependencies_read_as_one_line_without_secrets():
 def test_broker_watch_says_down_once_then_once_per_interval_then_up(caplog):
     answers = iter([True, False, False, False, False, True, True])
     watch = broker_watch(["h:1"], interval_s=0.3, reachable=lambda server: next(answers))
-    caplog.set_level(logging.INFO, logger="retrain.worker")
+    caplog.set_level(logging.INFO, logger="driftline.retrain.worker")
     watch.check()                     # up: nothing to say
     watch.check(); watch.check()      # down: one warning
     assert watch.down
     time.sleep(0.35)
     watch.check(); watch.check()      # still down after the interval: one reminder
     watch.check(); watch.check()      # back: one line
-    lines = [r.getMessage().split()[0] for r in caplog.records if r.name == "retrain.worker"]
+    lines = [r.getMessage().split()[0] for r in caplog.records if r.name == "driftline.retrain.worker"]
     assert lines == ["event=broker_down", "event=broker_still_down", "event=broker_up"]
     assert not watch.down
     assert "down_s=0.3" in caplog.records[-2].getMessage() or "down_s=0.4" in caplog.records[-2].getMessage()
@@ -165,7 +165,7 @@ def test_kafka_log_limiter_lets_one_line_through_per_interval():
     handler.addFilter(KafkaLogLimiter(interval_s=0.3))
     kafka_log = logging.getLogger("kafka.net.connection.test")
     kafka_log.setLevel(logging.INFO)  # CLI commands run in-process before may have silenced "kafka"
-    ours = logging.getLogger("retrain.worker.test")
+    ours = logging.getLogger("driftline.retrain.worker.test")
     for log in (kafka_log, ours):
         log.addHandler(handler)
         log.propagate = False
@@ -197,7 +197,7 @@ def test_an_unreachable_registry_at_start_up_is_retried_then_named_without_its_p
     env = {**test_env, "DRIFTLINE_REGISTRY": f"postgresql://app:s3cret@127.0.0.1:{port}/reg?password=s3cret",
            "DRIFTLINE_REGISTRY_ARTIFACTS": str(tmp_path / "artifacts")}
     began = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "retrain", "--retry-attempts", "3", "--retry-backoff-s", "0.3",
+    done = subprocess.run([sys.executable, "-m", "driftline.retrain", "--retry-attempts", "3", "--retry-backoff-s", "0.3",
                            "--status-file", str(tmp_path / "status.json")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1

@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from driftline import events
-from registry import open_registry
-from retrain.data import LabeledReader
-from retrain import store as store_module
-from retrain.store import StoredRow, StoreWindowReader, StoreWriter, TrainingStore, store_root
-from retrain.trainer import Trainer, train_frame
+from driftline.registry import open_registry
+from driftline.retrain.data import LabeledReader
+from driftline.retrain import store as store_module
+from driftline.retrain.store import StoredRow, StoreWindowReader, StoreWriter, TrainingStore, store_root
+from driftline.retrain.trainer import Trainer, train_frame
 
 from .worker_helpers import ROOT, WorkerProcess, make_records, publish_records, publish_requests, request, wait_until
 
@@ -84,13 +84,13 @@ def _store_process(env: dict, log: Path, pause: str | None = None) -> WorkerProc
 
 
 class WorkerProcessLike(WorkerProcess):
-    """``python -m retrain.store`` (the writer alone) as a child process."""
+    """``python -m driftline.retrain.store`` (the writer alone) as a child process."""
 
     def __init__(self, env: dict, log_path: Path):
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "retrain.store", "--group-id", "kill-store", "--flush-interval-s", "0.5",
+            [sys.executable, "-m", "driftline.retrain.store", "--group-id", "kill-store", "--flush-interval-s", "0.5",
              "--session-timeout-ms", "6000", "--heartbeat-interval-ms", "1000"],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 

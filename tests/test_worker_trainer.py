@@ -13,11 +13,11 @@ from sklearn.base import clone
 from driftline.cli import main as cli_main
 from driftline.events import ModelEvent
 from driftline.policy import Policy
-from registry import open_registry
-from retrain.data import LabeledReader, build_frame, clean_frame, data_hash, split_holdout
-from retrain.recipes import build_recipe, check_policy, is_improvement, score, RecipeError
-from retrain.trainer import Trainer, train_frame
-from retrain.worker import Coordinator, Ticket
+from driftline.registry import open_registry
+from driftline.retrain.data import LabeledReader, build_frame, clean_frame, data_hash, split_holdout
+from driftline.retrain.recipes import build_recipe, check_policy, is_improvement, score, RecipeError
+from driftline.retrain.trainer import Trainer, train_frame
+from driftline.retrain.worker import Coordinator, Ticket
 
 from .kafka_helpers import read_records
 from .worker_helpers import make_records, publish_records
@@ -44,7 +44,7 @@ def test_cleaning_counts_and_types():
 
 def test_holdout_is_newest_slice_and_hash_is_order_sensitive():
     records = make_records("m", 10)
-    from retrain.data import WindowRow
+    from driftline.retrain.data import WindowRow
 
     data = build_frame([WindowRow(0, i, r) for i, r in enumerate(records)])
     train, hold = split_holdout(data, 0.2)
@@ -214,7 +214,7 @@ def test_run_promotes_better_candidate_with_lineage_and_exact_scores(settings, r
 
 
 def build_frame_from(records):
-    from retrain.data import WindowRow
+    from driftline.retrain.data import WindowRow
 
     return build_frame([WindowRow(0, i, r) for i, r in enumerate(records)])
 
@@ -278,7 +278,7 @@ def test_reader_keeps_the_newest_rows_and_the_time_window(settings):
 
 
 def test_train_refuses_a_continuous_target_for_a_classifier(reg):
-    from retrain.trainer import RunError
+    from driftline.retrain.trainer import RunError
 
     frame = pd.DataFrame({"a": np.arange(50.0), "y": np.arange(50.0) * 0.37})
     with pytest.raises(RunError, match="gradient_boosting_regressor"):

@@ -73,7 +73,7 @@ def request(model: str, request_id: str, reason: str = "manual") -> RetrainReque
 
 
 class WorkerProcess:
-    """``python -m retrain`` as a child process (killed on exit, whatever happens)."""
+    """``python -m driftline.retrain`` as a child process (killed on exit, whatever happens)."""
 
     def __init__(self, env: dict, log_path: Path, *extra: str, pause_s: float | None = None,
                  group_id: str = "wtest"):
@@ -83,7 +83,7 @@ class WorkerProcess:
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "retrain", "--group-id", group_id, "--session-timeout-ms", "6000",
+            [sys.executable, "-m", "driftline.retrain", "--group-id", group_id, "--session-timeout-ms", "6000",
              "--heartbeat-interval-ms", "1000", "--quiet-ms", "500", "--policy-refresh-s", "30", *extra],
             cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )

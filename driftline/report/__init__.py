@@ -26,7 +26,7 @@ def gather(settings, model: str, registry=None, since: float | None = None, quie
     if registry is not None:
         try:
             data.versions = read_registry(registry, model)
-        except LookupError as error:  # registry.NotFoundError: the model is not registered
+        except LookupError as error:  # driftline.registry.NotFoundError: the model is not registered
             data.registry_error = str(error)
     return data
 

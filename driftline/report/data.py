@@ -185,7 +185,7 @@ def _seek_to_time(consumer, assigned: list, since: float) -> None:
 
 def read_registry(registry, model: str) -> list[VersionInfo]:
     """The model's versions (with profiles), oldest first, from an open
-    :class:`registry.Registry` (the caller opens it: the core does not
+    :class:`driftline.registry.Registry` (the caller opens it: the core does not
     import the services)."""
     versions = []
     for v in sorted(registry.list_versions(model), key=lambda v: v.version):
