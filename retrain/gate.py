@@ -44,10 +44,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from driftline.errors import DriftlineError
-from driftline.policy import LOWER_IS_BETTER, Policy
+from driftline.policy import Policy
 
 from .data import TrainingData
-from .recipes import SEARCH_SCORING, feature_columns_for, is_improvement, meets_minimum, score, task_of
+from .recipes import (SEARCH_SCORING, feature_columns_for, is_improvement, lower_is_better, meets_minimum, score,
+                      task_of)
 
 __all__ = ["GateRefusal", "GateResult", "check_class_counts", "evaluate", "split_identity", "seeds",
            "cross_validate"]
@@ -152,7 +153,7 @@ def cross_validate(estimator: Any, train: TrainingData, metric: str, folds: int,
 def _gap(train_score: float | None, other: float | None, metric: str) -> float | None:
     if train_score is None or other is None:
         return None
-    return other - train_score if metric in LOWER_IS_BETTER else train_score - other
+    return other - train_score if lower_is_better(metric) else train_score - other
 
 
 def evaluate(estimator: Any, train: TrainingData, holdout: TrainingData, policy: Policy,
