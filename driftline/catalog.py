@@ -93,13 +93,19 @@ class Entry:
 
 
 def _definition(implementation: Any) -> tuple | None:
-    """Where an implementation was defined (a module re-executed, e.g. by
-    :func:`importlib.reload`, registers the same definition again)."""
+    """Where an implementation was defined: a module re-executed (e.g. by
+    :func:`importlib.reload`) registers the same definition again, which is
+    not a duplicate (nor is an equal implementation)."""
     if isinstance(implementation, tuple):  # e.g. detectors used together
         parts = tuple(_definition(part) for part in implementation)
         return parts if parts and None not in parts else None
     module, qualname = getattr(implementation, "__module__", None), getattr(implementation, "__qualname__", None)
-    return (module, qualname) if module and qualname else None
+    if module and qualname:  # a class or a function
+        return module, qualname
+    cls = type(implementation)
+    if cls.__repr__ is object.__repr__:  # an address, not a definition
+        return None
+    return cls.__module__, cls.__qualname__, repr(implementation)
 
 
 class Catalog:
@@ -142,8 +148,9 @@ class Catalog:
         if not isinstance(name, str) or not name:
             raise CatalogError(f"{self.noun} names must be non-empty strings (got {name!r})")
         old = self._entries.get(name)
-        if old is not None and (_definition(old.implementation) is None
-                                or _definition(old.implementation) != _definition(implementation)):
+        if old is not None and old.implementation != implementation and (
+                _definition(old.implementation) is None
+                or _definition(old.implementation) != _definition(implementation)):
             raise DuplicateName(f"{self.noun} {name!r} is registered twice ({old.implementation!r} and "
                                 f"{implementation!r})")
         entry = Entry(name, implementation, dict(traits))

@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from driftline.catalog import ESTIMATORS, METRICS
@@ -116,48 +117,33 @@ def check_policy(policy: Policy) -> None:
                                   f"{r.estimator} recipe (use names like 'model__<param>')")
 
 
-# The estimators behind the recipes, in the policy's listing order. Each is
-# built fresh for every run; scikit-learn is imported only then.
-@ESTIMATORS.register("logistic_regression", task="classification")
-def _logistic_regression():
-    from sklearn import linear_model
+@dataclass(frozen=True)
+class _SklearnEstimator:
+    """Builds a fresh scikit-learn estimator for every run (imported only then)."""
 
-    return linear_model.LogisticRegression(max_iter=1000)
+    path: str
+    params: dict[str, Any]
 
+    def __call__(self) -> Any:
+        import importlib
 
-@ESTIMATORS.register("random_forest", task="classification")
-def _random_forest():
-    from sklearn import ensemble
-
-    return ensemble.RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1)
+        module, _, class_name = self.path.rpartition(".")
+        return getattr(importlib.import_module(module), class_name)(**self.params)
 
 
-@ESTIMATORS.register("gradient_boosting", task="classification")
-def _gradient_boosting():
-    from sklearn import ensemble
-
-    return ensemble.GradientBoostingClassifier(random_state=0)
-
-
-@ESTIMATORS.register("linear_regression", task="regression")
-def _linear_regression():
-    from sklearn import linear_model
-
-    return linear_model.Ridge(alpha=1.0)
-
-
-@ESTIMATORS.register("random_forest_regressor", task="regression")
-def _random_forest_regressor():
-    from sklearn import ensemble
-
-    return ensemble.RandomForestRegressor(n_estimators=100, random_state=0, n_jobs=1)
-
-
-@ESTIMATORS.register("gradient_boosting_regressor", task="regression")
-def _gradient_boosting_regressor():
-    from sklearn import ensemble
-
-    return ensemble.GradientBoostingRegressor(random_state=0)
+# The estimators behind the recipes, in the policy's listing order.
+for _name, _task, _estimator_class, _params in (
+    ("logistic_regression", "classification", "sklearn.linear_model.LogisticRegression", {"max_iter": 1000}),
+    ("random_forest", "classification", "sklearn.ensemble.RandomForestClassifier",
+     {"n_estimators": 100, "random_state": 0, "n_jobs": 1}),
+    ("gradient_boosting", "classification", "sklearn.ensemble.GradientBoostingClassifier", {"random_state": 0}),
+    ("linear_regression", "regression", "sklearn.linear_model.Ridge", {"alpha": 1.0}),
+    ("random_forest_regressor", "regression", "sklearn.ensemble.RandomForestRegressor",
+     {"n_estimators": 100, "random_state": 0, "n_jobs": 1}),
+    ("gradient_boosting_regressor", "regression", "sklearn.ensemble.GradientBoostingRegressor", {"random_state": 0}),
+):
+    ESTIMATORS.add(_name, _SklearnEstimator(_estimator_class, _params), task=_task, estimator=_estimator_class,
+                   params=_params)
 
 
 def _estimator(name: str):
