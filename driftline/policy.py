@@ -5,6 +5,8 @@ One :class:`Policy` per model, stored in the registry next to the model
 no setting is defined twice. Every field has a default; a policy file only
 names what it changes. :meth:`Policy.from_dict` refuses unknown or bad
 settings with an error that names the setting (``monitor.cooldown_s``).
+The detectors, metrics and estimators a policy may name are those
+registered in :mod:`driftline.catalog`.
 
 Examples
 --------

@@ -44,6 +44,10 @@ prediction wrong" (for regression: "was the absolute error above twice the
 warm-up MAE"), ADWIN and Page-Hinkley on the 0/1 error or the absolute
 error. Only *increases* of the error raise a detection.
 
+Every detector is looked up by name in :data:`driftline.catalog.DETECTORS`:
+the windowed tests register below, next to their classes; River's
+per-event detectors in :mod:`driftline.streams.detectors`, one module each.
+
 References
 ----------
 .. [1] Bonferroni, C. E. (1936). Teoria statistica delle classi e calcolo
@@ -396,7 +400,6 @@ class NumericDriftTest:
         return self
 
 
-
 # The windowed two-sample tests build ``test(kind, window, reference_size, profile)``
 # for one feature (``windowed=True``); River's per-event detectors are in
 # :mod:`driftline.streams.detectors`.
@@ -531,7 +534,6 @@ class CategoricalDriftTest:
         return self
 
 
-
 @DETECTORS.register("chi2", kind="data", windowed=True, params=("reference_size",), order=110)
 def _chi2_test(kind: str, window: int, reference_size: int, profile: dict | None):
     if kind == "numeric":
@@ -547,7 +549,7 @@ CATEGORICAL_TEST = "chi2"
 # -- River detectors ----------------------------------------------------------------
 
 
-def detector_entry(name: str) -> Entry:
+def _detector_entry(name: str) -> Entry:
     """The catalog entry of a detector, or :class:`~driftline.policy.PolicyError`
     naming the known ones."""
     try:
@@ -558,8 +560,8 @@ def detector_entry(name: str) -> Entry:
 
 def _event_detector(name: str, params: dict, level: float | None, concept: bool):
     """A per-event detector (River's interface: ``update(x)``, ``drift_detected``)."""
-    entry = detector_entry(name)
-    if entry.windowed or entry.kind == "outlier":
+    entry = _detector_entry(name)
+    if entry.windowed or entry.matches(kind="outlier"):
         raise PolicyError(f"unknown drift detector {name!r}: {name} is not a per-event detector")
     try:
         return entry.implementation(dict(params), level, concept)
@@ -597,7 +599,7 @@ class RiverFeatureDetector:
 def make_feature_test(kind: str, spec: DetectorSpec, window: int, reference_size: int,
                       profile: dict | None, alpha: float):
     """Build the data-drift test for one feature (``kind``: numeric or categorical)."""
-    entry = detector_entry(CATEGORICAL_TEST if kind == "categorical" else spec.name)
+    entry = _detector_entry(CATEGORICAL_TEST if kind == "categorical" else spec.name)
     if entry.windowed:
         return entry.implementation(kind, window, reference_size, profile)
     return RiverFeatureDetector(spec, alpha)
@@ -629,7 +631,7 @@ class ConceptDriftDetector:
     def __init__(self, spec: DetectorSpec, task: str):
         self.spec = spec
         self.task = task
-        self.binary = bool(detector_entry(spec.name).binary)
+        self.binary = bool(_detector_entry(spec.name).binary)
         self.detector = _event_detector(spec.name, spec.params, None, concept=True)
         self.seen = 0
         self.since_sum = 0.0
