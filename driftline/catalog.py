@@ -39,6 +39,7 @@ driftline.catalog.DuplicateName: shape 'square' is registered twice (...)
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -130,6 +131,8 @@ class Catalog:
         self.plugins = tuple(plugins)
         self._entries: dict[str, Entry] = {}
         self._loaded = False
+        self._loading = False
+        self._lock = threading.RLock()
         #: Bumped by every registration and removal (for caches of derived sets).
         self.revision = 0
 
@@ -169,20 +172,22 @@ class Catalog:
         """Import the plug-ins now (every lookup does it on its own first)."""
         if self._loaded:
             return
-        # Set first: a plug-in being imported may look names up (it sees the
-        # entries registered so far) without importing itself again.
-        self._loaded = True
-        done = False
-        try:
-            for module_name in self.plugins:
-                try:
-                    importlib.import_module(module_name)
-                except ModuleNotFoundError as error:
-                    if error.name != module_name:  # a real import error inside the plug-in
-                        raise
-            done = True
-        finally:
-            self._loaded = done  # a failed import is retried (and raises again) on the next lookup
+        # Another thread waits for the plug-ins; a plug-in being imported that
+        # looks names up (same thread) sees the entries registered so far.
+        with self._lock:
+            if self._loaded or self._loading:
+                return
+            self._loading = True
+            try:
+                for module_name in self.plugins:
+                    try:
+                        importlib.import_module(module_name)
+                    except ModuleNotFoundError as error:
+                        if error.name != module_name:  # a real import error inside the plug-in
+                            raise
+                self._loaded = True  # a failed import is retried (and raises again) on the next lookup
+            finally:
+                self._loading = False
 
     def entries(self, **trait_filter: Any) -> tuple[Entry, ...]:
         """Entries whose traits match ``trait_filter`` (see :meth:`Entry.matches`), in listing order."""

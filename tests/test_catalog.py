@@ -9,6 +9,7 @@ import importlib
 import pkgutil
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pandas as pd
@@ -176,6 +177,32 @@ def test_plugins_load_lazily_once_and_a_missing_plugin_is_skipped(tmp_path, monk
         assert probe.shapes.names() == ("square",)
     finally:
         for name in ("tests_catalog_probe", "catalog_plugin_a"):
+            sys.modules.pop(name, None)
+
+
+
+def test_a_lookup_in_another_thread_waits_for_the_plugins(tmp_path, monkeypatch):
+    (tmp_path / "catalog_slow_plugin.py").write_text(textwrap.dedent("""
+        import time
+        from tests_catalog_slow import things
+        things.add("one", 1)
+        time.sleep(0.3)  # another thread looks up meanwhile
+        things.add("two", 2)
+    """))
+    (tmp_path / "tests_catalog_slow.py").write_text(
+        "from driftline.catalog import Catalog\nthings = Catalog('thing', ('catalog_slow_plugin',))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = importlib.import_module("tests_catalog_slow")
+    seen = []
+    try:
+        threads = [threading.Thread(target=lambda: seen.append(probe.things.names())) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert seen == [("one", "two")] * 3
+    finally:
+        for name in ("tests_catalog_slow", "catalog_slow_plugin"):
             sys.modules.pop(name, None)
 
 
