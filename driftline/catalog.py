@@ -220,9 +220,11 @@ class Catalog:
         return f"Catalog({self.noun!r}, plugins={self.plugins!r})"
 
 
-#: Drift and outlier detectors (traits: ``kind`` data/concept/outlier, ``binary``,
-#: ``params`` (own parameters) or ``river`` (the River class whose keyword
-#: arguments are the parameters), ``trusted``: River types their state holds).
+#: Drift and outlier detectors. Traits: ``kind`` (data / concept / outlier, or a
+#: tuple of them), ``windowed`` (a windowed two-sample test, else a per-event
+#: detector: :mod:`driftline.streams.detectors`), ``binary`` (on 0/1 errors),
+#: ``params`` (own parameter names) or ``river`` (the River class whose keyword
+#: arguments are the parameters), ``trusted`` (River types its state holds), ``order``.
 DETECTORS = Catalog("drift detector", ("driftline.streams.drift", "driftline.streams.detectors",
                                        "driftline.streams.outliers"))
 #: Model-quality metrics (traits: ``task``, ``lower_is_better``, ``estimated``).
