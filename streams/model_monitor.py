@@ -10,14 +10,18 @@ back. Nothing here touches Kafka, and every method takes the caller's clock
   metrics (:mod:`driftline.streams.metrics`), per-feature data-drift tests and the
   prediction-drift test (:mod:`driftline.streams.drift`, reference: the version's
   registry profile, or the stream's own past), the concept-drift detector on
-  the error stream, outlier and latency windows.
+  the error stream, outlier and latency windows. Each alert kind is one
+  check class in :mod:`driftline.streams.checks` (``data_drift.py``,
+  ``concept_drift.py``, ...); the version does the per-batch work they share
+  once, then runs each.
 * **Warm-up**: a version's first ``policy.warmup`` predictions are not fed to
   data-drift and outlier tests, and its first ``policy.warmup`` joined pairs
   not to concept drift; latency and metric-threshold alerts wait for a
   rolling window (``policy.window``) wholly after the warm-up. A ``promoted``
   model event (:meth:`ModelMonitor.on_promoted`) restarts the warm-up of
   that version, so a promotion does not itself raise alerts.
-* **Cooldown**: at most one alert per (model, version, kind, subject) per
+* **Cooldown** (:mod:`driftline.streams.checks.dispatch`, like retrain
+  requests): at most one alert per (model, version, kind, subject) per
   ``policy.cooldown_s``.
 * **Retrain requests**: an alert whose kind is in ``policy.retrain_on``
   produces a :class:`~driftline.events.RetrainRequest` (reason ``drift`` for
@@ -51,6 +55,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from driftline.errors import DriftlineError
 from driftline.events import LabeledRecord, MetricsSnapshot, Prediction
 from driftline.policy import MonitorPolicy
 
@@ -552,7 +557,7 @@ class ModelMonitor:
         if vm is None:
             try:
                 profile = self.profile_for(version)
-            except Exception:  # the registry may be unreachable: fall back to self-reference
+            except (DriftlineError, OSError):  # registry unreachable or refusing: fall back to self-reference
                 profile = None
             vm = self.versions[version] = VersionMonitor(self.model, version, self.policy, profile,
                                                          self.positive_label, self.chunk)

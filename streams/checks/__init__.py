@@ -34,7 +34,8 @@ __all__ = ["AlertDispatch", "Check", "ConceptDriftCheck", "DataDriftCheck", "Est
            "Finding", "JoinedBatch", "LatencyCheck", "MetricThresholdCheck", "MonitorOutput", "OutliersCheck",
            "PREDICTION_CHECKS", "JOINED_CHECKS", "PredictionBatch", "PredictionDriftCheck"]
 
-#: The checks on a version's predictions, in the order their findings come out.
+#: The checks on a version's predictions, in the order they run and their
+#: findings come out (outliers after data drift: see OutliersCheck).
 PREDICTION_CHECKS: tuple[type[Check], ...] = (DataDriftCheck, PredictionDriftCheck, OutliersCheck, LatencyCheck,
                                               EstimatedPerformanceCheck)
 #: The checks on a version's joined pairs, in the order their findings come out.

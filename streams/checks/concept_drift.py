@@ -22,11 +22,6 @@ class ConceptDriftCheck(Check):
     its threshold the level the error rose from (ADWIN: the mean of the part
     it dropped; others: the version's overall error).
 
-    Parameters
-    ----------
-    policy
-        The model's monitor policy.
-
     Examples
     --------
     >>> import numpy as np

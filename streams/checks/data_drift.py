@@ -16,20 +16,15 @@ class DataDriftCheck(Check):
     The tests live on the version's features (:class:`~driftline.streams.checks.features.Feature`,
     saved with them), so this check has no state of its own.
 
-    Parameters
-    ----------
-    policy
-        The model's monitor policy (``drift_window`` sizes River detectors' level).
-
     Examples
     --------
     >>> import numpy as np
     >>> from driftline.events import Prediction
     >>> from driftline.policy import MonitorPolicy
-    >>> from driftline.streams.drift import NumericDriftTest
-    >>> from driftline.streams.checks.features import Feature
-    >>> feat = Feature("numeric", NumericDriftTest(window=100, reference_size=200))
-    >>> check = DataDriftCheck(MonitorPolicy())
+    >>> from driftline.streams.checks.features import new_feature
+    >>> policy = MonitorPolicy(drift_window=100)
+    >>> feat = new_feature(0.0, None, policy, reference_size=200, alpha=1e-3)  # KS on its first 200 values
+    >>> check = DataDriftCheck(policy)
     >>> def batch(values):
     ...     preds = [Prediction(str(i), "m", 1, 0.0, {"x": v}, 0) for i, v in enumerate(values)]
     ...     return PredictionBatch("m v1", preds, alpha=1e-3, features={"x": feat}, columns={"x": np.array(values)})

@@ -19,11 +19,6 @@ class EstimatedPerformanceCheck(Check):
     the version), so this check has no state of its own. Versions without an
     estimation map never raise it.
 
-    Parameters
-    ----------
-    policy
-        The model's monitor policy.
-
     Examples
     --------
     >>> from driftline.policy import MonitorPolicy

@@ -15,11 +15,6 @@ class LatencyCheck(Check):
     warm-up (so the window lies wholly after it), every ``min(50, window)``
     latencies.
 
-    Parameters
-    ----------
-    policy
-        The model's monitor policy.
-
     Examples
     --------
     >>> import numpy as np

@@ -15,11 +15,6 @@ class MetricThresholdCheck(Check):
     metrics), every ``window // 20`` pairs, once the rolling window lies
     wholly after the warm-up.
 
-    Parameters
-    ----------
-    policy
-        The model's monitor policy.
-
     Examples
     --------
     >>> import numpy as np

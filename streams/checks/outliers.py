@@ -29,11 +29,6 @@ class OutliersCheck(Check):
     (``both``). Per-feature range outliers are counted on the features
     whatever the detector (snapshots report them).
 
-    Parameters
-    ----------
-    policy
-        The model's monitor policy (``outlier_detector``, ``outlier_rate``, ``window``).
-
     Examples
     --------
     >>> import numpy as np
@@ -84,7 +79,10 @@ class OutliersCheck(Check):
         return flags
 
     def _hst(self, batch: PredictionBatch, numeric: dict[str, np.ndarray]) -> HSTOutliers | None:
-        """HalfSpaceTrees over the numeric features with a reference range, once there is one."""
+        """HalfSpaceTrees over the numeric features with a reference range, once there is one.
+
+        Runs after the batch's drift tests (``PREDICTION_CHECKS`` order): a
+        reference this batch completed is used at once."""
         if self.hst is None:
             limits = {}
             for name in sorted(numeric):

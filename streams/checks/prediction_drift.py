@@ -20,11 +20,6 @@ class PredictionDriftCheck(Check):
     The test is made on the first batch (whatever ``policy.prediction_drift``
     says: snapshots report it) and fed only when ``policy.prediction_drift``.
 
-    Parameters
-    ----------
-    policy
-        The model's monitor policy.
-
     Examples
     --------
     >>> from driftline.events import Prediction
