@@ -74,6 +74,8 @@ class AlertDispatch:
         """Alerts for ``(version, finding)`` pairs not cooling down, and the
         retrain request they trigger."""
         out = MonitorOutput()
+        if not findings:
+            return out  # most calls: nothing found
         for version, f in findings:
             key = (version, f.kind, f.subject)
             last = self.cooldowns.get(key)
