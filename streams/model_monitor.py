@@ -85,7 +85,6 @@ __all__ = ["ModelMonitor", "VersionMonitor", "MonitorOutput", "STATE_FORMAT"]
 STATE_FORMAT = 1
 _OTHER = "<other>"
 _MAX_CLASSES = 1000
-_Finding = Finding  # the name before the checks moved to driftline.streams.checks
 
 # Format 1 keeps these counters (the version's and its checks') in one list,
 # in this order, under "counts".
@@ -325,10 +324,11 @@ class VersionMonitor:
         if self.estimation is not None:
             self.estimation.observe_predictions(preds, raw)
         batch = PredictionBatch(
-            self.label, preds, skip, self.alpha(), self.features, columns,
-            frozenset(name for name in columns if self.features[name].test.ready), self.pred_kind, predicted,
-            latencies, self.latency, self.reference_size, self.predictions - self.warm_predictions,
-            self.estimation, self.profile)
+            self.label, preds, skip=skip, alpha=self.alpha(), features=self.features, columns=columns,
+            reference_ready=frozenset(name for name in columns if self.features[name].test.ready),
+            pred_kind=self.pred_kind, predicted=predicted, latencies=latencies, latency_window=self.latency,
+            reference_size=self.reference_size, after_warmup=self.predictions - self.warm_predictions,
+            estimation=self.estimation, profile=self.profile)
         return self._run_checks("predictions", batch, now)
 
     # -- joined pairs --------------------------------------------------------------
@@ -385,8 +385,8 @@ class VersionMonitor:
         if self.estimation is not None:
             self.estimation.observe_joined(records, None if self.task == "regression" else 1.0 - errors)
         skip = min(errors.size, max(0, self.warm_joined - start))
-        batch = JoinedBatch(self.label, records, self.task, errors, skip, self.joined - self.warm_joined,
-                            self.metrics, self.rolling)
+        batch = JoinedBatch(self.label, records, self.task, errors, skip=skip,
+                            after_warmup=self.joined - self.warm_joined, metrics=self.metrics, rolling=self.rolling)
         return self._run_checks("joined", batch, now)
 
     # -- snapshot -------------------------------------------------------------------
