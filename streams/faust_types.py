@@ -122,5 +122,4 @@ def join_table_class(join_store: JoinStore) -> type:
                                key_serializer=self.key_serializer, value_serializer=self.value_serializer,
                                options=self.options, join_store=join_store)
 
-    JoinTable.join_store = join_store
     return JoinTable
