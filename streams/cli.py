@@ -10,16 +10,17 @@ __all__ = ["register", "build_parser", "run"]
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
     from .options import STATE_STORES, option_default as default
 
+    def seconds(flag: str, field: str, what: str) -> None:
+        parser.add_argument(flag, type=float, default=default(field), help=f"{what} (default {default(field):g})")
+
     parser.add_argument("--group-id", default=default("group_id"),
                         help="consumer group / faust app id shared by all monitor processes "
                              "(default: <topic prefix>monitor)")
     parser.add_argument("--metrics-port", type=int, default=default("metrics_port"),
                         help="serve Prometheus /metrics here (0: off)")
     parser.add_argument("--data-dir", default=default("data_dir"), help="faust data directory")
-    parser.add_argument("--snapshot-interval", type=float, default=default("snapshot_interval"),
-                        help=f"seconds between metric snapshots (default {default('snapshot_interval'):g})")
-    parser.add_argument("--checkpoint-interval", type=float, default=default("checkpoint_interval"),
-                        help=f"seconds between state checkpoints (default {default('checkpoint_interval'):g})")
+    seconds("--snapshot-interval", "snapshot_interval", "seconds between metric snapshots")
+    seconds("--checkpoint-interval", "checkpoint_interval", "seconds between state checkpoints")
     parser.add_argument("--checkpoint-events", type=int, default=default("checkpoint_events"),
                         help=f"observation messages between checkpoints (default {default('checkpoint_events')})")
     parser.add_argument("--batch-size", type=int, default=default("batch_size"),
@@ -27,17 +28,13 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {default('batch_size')})")
     parser.add_argument("--web-port", type=int, default=default("web_port"),
                         help="faust web server port (default: off)")
-    parser.add_argument("--session-timeout", type=float, default=default("session_timeout"),
-                        help=f"consumer-group session timeout in seconds (default {default('session_timeout'):g})")
-    parser.add_argument("--policy-refresh-s", type=float, default=default("policy_refresh_interval"),
-                        help="seconds between re-reads of the models' policies from the registry "
-                             f"(default {default('policy_refresh_interval'):g})")
-    parser.add_argument("--reset-check-s", type=float, default=default("reset_check_interval"),
-                        help="seconds between checks for a broker that lost the monitor's data "
-                             f"(default {default('reset_check_interval'):g})")
-    parser.add_argument("--series-grace-s", type=float, default=default("series_grace_s"),
-                        help="seconds a model version that is no longer served keeps its Prometheus series "
-                             f"after its last event (default {default('series_grace_s'):g})")
+    seconds("--session-timeout", "session_timeout", "consumer-group session timeout in seconds")
+    seconds("--policy-refresh-s", "policy_refresh_interval",
+            "seconds between re-reads of the models' policies from the registry")
+    seconds("--reset-check-s", "reset_check_interval",
+            "seconds between checks for a broker that lost the monitor's data")
+    seconds("--series-grace-s", "series_grace_s",
+            "seconds a model version that is no longer served keeps its Prometheus series after its last event")
     parser.add_argument("--state", choices=STATE_STORES, default=default("state"),
                         help="where the join state lives: rocksdb (under --data-dir, reused after a restart: "
                              "only the changelog's tail is read again) or memory (rebuilt from the whole "
