@@ -148,7 +148,7 @@ class Supervisor:
                     result = await fn(*args, **kwargs)
                 except asyncio.CancelledError:  # stopping: not a failure
                     raise
-                except Exception as error:  # the one place every unexpected error ends up
+                except Exception as error:  # the daemon's error policy: the one place every unexpected error ends up
                     if self.before_fail is not None and await self.before_fail(name, error):
                         return None  # handled (a restart is under way)
                     self.fail(name, error)
