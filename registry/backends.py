@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from driftline.extras import require
+
 from .errors import RegistryError
 
 __all__ = ["Backend", "SQLiteBackend", "PostgresBackend", "SCHEMA_VERSION"]
@@ -281,7 +283,7 @@ class PostgresBackend(Backend):
         return location(self.url)
 
     def _connect(self) -> Any:
-        import psycopg
+        psycopg = require("psycopg", "postgres", "a PostgreSQL registry")
 
         try:
             return psycopg.connect(self.url, autocommit=False, connect_timeout=10)
