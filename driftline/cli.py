@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DriftlineError as error:
         print(redact.redact(f"driftline: error: {error}"), file=sys.stderr)
         return 1
-    except Exception as error:  # never a traceback for users
+    except Exception as error:  # the command's one error policy: never a traceback for users
         if os.environ.get("DRIFTLINE_DEBUG"):
             raise
         print(redact.redact(f"driftline: error: {type(error).__name__}: {error}"), file=sys.stderr)

@@ -97,6 +97,10 @@ class Backend:
     serial = "INTEGER PRIMARY KEY"
     placeholder = "?"
 
+    def _database_errors(self) -> tuple[type[BaseException], ...]:
+        """What the driver raises for a broken or closed connection."""
+        return (sqlite3.Error, OSError)
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._conn: Any = None
@@ -144,7 +148,7 @@ class Backend:
     def _rollback(self, conn: Any) -> None:
         try:
             conn.rollback()
-        except Exception:  # a dead connection: drop it, reconnect next time
+        except self._database_errors():  # a dead connection: drop it, reconnect next time
             self._drop()
 
     def _drop(self) -> None:
@@ -152,7 +156,7 @@ class Backend:
         if conn is not None:
             try:
                 conn.close()
-            except Exception:
+            except self._database_errors():  # already broken: it is dropped either way
                 pass
 
     def init_schema(self) -> None:
@@ -269,6 +273,10 @@ class PostgresBackend(Backend):
 
     serial = "BIGSERIAL PRIMARY KEY"
     placeholder = "%s"
+
+    def _database_errors(self) -> tuple[type[BaseException], ...]:
+        psycopg = require("psycopg", "postgres", "a PostgreSQL registry")
+        return (psycopg.Error, OSError)
 
     def __init__(self, url: str):
         super().__init__()

@@ -86,6 +86,8 @@ def scrape_metrics(port: int, timeout: float = 3.0) -> dict[str, float]:
 
 
 def wait_for_port(port: int, daemon: Daemon, timeout: float) -> None:
+    """Wait until ``daemon`` serves ``/metrics`` on ``port``; :class:`DemoError`
+    when it exits first or does not within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not daemon.running:
@@ -99,7 +101,9 @@ def wait_for_port(port: int, daemon: Daemon, timeout: float) -> None:
 
 
 def quietly(what: str, step) -> None:
+    """Run one clean-up ``step``; a failure is printed, not raised, so the
+    steps after it still run."""
     try:
         step()
-    except Exception as error:  # report and go on: the remaining steps still run
+    except Exception as error:  # the clean-up's one error policy: report and go on, the other steps still run
         print(f"driftline demo: {what} failed: {type(error).__name__}: {error}", file=sys.stderr, flush=True)

@@ -45,15 +45,26 @@ class View:
 
 
 def bar(done: int, total: int, width: int = 30) -> str:
+    """A progress bar.
+
+    >>> bar(1, 4, width=8)
+    '##------'
+    """
     filled = int(width * min(1.0, done / max(1, total)))
     return "#" * filled + "-" * (width - filled)
 
 
 def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: ``-`` for nothing, floats rounded.
+
+    >>> fmt(None), fmt(0.91234), fmt(7)
+    ('-', '0.912', '7')
+    """
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
 def rolling(truth: list, last: int = 500) -> float | None:
+    """Ground-truth accuracy of the ``last`` events served."""
     window = truth[-last:]
     return sum(c for *_, c in window) / len(window) if window else None
 

@@ -46,7 +46,7 @@ class Watcher(threading.Thread):
     def run(self) -> None:
         try:
             self._run()
-        except BaseException as error:  # reported by the main thread
+        except BaseException as error:  # the watcher thread's one error policy: the main thread reports it
             self.error = error
             self.ready.set()
 
