@@ -23,12 +23,12 @@ Examples
 --------
 >>> from driftline.config import load_settings
 >>> settings = load_settings(environ={}, bootstrap_servers="broker-1:9092")
->>> str(unreachable(settings, ConnectionRefusedError()))
-"cannot reach Kafka at broker-1:9092 (ConnectionRefusedError); check DRIFTLINE_BOOTSTRAP_SERVERS"
->>> str(MissingTopicError(["demo.alerts"]))
-"topic 'demo.alerts' does not exist; run 'driftline topics create'"
->>> str(MissingTopicError(["a", "b"]))
-"topics 'a', 'b' do not exist; run 'driftline topics create'"
+>>> print(unreachable(settings, ConnectionRefusedError()))
+cannot reach Kafka at broker-1:9092 (ConnectionRefusedError); check DRIFTLINE_BOOTSTRAP_SERVERS
+>>> print(MissingTopicError(["demo.alerts"]))
+topic 'demo.alerts' does not exist; run 'driftline topics create'
+>>> print(MissingTopicError(["a", "b"]))
+topics 'a', 'b' do not exist; run 'driftline topics create'
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from .config import Settings
 
 __all__ = ["KafkaUnreachableError", "MissingTopicError", "unreachable", "admin_client", "existing_topics",
-           "require_topics", "topic_partitions", "partition_counts", "follow_topics", "quiet_kafka_logs"]
+           "require_topics", "topic_partitions", "partition_counts", "follow_topics", "follow_topics_async",
+           "quiet_kafka_logs"]
 
 #: How long a probe waits for a fresh client's first metadata.
 METADATA_WAIT_S = 10.0
@@ -191,6 +192,47 @@ def follow_topics(settings: "Settings", topics: Iterable[str], client_id: str, *
             consumer.position(tp)
     except BaseException:
         _close(consumer)
+        raise
+    return consumer
+
+
+async def follow_topics_async(settings: "Settings", topics: Iterable[str], client_id: str, *,
+                              from_end: bool = False, retry_s: float = 1.0, **options: Any):
+    """The aiokafka twin of :func:`follow_topics`, for asyncio daemons (the
+    monitor): a started ``AIOKafkaConsumer`` without a consumer group,
+    assigned every partition of ``topics`` and positioned at their beginning
+    (or end). The caller reads and stops it.
+
+    A missing topic is waited for (metadata refreshed every ``retry_s``
+    seconds) rather than refused: a daemon may start before its topics are
+    created. Client errors (an unreachable broker) propagate as aiokafka
+    raises them, for the daemon's supervision to classify.
+    """
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False,
+                                client_id=client_id, auto_offset_reset="latest" if from_end else "earliest",
+                                **{**settings.aiokafka_security(), **options})
+    await consumer.start()
+    try:
+        assigned = []
+        for topic in topics:
+            partitions = consumer.partitions_for_topic(topic)
+            while not partitions:
+                await consumer._client.force_metadata_update()  # aiokafka has no public refresh
+                partitions = consumer.partitions_for_topic(topic)
+                if not partitions:
+                    await asyncio.sleep(retry_s)
+            assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(assigned)
+        if from_end:
+            await consumer.seek_to_end(*assigned)
+        else:
+            await consumer.seek_to_beginning(*assigned)
+    except BaseException:
+        await consumer.stop()
         raise
     return consumer
 
