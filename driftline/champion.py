@@ -39,6 +39,7 @@ from . import events
 from .config import Settings, load_settings
 from .errors import DriftlineError
 from .events import ModelEvent, ValidationError
+from .extras import error_types
 from .kafka import follow_topics
 from .model_store import ModelStore, ModelStoreError, open_model_store
 from .sdk import class_key, plain
@@ -701,11 +702,7 @@ class Champion:
 
 def _database_errors() -> tuple[type[BaseException], ...]:
     """What a registry query can raise when its database is unavailable."""
-    try:
-        import psycopg
-    except ImportError:  # a SQLite-only install
-        return (sqlite3.Error,)
-    return (sqlite3.Error, psycopg.Error)
+    return (sqlite3.Error, *error_types("psycopg", "Error"))  # psycopg: the postgres extra
 
 
 def _new_ids(n: int) -> list[str]:

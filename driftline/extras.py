@@ -12,12 +12,16 @@ extra           packages                                    needed by
 ``demo``        matplotlib                                  ``driftline demo``
 ==============  ==========================================  ======================
 
-:func:`require` imports an optional package or says which extra to install.
+:func:`require` imports an optional package or says which extra to install;
+:func:`error_types` gives an optional package's exception types for an
+``except`` clause (none when it is not installed: nothing can raise them).
 
 Examples
 --------
 >>> require("json", "serve").__name__
 'json'
+>>> error_types("json", "JSONDecodeError"), error_types("no_such_package_here", "Error")
+((<class 'json.decoder.JSONDecodeError'>,), ())
 >>> require("no_such_package_here", "serve", "driftline serve")
 Traceback (most recent call last):
 ...
@@ -31,7 +35,7 @@ from types import ModuleType
 
 from .errors import DriftlineError
 
-__all__ = ["MissingExtraError", "require"]
+__all__ = ["MissingExtraError", "require", "error_types"]
 
 
 class MissingExtraError(DriftlineError, ImportError):
@@ -58,3 +62,19 @@ def require(module: str, extra: str, feature: str | None = None) -> ModuleType:
             raise
         raise MissingExtraError(f"{feature or 'this feature'} needs {error.name}, which is not installed: "
                                 f"pip install 'driftline[{extra}]'") from None
+
+
+def error_types(module: str, *names: str) -> tuple[type[BaseException], ...]:
+    """The exception classes ``names`` of the optional package ``module``,
+    or ``()`` when it is not installed.
+
+    >>> try:
+    ...     pass
+    ... except (OSError, *error_types("psycopg", "OperationalError")):  # a SQLite-only install too
+    ...     pass
+    """
+    try:
+        package = importlib.import_module(module)
+    except ModuleNotFoundError:
+        return ()
+    return tuple(getattr(package, name) for name in names)

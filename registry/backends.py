@@ -275,10 +275,12 @@ class PostgresBackend(Backend):
     placeholder = "%s"
 
     def _database_errors(self) -> tuple[type[BaseException], ...]:
-        psycopg = require("psycopg", "postgres", "a PostgreSQL registry")
+        import psycopg
+
         return (psycopg.Error, OSError)
 
     def __init__(self, url: str):
+        require("psycopg", "postgres", "a PostgreSQL registry")  # up front: the extra it needs, named
         super().__init__()
         self._last_used = 0.0
         # SQLAlchemy-style URLs name the driver; libpq does not accept that.
@@ -291,7 +293,7 @@ class PostgresBackend(Backend):
         return location(self.url)
 
     def _connect(self) -> Any:
-        psycopg = require("psycopg", "postgres", "a PostgreSQL registry")
+        import psycopg
 
         try:
             return psycopg.connect(self.url, autocommit=False, connect_timeout=10)
