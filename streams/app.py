@@ -41,6 +41,7 @@ from driftline import events, observability
 from driftline.brokerwatch import BrokerWatch, install_client_noise_filter
 from driftline.config import Settings
 from driftline.errors import DriftlineError
+from driftline.kafka import partition_counts
 
 from .faust_types import app_class, join_table_class, partitioned_table_class
 from .join import COMPONENT, Joiner, index_of
@@ -69,28 +70,6 @@ log = logging.getLogger("driftline.monitor")
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-def _topic_partitions(settings: Settings, names: list[str]) -> dict[str, int]:
-    from kafka import KafkaConsumer
-
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_list, client_id="driftline-monitor-probe",
-                             **settings.kafka_security())
-    try:
-        found = {}
-        for name in names:
-            partitions = None
-            deadline = time.monotonic() + 10
-            while partitions is None and time.monotonic() < deadline:
-                partitions = consumer.partitions_for_topic(name)
-                if partitions is None:
-                    time.sleep(0.2)
-            if not partitions:
-                raise MonitorError(f"topic {name!r} does not exist: run 'driftline topics create'")
-            found[name] = len(partitions)
-        return found
-    finally:
-        consumer.close()
-
-
 class MonitorApp:
     """One monitor process: both stages, timers and the model-event follower.
 
@@ -110,7 +89,8 @@ class MonitorApp:
         topics = settings.topics
         self.topics = topics
         if partitions is None:
-            counts = _topic_partitions(settings, [topics.predictions, topics.labels])
+            counts = partition_counts(settings, [topics.predictions, topics.labels],
+                                      client_id="driftline-monitor-probe")
             if counts[topics.predictions] != counts[topics.labels]:
                 raise MonitorError(
                     f"{topics.predictions} has {counts[topics.predictions]} partitions and {topics.labels} "
@@ -350,7 +330,7 @@ def _import_analytics() -> None:
     # ~2 s of imports (scipy.stats, River's detectors) that the first events
     # would otherwise wait for (bench/monitor.py --profile): run in a thread
     # while the consumer group forms; stage 1 waits for them
-    for name in ("river.drift.binary", "driftline.streams.model_monitor"):
+    for name in ("river.drift.binary", "river.metrics", "driftline.streams.model_monitor"):
         importlib.import_module(name)
 
     # what is alive now (modules, the app) lives as long as the process:

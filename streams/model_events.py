@@ -8,13 +8,13 @@ missed one.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
 from driftline import events
 from driftline.config import Settings
 from driftline.events import ModelEvent
+from driftline.kafka import follow_topics_async
 from driftline.logs import log_event
 
 from .stage2 import ModelEntry, ModelStage
@@ -42,24 +42,9 @@ class ModelEventFollower:
 
     async def follow(self) -> None:
         """Follow ``model-events`` from its end, forever."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
-        topic = self.settings.topics.model_events
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
-                                    client_id="driftline-monitor-model-events", **self.settings.aiokafka_security())
-        await consumer.start()
+        consumer = await follow_topics_async(self.settings, [self.settings.topics.model_events],
+                                             "driftline-monitor-model-events", from_end=True)
         try:
-            partitions = None
-            while not partitions:
-                partitions = consumer.partitions_for_topic(topic)
-                if not partitions:
-                    await consumer._client.force_metadata_update()
-                    partitions = consumer.partitions_for_topic(topic)
-                    if not partitions:
-                        await asyncio.sleep(1.0)
-            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(tps)
-            await consumer.seek_to_end(*tps)
             while True:
                 batches = await consumer.getmany(timeout_ms=1000)
                 changed = False

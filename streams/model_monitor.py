@@ -1,7 +1,7 @@
 """Per-model monitoring: metrics, drift, outliers and latency for every
 version of one model, with warm-up, alert cooldowns and retrain requests.
 
-The faust pipeline (``driftline.streams.app``) owns all I/O; it calls a
+The faust pipeline owns all I/O: its stage 2 (``driftline.streams.stage2``) calls a
 :class:`ModelMonitor` per model with decoded batches and publishes what comes
 back. Nothing here touches Kafka, and every method takes the caller's clock
 (``now``, epoch seconds), so behaviour is reproducible.
