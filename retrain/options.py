@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from driftline import events
 from driftline.errors import DriftlineError
 
-from .resilience import RetryPolicy
+if TYPE_CHECKING:
+    from .resilience import RetryPolicy
+
+# light at import time: ``driftline --help`` reads the defaults from here
 
 __all__ = ["WorkerConfigError", "WorkerOptions"]
 
@@ -53,9 +56,12 @@ class WorkerOptions:
 
     @property
     def retry(self) -> RetryPolicy:
+        from .resilience import RetryPolicy
+
         return RetryPolicy(self.retry_attempts, self.retry_backoff_s, self.retry_max_backoff_s)
 
     def check(self) -> None:
+        from driftline import events
         from driftline.events import ValidationError
 
         try:
