@@ -26,7 +26,8 @@ registered | failed | duplicate), ``started_at``, ``ended_at``,
 ``duration_s``, ``version``, ``parent_version``, ``reason``, ``metrics``,
 ``rows``, ``cleaning``, ``timings``, ``decision``.
 
-This module needs only the standard library and :mod:`driftline`.
+This module needs only the standard library and the core :mod:`driftline`
+package (no pandas, scikit-learn or kafka), so it can move into the core as is.
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ from typing import Any
 
 from driftline import events
 from driftline.config import Settings
-
-from .log import log_event
+from driftline.logs import log_event
 
 __all__ = ["STATUS_FILE_NAME", "status_path", "read_status", "StatusBoard", "format_status"]
 
