@@ -155,7 +155,7 @@ class RetrainRunner:
         may never have got out) or when an earlier try may have lost it.
         ``promoted``/``rejected`` of a new version came from the registry,
         acknowledged."""
-        from .trainer import _event_metrics, failed_event
+        from .trainer import event_metrics, failed_event
 
         if result.outcome == "failed":
             return failed_event(result)
@@ -166,7 +166,7 @@ class RetrainRunner:
         kind = "rejected" if result.decision == "reject" else "promoted"
         return ModelEvent(event=kind, model=result.model, timestamp=events.now(), version=result.version,
                           alias="champion" if kind == "promoted" else None,
-                          metrics=_event_metrics(result.metrics), request_id=result.request_ids[0],
+                          metrics=event_metrics(result.metrics), request_id=result.request_ids[0],
                           reason=result.reason, details={"republished": True, "request_ids": result.request_ids,
                                                          "trigger": result.trigger})
 

@@ -17,6 +17,10 @@ retry the run (idempotent by request id) before it gives up. Without it,
 such a failure is a ``failed`` outcome with a readable reason (never a raw
 driver message).
 
+:class:`Trainer` (the worker) and :func:`train_frame` (``driftline train``)
+end the same way: :func:`register_candidate` registers the fitted model with
+its profile, estimation map and lineage, and promotes it.
+
 Test hook: ``DRIFTLINE_WORKER_PAUSE_S`` (seconds) pauses every run just
 before fitting, so a test can kill the worker in the middle of a run.
 """
@@ -39,6 +43,7 @@ from driftline.observability import RETRAIN_DURATION, RETRAIN_RUNS
 from driftline.policy import Policy
 
 from .data import LabeledReader, TrainingData, build_frame, data_hash, split_holdout
+# _plain: the gate's JSON-safe conversion of search results, one copy for both fits
 from .gate import _plain, check_class_counts, evaluate, seeds, split_identity
 from .log import log_event
 from .resilience import dependency_errors, unavailable
@@ -54,8 +59,8 @@ from .recipes import (
     task_of,
 )
 
-__all__ = ["RunError", "RunResult", "Trainer", "fit_candidate", "register_candidate", "failed_event", "too_few_rows",
-           "TARGET_COLUMN", "PAUSE_ENV", "TRAIN_MIN_ROWS"]
+__all__ = ["RunError", "RunResult", "Trainer", "fit_candidate", "register_candidate", "failed_event", "event_metrics",
+           "too_few_rows", "TARGET_COLUMN", "PAUSE_ENV", "TRAIN_MIN_ROWS"]
 
 logger = logging.getLogger("driftline.retrain.trainer")
 
@@ -214,7 +219,7 @@ class Trainer:
             if found.tags.get("decision") == "promote" and "champion" not in found.aliases:
                 # registered, then killed before promotion: finish the job
                 self.registry.promote(result.model, found.version, request_id=request_id,
-                                      metrics=_event_metrics(found.metrics))
+                                      metrics=event_metrics(found.metrics))
                 result.outcome = "promoted"
             else:
                 result.outcome = "duplicate"
@@ -359,7 +364,7 @@ def register_candidate(registry: Any, model: str, fitted: Any, data: TrainingDat
     )
     phase("promoting")
     if promote:
-        registry.promote(model, version.version, request_id=request_id, metrics=_event_metrics(metrics))
+        registry.promote(model, version.version, request_id=request_id, metrics=event_metrics(metrics))
     return version, metrics
 
 
@@ -373,7 +378,14 @@ def failed_event(result: RunResult) -> ModelEvent:
                                "request_ids": result.request_ids})
 
 
-def _event_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+def event_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric metrics, as a model event carries them (``None`` and flags left out).
+
+    Examples
+    --------
+    >>> event_metrics({"candidate_accuracy": 0.9, "champion_accuracy": None, "rows": 10, "ok": True})
+    {'candidate_accuracy': 0.9, 'rows': 10.0}
+    """
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
