@@ -861,7 +861,9 @@ class StoreWriter:
             for tp, pos in positions.items():
                 if self._consumed.get(tp) == pos:
                     del self._consumed[tp]
-        except KafkaError as error:  # e.g. a rebalance: the segments hold the rows, the next commit covers them
+        except (KafkaError, RuntimeError) as error:
+            # e.g. a rebalance: the segments hold the rows, the next commit covers them (kafka-python
+            # raises RuntimeError for a blocking commit from its IO thread: the rebalance listener)
             log_event(logger, "store_commit_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
 
     def apply_retention(self) -> None:

@@ -335,7 +335,9 @@ class Worker:
             self.tracker.mark_committed(positions)
             log_event(logger, "offsets_committed", logging.DEBUG,
                       positions={tp.partition: pos for tp, pos in positions.items()})
-        except KafkaError as error:  # rebalance in progress, broker away: retried next loop
+        except (KafkaError, RuntimeError) as error:
+            # rebalance in progress, broker away: retried next loop (kafka-python raises
+            # RuntimeError for a blocking commit from its IO thread: the rebalance listener)
             broker_down = self.watch is not None and self.watch.down  # the watch says so, once
             if not broker_down and self._say("commit_failed", self.options.broker_log_interval_s):
                 log_event(logger, "commit_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
@@ -399,10 +401,9 @@ class Worker:
             while not self.stop_event.is_set():
                 try:
                     self._turn()
-                except Exception as error:  # the daemon's error policy: log, pause, keep serving
+                except Exception:  # the daemon's error policy: log, pause, keep serving
                     # (the requests of the turn stay uncommitted: they come back after a restart)
-                    logger.exception("loop turn failed")
-                    log_event(logger, "loop_error", logging.ERROR, error=f"{type(error).__name__}: {error}")
+                    logger.exception("loop_error")
                     self.stop_event.wait(1.0)
         finally:
             self.shutdown()
