@@ -38,8 +38,8 @@ from driftline.errors import DriftlineError
 
 from .log import log_event
 
-__all__ = ["RetryPolicy", "Unavailable", "unavailable", "dependency_errors", "safe_url", "broker_watch", "KafkaLogLimiter",
-           "quiet_kafka_logging"]
+__all__ = ["RetryPolicy", "Unavailable", "unavailable", "dependency_errors", "safe_url", "broker_watch",
+           "KafkaLogLimiter", "quiet_kafka_logging"]
 
 logger = logging.getLogger("driftline.retrain.worker")
 

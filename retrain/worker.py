@@ -276,7 +276,7 @@ class Worker:
     def _debounce_for(self, model: str) -> float:
         try:
             return self.registry().get_policy(model).retrain.debounce_s
-        except (*dependency_errors(), ValueError):  # unknown model, bad policy, registry away: no debounce; the run reports it
+        except (*dependency_errors(), ValueError):  # no debounce: unknown model, bad policy, registry away
             return 0.0
 
     def _handle(self, message) -> None:
