@@ -16,10 +16,12 @@
 
 The worker itself: start-up checks (broker, topics, registry, every model's
 policy), the consumer loop (requests, dead letters, commits, model events,
-policy refresh, lag), shutdown. Its loop has one error policy: what a
-dependency raises is caught where it is expected, logged, and retried on
-the next turn; anything else stops the worker (the requests in flight stay
-uncommitted and come back after a restart).
+policy refresh, lag), shutdown. What a dependency raises is caught where it
+is expected, logged, and retried on the next turn; anything else reaches the
+loop's one error policy (:meth:`Worker.serve`): logged with its traceback,
+and the worker keeps serving (the requests of that turn stay uncommitted
+and come back after a restart). The run threads have their own: a run never
+raises (:meth:`driftline.retrain.trainer.Trainer.run`).
 """
 
 from __future__ import annotations
