@@ -13,6 +13,8 @@
 - :mod:`~driftline.retrain.run` — :class:`RetrainRunner`: the run of one
   retrain, its retries and its outcome event.
 - :mod:`~driftline.retrain.options` — :class:`WorkerOptions`: the daemon's knobs.
+- :mod:`~driftline.retrain.registries` — ``ThreadRegistries``: one open
+  registry per thread.
 
 The worker itself: start-up checks (broker, topics, registry, every model's
 policy), the consumer loop (requests, dead letters, commits, model events,
