@@ -8,22 +8,26 @@ Where: ``--status-file`` if given, else ``<registry dir>/worker-status.json``,
 else (a database registry) ``./.driftline/worker-status.json``.
 
 What: one JSON object (indented, sorted keys), replaced atomically (a
-temporary file beside it, then a rename), so a reader never sees half of it:
+temporary file beside it, then a rename), so a reader never sees half of
+it. Every key is optional for a reader::
 
-``pid``, ``started_at``, ``state``
-    The worker process, when it started (epoch seconds) and what it is doing
-    (``starting``, ``running``, ``stopping``, ...); plus whatever else the
-    worker reports about itself (``group_id``, ...).
-``updated_at``
-    When the file was written (epoch seconds).
-``active``
-    The runs in progress: ``{"model", "request_ids", "started_at", "phase"}``.
-``counts``
-    Finished runs since the process started, per outcome.
-``runs``
-    The last finished runs, oldest first: ``model``, ``outcome``, ``version``,
-    ``trigger``, ``started_at``, ``ended_at``, ``duration_s``, ``reason``,
-    ``rows``, ``metrics``, ... (kept across restarts).
+    {
+      "pid": 4242,                      # the worker process
+      "group_id": "driftline-worker",
+      "state": "starting" | "running" | "stopped",
+      "started_at": 1700000000.0,       # epoch seconds, like every *_at
+      "stopped_at": 1700000100.0,       # once stopped
+      "updated_at": 1700000050.0,
+      "active": [{"model": "churn", "request_ids": ["r1"], "started_at": ..., "phase": "training"}],
+      "counts": {"promoted": 3, "failed": 1},   # outcomes since this worker started
+      "runs": [ ... ]                   # the last runs, oldest first, kept across restarts
+    }
+
+Each entry of ``runs`` is a finished run: ``model``, ``request_ids``,
+``trigger``, ``outcome`` (promoted | rejected | registered | failed |
+duplicate), ``started_at``, ``ended_at``, ``duration_s``, ``version``,
+``parent_version``, ``reason``, ``metrics``, ``rows``, ``cleaning``,
+``timings``, ``decision``.
 
 Examples
 --------

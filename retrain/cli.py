@@ -91,10 +91,10 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = load_settings()
     if args.status:
         path = status_path(settings, args.status_file)
-        if not path.exists():
+        data = read_status(path)
+        if data is None:
             print(f"no worker status at {path} (has a worker run with this registry?)")
             return 1
-        data = read_status(path)
         print(json.dumps(data, indent=2, sort_keys=True) if args.json else format_status(data))
         return 0
     options = WorkerOptions(**{name: getattr(args, name) for name, _ in _WORKER_OPTIONS},
@@ -151,7 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
         frame = pd.read_csv(path)
     except (ValueError, OSError, UnicodeDecodeError) as error:
         raise DriftlineError(f"cannot read {args.data!r} as CSV: {error}") from None
-    import psycopg
+    from driftline.extras import error_types
 
     from .resilience import unavailable
 
@@ -160,7 +160,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train_frame(reg, args.model, frame, args.target, estimator=args.estimator,
                              description=args.description)
-    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+    except error_types("psycopg", "OperationalError", "InterfaceError") as error:
         # the database went away mid-way: one readable line, not the driver's message
         raise DriftlineError(str(unavailable(error, settings))) from None
     finally:

@@ -35,6 +35,7 @@ from typing import Callable, Iterator
 from driftline.brokerwatch import BrokerWatch
 from driftline.config import Settings
 from driftline.errors import DriftlineError
+from driftline.extras import error_types
 
 from .log import log_event
 
@@ -150,11 +151,7 @@ def unavailable(error: BaseException, settings: Settings) -> Unavailable | None:
 
     from driftline.registry.errors import PublishError
 
-    try:
-        import psycopg
-        pg_errors: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pg_errors = ()
+    pg_errors = error_types("psycopg", "OperationalError", "InterfaceError")  # () without the postgres extra
     registry_where = safe_url(settings.registry) if settings.registry_is_database else str(settings.registry)
     for link in _chain(error):
         if isinstance(link, Unavailable):
@@ -187,12 +184,7 @@ def dependency_errors() -> tuple[type[BaseException], ...]:
     """
     from kafka.errors import KafkaError
 
-    try:
-        import psycopg
-        pg_errors: tuple[type[BaseException], ...] = (psycopg.Error,)
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pg_errors = ()
-    return (DriftlineError, KafkaError, OSError, sqlite3.Error, *pg_errors)
+    return (DriftlineError, KafkaError, OSError, sqlite3.Error, *error_types("psycopg", "Error"))
 
 
 def broker_watch(servers: list[str], interval_s: float = 30.0, probe_s: float = 1.0,

@@ -1,38 +1,13 @@
-"""The worker's status file: the runs in progress and the last runs.
+"""The worker's side of its status file: :class:`StatusBoard` keeps the runs
+in progress and the last runs in it, :func:`format_status` prints it for
+``driftline worker --status``.
 
-The file is one JSON object, written atomically (temporary file + rename)
-by :class:`StatusBoard` and read by :func:`read_status`
-(``driftline worker --status`` prints it with :func:`format_status`;
-``driftline status`` shows each model's last run). Its place is
-:func:`status_path`: by default ``<registry dir>/worker-status.json``.
-
-Format (every key optional for a reader)::
-
-    {
-      "pid": 4242,                      # the worker process
-      "group_id": "driftline-worker",
-      "state": "starting" | "running" | "stopped",
-      "started_at": 1700000000.0,       # epoch seconds, like every *_at
-      "stopped_at": 1700000100.0,       # once stopped
-      "updated_at": 1700000050.0,
-      "active": [{"model": "churn", "request_ids": ["r1"], "started_at": ..., "phase": "training"}],
-      "counts": {"promoted": 3, "failed": 1},   # outcomes since this worker started
-      "runs": [ ... ]                   # the last runs, oldest first
-    }
-
-Each entry of ``runs`` is a :meth:`driftline.retrain.trainer.RunResult.to_dict`:
-``model``, ``request_ids``, ``trigger``, ``outcome`` (promoted | rejected |
-registered | failed | duplicate), ``started_at``, ``ended_at``,
-``duration_s``, ``version``, ``parent_version``, ``reason``, ``metrics``,
-``rows``, ``cleaning``, ``timings``, ``decision``.
-
-This module needs only the standard library and the core :mod:`driftline`
-package (no pandas, scikit-learn or kafka), so it can move into the core as is.
+Where the file lives and what it holds (its readers, such as ``driftline
+status``, do not import the worker) is :mod:`driftline.worker_status`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -42,32 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from driftline import events
-from driftline.config import Settings
 from driftline.logs import log_event
+from driftline.worker_status import read_status, status_path, write_status
 
-__all__ = ["STATUS_FILE_NAME", "status_path", "read_status", "StatusBoard", "format_status"]
+__all__ = ["status_path", "read_status", "StatusBoard", "format_status"]
 
 # every part of the daemon logs under the worker's name (operators filter on it)
 logger = logging.getLogger("driftline.retrain.worker")
-
-#: The status file's name in the registry directory.
-STATUS_FILE_NAME = "worker-status.json"
-
-
-def status_path(settings: Settings, override: str | None = None) -> Path:
-    """Where the status view lives: ``override``, else
-    ``<registry dir>/worker-status.json``, else (database registry)
-    ``./.driftline/worker-status.json``."""
-    if override:
-        return Path(override)
-    if settings.registry_is_database:
-        return Path(".driftline") / STATUS_FILE_NAME
-    return Path(settings.registry) / STATUS_FILE_NAME
-
-
-def read_status(path: Path) -> dict[str, Any]:
-    """The status file's object; raises OSError (no file) or ValueError (not JSON)."""
-    return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
 class StatusBoard:
@@ -82,12 +38,10 @@ class StatusBoard:
         self._active: dict[str, dict] = {}
         self._counts: dict[str, int] = defaultdict(int)
         self._info = {"pid": os.getpid(), "started_at": events.now(), "state": "starting", **info}
-        if self.path.exists():  # keep history across restarts
-            try:
-                old = read_status(self.path)
-                self._runs.extend(old.get("runs", [])[-keep:])
-            except (OSError, ValueError):
-                pass
+        old = read_status(self.path)  # keep history across restarts
+        runs = old.get("runs") if old else None
+        if isinstance(runs, list):
+            self._runs.extend(runs[-keep:])
 
     def set_state(self, state: str, **info: Any) -> None:
         with self._lock:
@@ -114,13 +68,10 @@ class StatusBoard:
                     "counts": dict(self._counts), "runs": list(self._runs)}
 
     def write(self) -> None:
-        data = json.dumps(self.snapshot(), indent=2, sort_keys=True, default=str)
+        data = self.snapshot()
         with self._lock:
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                tmp.write_text(data, encoding="utf-8")
-                os.replace(tmp, self.path)
+                write_status(self.path, data)
             except OSError as error:
                 log_event(logger, "status_not_written", logging.WARNING, path=str(self.path), error=str(error))
 

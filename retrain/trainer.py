@@ -43,8 +43,7 @@ from driftline.observability import RETRAIN_DURATION, RETRAIN_RUNS
 from driftline.policy import Policy
 
 from .data import LabeledReader, TrainingData, build_frame, data_hash, split_holdout
-# _plain: the gate's JSON-safe conversion of search results, one copy for both fits
-from .gate import _plain, check_class_counts, evaluate, seeds, split_identity
+from .gate import json_safe, check_class_counts, evaluate, seeds, split_identity
 from .log import log_event
 from .resilience import dependency_errors, unavailable
 from driftline.policy import REGRESSION_METRICS
@@ -122,8 +121,8 @@ def fit_candidate(estimator: Any, train: TrainingData, policy: Policy) -> tuple[
                             scoring=SEARCH_SCORING[policy.retrain.promotion_metric], n_jobs=1,
                             refit=True, error_score="raise")
         grid.fit(X, y)
-        return grid.best_estimator_, {"best_params": _plain(grid.best_params_),
-                                      "cv_score": _plain(grid.best_score_)}
+        return grid.best_estimator_, {"best_params": json_safe(grid.best_params_),
+                                      "cv_score": json_safe(grid.best_score_)}
     estimator.fit(X, y)
     return estimator, {}
 

@@ -38,6 +38,7 @@ from driftline.config import Settings
 from driftline.deadletters import reason_class
 from driftline.errors import DriftlineError
 from driftline.events import DeadLetter, ModelEvent, RetrainRequest
+from driftline.kafka import follow_topics, require_topics
 from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, count_dead_letters, start_metrics_server
 
 from .coordinator import Coordinator, Ticket
@@ -188,21 +189,12 @@ class Worker:
                     raise WorkerConfigError(f"stopped while waiting for the registry {where}") from None
 
     def _check_topics(self) -> None:
-        from driftline.topics import admin_client
-
-        try:
-            admin = admin_client(self.settings)
-            try:
-                existing = set(admin.list_topics())
-            finally:
-                admin.close()
-        except dependency_errors() as error:
-            raise WorkerConfigError(f"cannot list topics on {self.settings.bootstrap_servers}: {error}") from None
         needed = [self.topics.retrain_requests, self.topics.labeled, self.topics.model_events,
                   self.topics.dead_letter]
-        missing = [name for name in needed if name not in existing]
-        if missing:
-            raise WorkerConfigError(f"topic(s) {', '.join(missing)} do not exist: run 'driftline topics create'")
+        try:
+            require_topics(self.settings, needed)
+        except DriftlineError as error:  # missing topics, or no broker to ask
+            raise WorkerConfigError(str(error)) from None
 
     def _load_policies(self, reg, strict: bool) -> dict[str, dict | None]:
         """Model -> schedule; with ``strict`` a bad policy is a start-up error,
@@ -262,15 +254,8 @@ class Worker:
         """Model events from now on (no group: every worker sees every
         policy change). Missing an old event is harmless — policies are
         also re-read every ``policy_refresh_s``."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_list, enable_auto_commit=False,
-                                 client_id="driftline-worker-events", auto_offset_reset="latest",
-                                 **self.settings.kafka_security())
-        partitions = consumer.partitions_for_topic(self.topics.model_events) or []
-        consumer.assign([TopicPartition(self.topics.model_events, p) for p in sorted(partitions)])
-        consumer.seek_to_end()
-        return consumer
+        return follow_topics(self.settings, [self.topics.model_events], "driftline-worker-events",
+                             from_end=True, required=False)
 
     # -- requests ------------------------------------------------------------------------
     def submit(self, ticket: Ticket) -> None:
