@@ -33,9 +33,10 @@ import asyncio
 import gc
 import importlib
 import logging
+import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from driftline import events, observability
 from driftline.brokerwatch import BrokerWatch, install_client_noise_filter
@@ -57,7 +58,7 @@ from .stage1 import JoinStage
 from .stage2 import ModelStage
 from .supervision import Supervisor
 
-__all__ = ["MonitorOptions", "MonitorApp", "create_monitor", "PolicySource", "MonitorError", "STATE_STORES"]
+__all__ = ["MonitorOptions", "MonitorApp", "create_monitor", "lock_data_dir", "PolicySource", "MonitorError", "STATE_STORES"]
 
 log = logging.getLogger("driftline.monitor")
 
@@ -106,6 +107,7 @@ class MonitorApp:
             autodiscover=False,
             web_enabled=options.web_port is not None,
             broker_session_timeout=options.session_timeout,
+            consumer_group_instance_id=options.instance_id,
             broker_heartbeat_interval=options.heartbeat_interval,
             broker_commit_interval=1.0,
             # one read of stage 1 (the fetch also reads stage 2's observations)
@@ -291,6 +293,7 @@ class MonitorApp:
         """Run as a faust worker until SIGINT/SIGTERM."""
         import faust
 
+        self._data_dir_lock = lock_data_dir(self.options.data_dir)  # held until the process ends
         if self.options.reset_state:
             reset_state(self.settings, self.app_id, self.options.data_dir)
             Path(self.options.data_dir).mkdir(parents=True, exist_ok=True)
@@ -319,6 +322,33 @@ class MonitorApp:
                 probe.stop()
             broker_watch.stop()
         return 0
+
+
+def lock_data_dir(data_dir: str | Path) -> IO[str]:
+    """Hold ``<data_dir>.lock`` for this process, or raise :class:`MonitorError`
+    when another monitor process holds it. Two processes on one data
+    directory would share RocksDB's files (RocksDB refuses the second one
+    only once its partitions are assigned, mid-rebalance). The lock file sits
+    beside the directory, which a reset deletes; the kernel releases it when
+    the process ends, however it ends."""
+    import fcntl
+
+    path = Path(data_dir).resolve()
+    lock_path = path.with_name(path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(lock_path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise MonitorError(f"--data-dir {str(data_dir)!r} is in use by another monitor process (pid {holder}); "
+                           "give each process its own --data-dir") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def create_monitor(settings: Settings, options: MonitorOptions | None = None, **kwargs: Any) -> MonitorApp:
