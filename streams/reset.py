@@ -254,11 +254,11 @@ def reset_state(settings: Settings, app_id: str, data_dir: str | Path, topics: l
     data directory (for ``--reset-state``); returns the topics deleted. Stop
     every monitor of the group first: a running one would write its state
     back."""
-    from kafka import KafkaAdminClient
     from kafka.errors import UnknownTopicOrPartitionError
 
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_list, client_id="driftline-monitor-reset",
-                             **settings.kafka_security())
+    from driftline.kafka import admin_client
+
+    admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
         doomed = [topic for topic in (topics or changelog_topics(app_id)) if topic in existing]
