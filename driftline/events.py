@@ -37,7 +37,7 @@ True
 >>> decode(Prediction, b'{"event_id": "e-2"}')
 Traceback (most recent call last):
 ...
-driftline.events.ValidationError: model: missing required field (got <missing>)
+driftline.fields.ValidationError: model: missing required field (got <missing>)
 """
 
 from __future__ import annotations

@@ -185,11 +185,6 @@ class ValidationError(DriftlineError, ValueError):
         return {"field": self.field, "reason": self.reason, "index": self.index, "message": str(self)}
 
 
-# Its public name, as tracebacks and doctests show it: users import it from
-# the contract's module (driftline.events re-exports it).
-ValidationError.__module__ = "driftline.events"
-
-
 def new_id() -> str:
     """A fresh random identifier for alerts, requests and dead letters."""
     return uuid.uuid4().hex
