@@ -478,41 +478,37 @@ def memory_section(settings_for, workdir: str, n: int, chunk: int, states: list[
             monitor.stop()
 
 
-def restart_section(settings_for, workdir: str, n: int, chunk: int, states: list[str], new: int = 10_000,
-                    memberships: tuple[str, ...] = ("dynamic", "static")) -> None:
+def restart_section(settings_for, workdir: str, n: int, chunk: int, states: list[str], new: int = 10_000) -> None:
     """A monitor holding ``n`` events of join history is killed (SIGKILL)
     and started again; then ``new`` events arrive. Time from the restart to
     the new events applied by stage 2, and the join-state changelog records
-    the restarted process read again. ``static`` membership (``--instance-id``)
-    lets the restarted process rejoin without waiting out the session timeout."""
+    the restarted process read again."""
     print(f"\n== restart after kill -9: {n:,} events of join history (labels {chunk:,} behind), then "
           f"{new:,} new events", flush=True)
     for state in states:
-        for membership in memberships:
-            settings = settings_for()
-            name = f"restart-{state}-{membership}"
-            extra = ["--state", state] + (["--instance-id", name] if membership == "static" else [])
-            monitor = Monitor(settings, workdir, name, *extra)
+        settings = settings_for()
+        name = f"restart-{state}"
+        monitor = Monitor(settings, workdir, name, "--state", state)
+        try:
+            feed_trailing(settings, n, chunk)
+            watch([monitor], n)
+            time.sleep(3.0)  # commits and the state's persistence catch up, as in a running system
+            monitor.proc.kill()
+            monitor.proc.wait(30)
+            feed_trailing(settings, new, chunk, first=n)
+            restarted = Monitor(settings, workdir, f"{name}-2", "--state", state, data=name)
             try:
-                feed_trailing(settings, n, chunk)
-                watch([monitor], n)
-                time.sleep(3.0)  # commits and the state's persistence catch up, as in a running system
-                monitor.proc.kill()
-                monitor.proc.wait(30)
-                feed_trailing(settings, new, chunk, first=n)
-                restarted = Monitor(settings, workdir, f"{name}-2", *extra, data=name)
-                try:
-                    seconds, _cpu, _stages = watch([restarted], new, timeout_s=3600)
-                    processing = time.perf_counter() - restarted.started
-                    _current, peak = restarted.rss_mb()
-                    print(f"  --state {state:8} {membership:7} membership: new events applied {processing:.1f} s "
-                          f"after the restart (process start, group join and recovery included; {seconds:.1f} s "
-                          f"of it processing); join-state changelog records replayed: {restarted.replayed():,}; "
-                          f"peak RSS {peak:.0f} MB", flush=True)
-                finally:
-                    restarted.stop()
+                seconds, _cpu, _stages = watch([restarted], new, timeout_s=3600)
+                processing = time.perf_counter() - restarted.started
+                _current, peak = restarted.rss_mb()
+                print(f"  --state {state:8} new events applied {processing:.1f} s after the restart "
+                      f"(process start, group join and recovery included; {seconds:.1f} s of it processing); "
+                      f"join-state changelog records replayed: {restarted.replayed():,}; "
+                      f"peak RSS {peak:.0f} MB", flush=True)
             finally:
-                monitor.stop()
+                restarted.stop()
+        finally:
+            monitor.stop()
 
 
 def models_on_distinct_partitions(count: int) -> list[str]:

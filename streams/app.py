@@ -107,7 +107,6 @@ class MonitorApp:
             autodiscover=False,
             web_enabled=options.web_port is not None,
             broker_session_timeout=options.session_timeout,
-            consumer_group_instance_id=options.instance_id,
             broker_heartbeat_interval=options.heartbeat_interval,
             broker_commit_interval=1.0,
             # one read of stage 1 (the fetch also reads stage 2's observations)

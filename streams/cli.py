@@ -16,10 +16,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-id", default=default("group_id"),
                         help="consumer group / faust app id shared by all monitor processes "
                              "(default: <topic prefix>monitor)")
-    parser.add_argument("--instance-id", default=default("instance_id"),
-                        help="static group membership: a name this process keeps across restarts, unique in "
-                             "the group; a restarted process takes its partitions back without waiting out "
-                             "the session timeout (default: off)")
     parser.add_argument("--metrics-port", type=int, default=default("metrics_port"),
                         help="serve Prometheus /metrics here (0: off)")
     parser.add_argument("--data-dir", default=default("data_dir"), help="faust data directory")
@@ -60,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from .options import MonitorOptions
 
     options = MonitorOptions(
-        group_id=args.group_id, instance_id=args.instance_id, data_dir=args.data_dir, metrics_port=args.metrics_port,
+        group_id=args.group_id, data_dir=args.data_dir, metrics_port=args.metrics_port,
         web_port=args.web_port, snapshot_interval=args.snapshot_interval,
         checkpoint_interval=args.checkpoint_interval, checkpoint_events=args.checkpoint_events,
         session_timeout=args.session_timeout, batch_size=args.batch_size,

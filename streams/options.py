@@ -40,13 +40,6 @@ class MonitorOptions:
     group_id
         Consumer group (and faust app id); processes sharing it share the work.
         Default: ``<topic prefix>monitor``.
-    instance_id
-        Static group membership (Kafka's ``group.instance.id``): a name this
-        process keeps across restarts, unique in its group. A restarted
-        process takes its partitions back at once instead of waiting for the
-        broker to time its old session out (``session_timeout``); the price
-        is the same wait, for the others, when it stops for good. ``None``
-        (default): dynamic membership.
     data_dir
         faust's data directory.
     metrics_port
@@ -87,7 +80,6 @@ class MonitorOptions:
     """
 
     group_id: str | None = None
-    instance_id: str | None = None
     data_dir: str = "./.driftline/monitor"
     metrics_port: int = 0
     web_port: int | None = None
@@ -115,8 +107,6 @@ class MonitorOptions:
             raise MonitorError(f"--state-memory-mb must be an integer >= 8 (got {self.state_memory_mb!r})")
         if self.group_id is not None:
             events.validate_name(self.group_id, "--group-id")
-        if self.instance_id is not None:
-            events.validate_name(self.instance_id, "--instance-id")
         for name in ("snapshot_interval", "checkpoint_interval", "expiry_interval",
                      "session_timeout", "heartbeat_interval", "policy_refresh_interval", "reset_check_interval"):
             value = getattr(self, name)
