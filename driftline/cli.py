@@ -2,9 +2,11 @@
 
 Each package adds its own sub-commands through a ``register(subparsers)``
 function in its ``cli`` module (``driftline.streams.cli``, ``driftline.retrain.cli``,
-``driftline.registry.cli``); this module owns the shared ones (``broker``, ``topics``, ``schema``)
-and the error handling: a user error prints one line and exits 1, never a
-traceback (set ``DRIFTLINE_DEBUG=1`` to see one).
+``driftline.registry.cli``, ``driftline.demo.cli``). They are named here, not
+imported: the core depends on no service, the services plug into it. This
+module owns the shared ones (``broker``, ``topics``, ``schema``) and the error
+handling: a user error prints one line and exits 1, never a traceback (set
+``DRIFTLINE_DEBUG=1`` to see one).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from .errors import DriftlineError
 __all__ = ["main", "build_parser"]
 
 # Packages that contribute sub-commands, in help order.
-_PLUGINS = ("driftline.streams.cli", "driftline.retrain.cli", "driftline.registry.cli", "driftline.usercli", "driftline.serve",
-            "driftline.deadletters")
+_PLUGINS = ("driftline.streams.cli", "driftline.retrain.cli", "driftline.registry.cli", "driftline.usercli",
+            "driftline.demo.cli", "driftline.serve", "driftline.deadletters")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DriftlineError as error:
         print(redact.redact(f"driftline: error: {error}"), file=sys.stderr)
         return 1
-    except Exception as error:  # never a traceback for users
+    except Exception as error:  # the command's one error policy: never a traceback for users
         if os.environ.get("DRIFTLINE_DEBUG"):
             raise
         print(redact.redact(f"driftline: error: {type(error).__name__}: {error}"), file=sys.stderr)

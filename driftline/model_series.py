@@ -35,7 +35,7 @@ from typing import Any, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from .policy import ESTIMATED_METRICS
+from .catalog import METRICS
 
 __all__ = ["ModelSeries", "DEFAULT_GRACE_S"]
 
@@ -188,7 +188,7 @@ def _estimation(gauge, key: list[str], stats: dict) -> None:
     estimated = stats.get("estimated")
     if not isinstance(estimated, dict):
         return  # the version has no calibrator
-    for metric in ESTIMATED_METRICS:
+    for metric in METRICS.names(estimated=True):
         value = _number(estimated.get(metric))
         if value is None:
             continue

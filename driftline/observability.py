@@ -214,8 +214,10 @@ class LagProbe:
                                            client_id=f"driftline-{self.component}-lag", **security)
             self._consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_list, enable_auto_commit=False,
                                            client_id=f"driftline-{self.component}-lag", **security)
-        partitions = [TopicPartition(topic, p) for topic in self.topics
-                      for p in sorted(self._consumer.partitions_for_topic(topic) or [])]
+        from .kafka import topic_partitions
+
+        partitions = [TopicPartition(topic, p) for topic in self.topics  # what metadata shows now: no wait
+                      for p in sorted(topic_partitions(self._consumer, topic, timeout_s=0.0))]
         if not partitions:
             return {}
         if hasattr(self._admin, "list_group_offsets"):  # kafka-python >= 3
@@ -242,7 +244,7 @@ class LagProbe:
         while not self._stop.is_set():
             try:
                 self.update()
-            except Exception as error:  # lag is best-effort: never stop the daemon for it
+            except Exception as error:  # the probe thread's one error policy: lag is best-effort, never stop the daemon for it
                 logging.getLogger("driftline.observability").debug("lag probe failed: %s", error)
             self._stop.wait(self.interval_s)
         self._close()
@@ -255,10 +257,12 @@ class LagProbe:
             self._close()
 
     def _close(self) -> None:
+        from kafka.errors import KafkaError
+
         for client in (self._admin, self._consumer):
             if client is not None:
                 try:
                     client.close()
-                except Exception:  # closing a broken connection
+                except (KafkaError, OSError):  # closing a broken connection
                     pass
         self._admin = self._consumer = None

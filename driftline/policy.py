@@ -5,6 +5,8 @@ One :class:`Policy` per model, stored in the registry next to the model
 no setting is defined twice. Every field has a default; a policy file only
 names what it changes. :meth:`Policy.from_dict` refuses unknown or bad
 settings with an error that names the setting (``monitor.cooldown_s``).
+The detectors, metrics and estimators a policy may name are those
+registered in :mod:`driftline.catalog`.
 
 Examples
 --------
@@ -24,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import catalog
 from .errors import DriftlineError
 
 __all__ = ["PolicyError", "Policy", "MonitorPolicy", "RetrainPolicy", "DetectorSpec", "load_policy_file",
@@ -33,22 +36,30 @@ __all__ = ["PolicyError", "Policy", "MonitorPolicy", "RetrainPolicy", "DetectorS
 ALERT_KINDS = ("data_drift", "concept_drift", "prediction_drift", "metric", "latency", "outliers",
                "estimated_performance")
 TASKS = ("auto", "classification", "regression")
-OUTLIER_DETECTORS = ("range", "hst", "both")
-CONCEPT_DETECTORS = ("adwin", "ddm", "eddm", "hddm_a", "hddm_w", "fhddm", "page_hinkley")
-DATA_DETECTORS = ("ks", "psi", "kswin", "adwin", "page_hinkley", "chi2")
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "log_loss", "roc_auc")
-REGRESSION_METRICS = ("mae", "rmse", "r2")
-# Metrics where lower is better; the worker flips the comparison for these.
-LOWER_IS_BETTER = ("log_loss", "mae", "rmse")
-METRICS = CLASSIFICATION_METRICS + REGRESSION_METRICS
-#: Metrics the monitor estimates before labels arrive (streams/estimation.py).
-ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse")
-# Parameters of Driftline's own data-drift tests (streams/model_monitor.py);
-# River detectors take their constructor's keyword arguments.
-_OWN_DETECTOR_PARAMS = {"ks": ("reference_size",), "psi": ("reference_size",), "chi2": ("reference_size",)}
-_RIVER_DETECTORS = {"adwin": "ADWIN", "page_hinkley": "PageHinkley", "kswin": "KSWIN", "ddm": "binary.DDM",
-                    "eddm": "binary.EDDM", "hddm_a": "binary.HDDMA", "hddm_w": "binary.HDDMW",
-                    "fhddm": "binary.FHDDM"}
+
+# The detectors, metrics and estimators a policy may name are the registered
+# ones (driftline/catalog.py); these module names list them for the code
+# that imported them from here, derived from the catalogs on first use.
+_FROM_CATALOGS = {
+    "OUTLIER_DETECTORS": lambda: catalog.DETECTORS.names(kind="outlier"),
+    "CONCEPT_DETECTORS": lambda: catalog.DETECTORS.names(kind="concept"),
+    "DATA_DETECTORS": lambda: catalog.DETECTORS.names(kind="data"),
+    "CLASSIFICATION_METRICS": lambda: catalog.METRICS.names(task="classification"),
+    "REGRESSION_METRICS": lambda: catalog.METRICS.names(task="regression"),
+    # Metrics where lower is better; the worker flips the comparison for these.
+    "LOWER_IS_BETTER": lambda: catalog.METRICS.names(lower_is_better=True),
+    "METRICS": lambda: catalog.METRICS.names(),
+    # Metrics the monitor estimates before labels arrive (streams/estimation.py).
+    "ESTIMATED_METRICS": lambda: catalog.METRICS.names(estimated=True),
+    "ESTIMATORS": lambda: catalog.ESTIMATORS.names(),
+}
+
+
+def __getattr__(name: str) -> Any:
+    names = _FROM_CATALOGS.get(name)
+    if names is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return names()
 
 
 class PolicyError(DriftlineError, ValueError):
@@ -249,19 +260,19 @@ class Policy:
             _expect(_positive(value), f"monitor.{name}", value, "must be a positive number")
         _expect(m.expected_run_length >= 10, "monitor.expected_run_length", m.expected_run_length,
                 "must be at least 10 events")
-        for name, spec, allowed in (("data_drift", m.data_drift, DATA_DETECTORS),
-                                    ("concept_drift", m.concept_drift, CONCEPT_DETECTORS)):
-            _one_of(spec.name, allowed, f"monitor.{name}.name")
+        for name, spec, kind in (("data_drift", m.data_drift, "data"), ("concept_drift", m.concept_drift, "concept")):
+            _one_of(spec.name, catalog.DETECTORS.names(kind=kind), f"monitor.{name}.name")
             _check_detector_params(spec, f"monitor.{name}.params")
         _expect(isinstance(m.retrain_on, tuple), "monitor.retrain_on", m.retrain_on, "must be a list of alert kinds")
         for kind in m.retrain_on:
             _one_of(kind, ALERT_KINDS, "monitor.retrain_on", "names an unknown alert kind; known:")
         _expect(isinstance(m.prediction_drift, bool), "monitor.prediction_drift", m.prediction_drift, "must be true or false")
+        metrics = catalog.METRICS.names()
         for metric, limit in m.metric_thresholds.items():
-            _one_of(metric, METRICS, f"monitor.metric_thresholds.{metric}", "is not a known metric; known:")
+            _one_of(metric, metrics, f"monitor.metric_thresholds.{metric}", "is not a known metric; known:")
             _expect(_number(limit), f"monitor.metric_thresholds.{metric}", limit, "must be a number")
         for metric, limit in m.estimated_thresholds.items():
-            _one_of(metric, ESTIMATED_METRICS, f"monitor.estimated_thresholds.{metric}",
+            _one_of(metric, catalog.METRICS.names(estimated=True), f"monitor.estimated_thresholds.{metric}",
                     "is not an estimated metric; known:")
             _expect(_number(limit), f"monitor.estimated_thresholds.{metric}", limit, "must be a number")
         _expect(m.estimated_cooldown_s is None or _positive(m.estimated_cooldown_s), "monitor.estimated_cooldown_s",
@@ -270,7 +281,7 @@ class Policy:
                 m.latency_p95_ms, "must be a positive number or null")
         _expect(_number(m.outlier_rate) and 0 < m.outlier_rate <= 1, "monitor.outlier_rate", m.outlier_rate,
                 "must be in (0, 1]")
-        _one_of(m.outlier_detector, OUTLIER_DETECTORS, "monitor.outlier_detector")
+        _one_of(m.outlier_detector, catalog.DETECTORS.names(kind="outlier"), "monitor.outlier_detector")
 
         if r.schedule is not None:
             _expect(isinstance(r.schedule, dict) and len(r.schedule) == 1 and
@@ -292,14 +303,14 @@ class Policy:
                 "must be a positive number or null")
         _expect(_number(r.holdout_fraction) and 0.05 <= r.holdout_fraction <= 0.5, "retrain.holdout_fraction",
                 r.holdout_fraction, "must be between 0.05 and 0.5")
-        _one_of(r.promotion_metric, METRICS, "retrain.promotion_metric", "is not a known metric; known:")
+        _one_of(r.promotion_metric, metrics, "retrain.promotion_metric", "is not a known metric; known:")
         _expect(_number(r.margin) and r.margin >= 0, "retrain.margin", r.margin, "must be a number >= 0")
         for metric, limit in r.minimums.items():
-            _one_of(metric, METRICS, f"retrain.minimums.{metric}", "is not a known metric; known:")
+            _one_of(metric, metrics, f"retrain.minimums.{metric}", "is not a known metric; known:")
             _expect(_number(limit), f"retrain.minimums.{metric}", limit, "must be a number")
         _expect(_number(r.debounce_s) and r.debounce_s >= 0, "retrain.debounce_s", r.debounce_s,
                 "must be a number >= 0")
-        _one_of(r.estimator, ESTIMATORS, "retrain.estimator")
+        _one_of(r.estimator, catalog.ESTIMATORS.names(), "retrain.estimator")
         if r.search is not None:
             _expect(isinstance(r.search, dict) and isinstance(r.search.get("param_grid"), dict)
                     and r.search["param_grid"], "retrain.search.param_grid", r.search,
@@ -321,16 +332,6 @@ class Policy:
                 "must be an integer >= 0")
         _expect(r.store_retention_s is None or _positive(r.store_retention_s), "retrain.store_retention_s",
                 r.store_retention_s, "must be a positive number or null")
-
-
-ESTIMATORS = (
-    "logistic_regression",
-    "random_forest",
-    "gradient_boosting",
-    "linear_regression",
-    "random_forest_regressor",
-    "gradient_boosting_regressor",
-)
 
 
 def policy_changes(old: Policy, new: Policy) -> dict[str, list]:
@@ -381,17 +382,19 @@ def _check_detector_params(spec: DetectorSpec, name: str) -> None:
     does (otherwise the monitor would fail on it only at start-up)."""
     if not spec.params:
         return
-    if spec.name in _OWN_DETECTOR_PARAMS:
-        allowed = _OWN_DETECTOR_PARAMS[spec.name]
-    else:
+    entry = catalog.DETECTORS.get(spec.name)
+    if entry.params is not None:  # Driftline's own tests name their parameters
+        allowed = tuple(entry.params)
+    elif entry.river is not None:  # River's detectors take their constructor's keyword arguments
+        import importlib
         import inspect
 
-        from river import drift  # only when parameters are given: River is a heavy import
-
-        target: Any = drift
-        for part in _RIVER_DETECTORS[spec.name].split("."):
-            target = getattr(target, part)
+        # Only when parameters are given: River is a heavy import.
+        module, _, class_name = entry.river.rpartition(".")
+        target = getattr(importlib.import_module(module), class_name)
         allowed = tuple(p for p in inspect.signature(target).parameters if p != "self")
+    else:
+        allowed = ()
     for param in spec.params:
         if param not in allowed:
             raise PolicyError(f"{name}.{param}: not a parameter of detector {spec.name!r}; "

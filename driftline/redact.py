@@ -129,7 +129,9 @@ def _record_factory(*args, **kwargs) -> logging.LogRecord:
     record = _previous_factory(*args, **kwargs)  # type: ignore[misc]
     try:
         message = record.getMessage()
-    except Exception:  # a malformed call: logging reports it when the record is emitted, as usual
+    except Exception:
+        # logging's own rule: a log call never raises (a malformed call, an argument whose
+        # str() fails); logging reports it when the record is emitted, as usual
         return record
     cleaned = redact(message)
     if cleaned != message:

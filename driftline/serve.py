@@ -42,6 +42,7 @@ from typing import Any
 import orjson
 
 from .errors import DriftlineError
+from .extras import require
 from .events import MISSING_VALUE, ValidationError
 
 __all__ = ["create_app", "parse_invocation", "parse_labels", "register", "MAX_BODY_BYTES"]
@@ -210,6 +211,8 @@ class _ChampionCollector:
 def create_app(champion: Any):
     """The Starlette application serving ``champion``."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+    require("starlette", "serve", "driftline serve")
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -316,7 +319,8 @@ def register(subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
+    require("starlette", "serve", "driftline serve")
+    uvicorn = require("uvicorn", "serve", "driftline serve")
 
     from .champion import Champion
 

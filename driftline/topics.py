@@ -1,32 +1,15 @@
-"""Create Driftline's topics (idempotent)."""
+"""Create Driftline's topics (idempotent); the other Kafka helpers live in
+:mod:`driftline.kafka`."""
 
 from __future__ import annotations
 
 from typing import Iterable
 
 from .config import Settings
+# the shared Kafka helpers, still importable from here
+from .kafka import admin_client, existing_topics, topic_partitions
 
 __all__ = ["create_topics", "admin_client", "existing_topics", "topic_partitions"]
-
-
-def admin_client(settings: Settings):
-    from kafka import KafkaAdminClient
-
-    # KafkaAdminClient logs its whole configuration at DEBUG: kafka_security()
-    # hands the password over as a redact.Secret, which shows as '***'.
-    return KafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_list, client_id="driftline-admin", **settings.kafka_security()
-    )
-
-
-def existing_topics(settings: Settings) -> set[str]:
-    """Names of the topics the broker has (raises kafka-python errors when
-    it cannot be reached)."""
-    admin = admin_client(settings)
-    try:
-        return set(admin.list_topics())
-    finally:
-        admin.close()
 
 
 def create_topics(
@@ -59,17 +42,3 @@ def create_topics(
         return result
     finally:
         admin.close()
-
-
-def topic_partitions(consumer, topic: str, timeout_s: float = 10.0) -> set[int]:
-    """Partition numbers of ``topic`` seen by a kafka-python ``consumer``,
-    waiting up to ``timeout_s`` for metadata (a fresh client has none yet).
-    An empty set means the topic does not exist."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    partitions = consumer.partitions_for_topic(topic)
-    while partitions is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        partitions = consumer.partitions_for_topic(topic)
-    return set(partitions or ())

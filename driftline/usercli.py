@@ -1,4 +1,4 @@
-"""User commands: publish events, follow alerts and metrics, show status, run the demo.
+"""User commands: publish events, follow alerts and metrics.
 
 Sub-commands contributed to ``driftline`` (see :mod:`driftline.cli`):
 
@@ -17,16 +17,9 @@ Sub-commands contributed to ``driftline`` (see :mod:`driftline.cli`):
 ``driftline metrics [--follow] [--model NAME] [--from-beginning]``
     The same for metric snapshots.
 
-``driftline status``
-    Registry models, champions and latest versions, and which Driftline
-    topics exist on the broker.
-
-``driftline report MODEL [--since WHEN] [--out DIR]``
-    An HTML report of one model from the output topics and the registry
-    (:mod:`driftline.report`).
-
-``driftline demo``
-    The whole loop on a drifting benchmark stream (:mod:`driftline.demo`).
+``driftline status`` and ``driftline report MODEL`` read the registry, so
+they come with it (:mod:`driftline.registry.cli`); ``driftline demo`` comes
+with :mod:`driftline.demo`.
 
 Every command prints readable lines for people, or with ``--json`` one JSON
 object per line for scripts.
@@ -67,10 +60,11 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 from .errors import DriftlineError
-from .redact import redact
+from .kafka import follow_topics, quiet_kafka_logs, require_topics, unreachable
 from .report.page import format_number as _num
 
-__all__ = ["register", "csv_row_to_event", "read_events", "RowError", "follow_records"]
+__all__ = ["register", "csv_row_to_event", "read_events", "RowError", "follow_records", "format_alert",
+           "format_snapshot", "local_time", "print_json_line"]
 
 _INT = re.compile(r"^[+-]?\d+$")
 # Rows validated and sent per bulk call: bounds memory for large files.
@@ -85,7 +79,7 @@ class UserCliError(DriftlineError):
 
 
 def register(subparsers) -> None:
-    """Add ``publish``, ``alerts``, ``metrics``, ``status``, ``report`` and ``demo``."""
+    """Add ``publish``, ``alerts`` and ``metrics``."""
     publish = subparsers.add_parser(
         "publish",
         help="send predictions or labels from a JSON-lines or CSV file",
@@ -111,28 +105,6 @@ def register(subparsers) -> None:
         cmd.add_argument("--quiet-s", type=float, default=2.0,
                          help="without --follow: stop after this many seconds without news (default 2)")
         cmd.set_defaults(handler=_cmd_alerts if name == "alerts" else _cmd_metrics)
-
-    status = subparsers.add_parser("status", help="registry models, champions, latest versions and topics")
-    status.add_argument("--json", action="store_true", help="one JSON object per line")
-    status.set_defaults(handler=_cmd_status)
-
-    report = subparsers.add_parser("report", help="write an HTML report of a model (metrics, drift, versions)")
-    report.add_argument("model", help="the model's name")
-    report.add_argument("--since", default=None,
-                        help="only what happened since: a duration (30m, 2h, 7d) or an ISO-8601 time "
-                             "(default: everything on the topics)")
-    report.add_argument("--out", default="driftline-report",
-                        help="directory for index.html (default driftline-report)")
-    report.add_argument("--quiet-s", type=float, default=2.0,
-                        help="stop reading the topics after this many seconds without news (default 2)")
-    report.set_defaults(handler=_cmd_report)
-
-    demo = subparsers.add_parser("demo", help="run the whole loop on a drifting benchmark stream")
-    demo.add_argument("--events", type=int, default=None, help="events to replay (default: see driftline.demo)")
-    demo.add_argument("--report-dir", default="demo-report", help="where to write index.html (default demo-report)")
-    demo.add_argument("--seed", type=int, default=42)
-    demo.add_argument("--plain", action="store_true", help="line output even on a terminal")
-    demo.set_defaults(handler=_cmd_demo)
 
 
 # -- reading event files ------------------------------------------------------------
@@ -270,33 +242,6 @@ def _settings():
     return load_settings()
 
 
-def _quiet_kafka_logs() -> None:
-    """Kafka clients log every connection at INFO; users of these commands
-    want their output, not that (still shown with --log-level DEBUG)."""
-    import logging
-
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("kafka").setLevel(logging.WARNING)
-
-
-def _require_topic(settings, topic: str) -> None:
-    """Refuse a missing topic up front: a producer's metadata request would
-    otherwise create it on brokers that auto-create topics."""
-    from kafka.errors import KafkaError
-
-    from .topics import existing_topics
-
-    try:
-        existing = existing_topics(settings)
-    except KafkaError as error:
-        raise UserCliError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} ({type(error).__name__}); "
-            "check DRIFTLINE_BOOTSTRAP_SERVERS"
-        ) from None
-    if topic not in existing:
-        raise UserCliError(f"topic {topic!r} does not exist; run 'driftline topics create'")
-
-
 def _open_publisher(settings):
     from kafka.errors import KafkaError
 
@@ -305,10 +250,7 @@ def _open_publisher(settings):
     try:
         return Publisher(settings)
     except KafkaError as error:
-        raise UserCliError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} ({type(error).__name__}); "
-            "check DRIFTLINE_BOOTSTRAP_SERVERS"
-        ) from None
+        raise unreachable(settings, error) from None
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
@@ -316,8 +258,8 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     record_type = events.Prediction if args.kind == "predictions" else events.Label
     settings = _settings()
-    _quiet_kafka_logs()
-    _require_topic(settings, getattr(settings.topics, args.kind))
+    quiet_kafka_logs()
+    require_topics(settings, [getattr(settings.topics, args.kind)])
     if args.file == "-":
         stream: TextIO = sys.stdin
         if sys.stdin.seekable():  # redirected from a file: sniff, then rewind
@@ -367,7 +309,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
     topic = getattr(settings.topics, args.kind)
     elapsed = time.monotonic() - started
     if args.json:
-        _print_json({"type": "summary", "topic": topic, "rows": rows, "sent": valid, "refused": len(errors),
+        print_json_line({"type": "summary", "topic": topic, "rows": rows, "sent": valid, "refused": len(errors),
                      "messages": messages, "seconds": round(elapsed, 3)})
     else:
         print(f"sent {valid} {args.kind} in {messages} message(s) to {topic} in {elapsed:.2f}s"
@@ -395,34 +337,10 @@ def follow_records(settings, topic: str, record_type, *, follow: bool, from_begi
     With ``follow``: from the end (or the beginning) until interrupted.
     Messages that break the contract are reported on stderr and skipped.
     """
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
-
     from . import events
 
+    consumer = follow_topics(settings, [topic], "driftline-cli", from_end=follow and not from_beginning)
     try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_list, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", client_id="driftline-cli",
-                                 **settings.kafka_security())
-    except KafkaError as error:
-        raise UserCliError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} ({type(error).__name__}); "
-            "check DRIFTLINE_BOOTSTRAP_SERVERS"
-        ) from None
-    try:
-        from .topics import topic_partitions
-
-        partitions = topic_partitions(consumer, topic)
-        if not partitions:
-            raise UserCliError(f"topic {topic!r} does not exist; run 'driftline topics create'")
-        assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        if follow and not from_beginning:
-            consumer.seek_to_end()
-            for tp in assigned:  # resolve the positions now, so "ready" means ready
-                consumer.position(tp)
-        else:
-            consumer.seek_to_beginning()
         if on_ready is not None:
             on_ready()
         last_news = time.monotonic()
@@ -443,16 +361,15 @@ def follow_records(settings, topic: str, record_type, *, follow: bool, from_begi
         consumer.close()
 
 
-def _when(ts: float) -> str:
+def local_time(ts: float) -> str:
+    """``ts`` (epoch seconds) as local ``YYYY-MM-DD HH:MM:SS``."""
     return datetime.fromtimestamp(ts, tz=timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
 
 
 def format_alert(alert) -> str:
     """One readable line for an alert."""
     threshold = f" threshold={_num(alert.threshold)}" if alert.threshold is not None else ""
-    return (f"{_when(alert.timestamp)}  {alert.model} v{alert.model_version}  {alert.kind:<14} "
+    return (f"{local_time(alert.timestamp)}  {alert.model} v{alert.model_version}  {alert.kind:<14} "
             f"{alert.subject}  [{alert.detector}] value={_num(alert.value)}{threshold}  {alert.message}")
 
 
@@ -472,7 +389,7 @@ def format_snapshot(snapshot) -> str:
         if key in stats:
             parts.append(f"{label}={_num(stats[key])}")
     parts += _estimation_parts(stats)
-    return f"{_when(snapshot.timestamp)}  {snapshot.model} v{snapshot.model_version}  " + "  ".join(parts)
+    return f"{local_time(snapshot.timestamp)}  {snapshot.model} v{snapshot.model_version}  " + "  ".join(parts)
 
 
 def _estimation_parts(stats: dict) -> list[str]:
@@ -501,7 +418,7 @@ def _follow_command(args: argparse.Namespace, topic_name: str, record_type, form
     if args.count is not None and args.count < 1:
         raise UserCliError(f"--count must be at least 1 (got {args.count})")
     settings = _settings()
-    _quiet_kafka_logs()
+    quiet_kafka_logs()
     topic = getattr(settings.topics, topic_name)
 
     def ready() -> None:
@@ -518,7 +435,7 @@ def _follow_command(args: argparse.Namespace, topic_name: str, record_type, form
         if args.model is not None and record.model != args.model:
             continue
         if args.json:
-            _print_json(record.to_dict())
+            print_json_line(record.to_dict())
         else:
             print(formatter(record), flush=True)
         shown += 1
@@ -539,170 +456,6 @@ def _cmd_metrics(args: argparse.Namespace) -> int:
     return _follow_command(args, "metrics", MetricsSnapshot, format_snapshot)
 
 
-# -- status -----------------------------------------------------------------------------------
-
-
-def collect_status(settings) -> dict[str, Any]:
-    """Topics present on the broker and the registry's models."""
-    from .topics import existing_topics
-
-    status: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "registry": settings.registry_location}
-    try:
-        existing = existing_topics(settings)
-        status["topics"] = {name: name in existing for name in settings.topics.all()}
-        status["broker_error"] = None
-    except Exception as error:  # status must still show the registry
-        status["topics"] = {}
-        status["broker_error"] = redact(f"{type(error).__name__}: {error}")
-    status["models"] = []
-    status["registry_error"] = None
-    try:
-        from driftline.registry import open_registry
-    except ImportError:
-        status["registry_error"] = "the registry package is not installed"
-        return status
-    if not settings.registry_is_database and not Path(settings.registry).exists():
-        status["registry_error"] = f"no registry at {settings.registry_location} yet"
-        return status
-    try:
-        reg = open_registry(settings, publish=False)
-    except Exception as error:
-        status["registry_error"] = redact(f"{type(error).__name__}: {error}")
-        return status
-    runs = _worker_runs(settings)
-    try:
-        for model in reg.list_models():
-            name = getattr(model, "name", model)
-            versions = sorted(reg.list_versions(name), key=lambda v: v.version)
-            champion = next((v for v in versions if "champion" in (v.aliases or [])), None)
-            latest = versions[-1] if versions else None
-            status["models"].append({
-                "model": name,
-                "versions": len(versions),
-                "champion": champion.version if champion else None,
-                "champion_metrics": dict(champion.metrics or {}) if champion else {},
-                "latest": latest.version if latest else None,
-                "latest_status": latest.status if latest else None,
-                "latest_created_at": _as_epoch(latest.created_at) if latest else None,
-                "latest_reason": getattr(latest, "reason", None) if latest else None,
-                "last_run": runs.get(name),
-            })
-    finally:
-        reg.close()
-    return status
-
-
-def _worker_runs(settings) -> dict[str, dict[str, Any]]:
-    """The worker's last run per model, from its status file (if any)."""
-    try:
-        from driftline.retrain.worker import status_path
-    except ImportError:
-        return {}
-    try:
-        data = json.loads(status_path(settings).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    last: dict[str, dict[str, Any]] = {}
-    for run in data.get("runs", []) if isinstance(data, dict) else []:
-        if isinstance(run, dict) and isinstance(run.get("model"), str):
-            keep = ("outcome", "version", "trigger", "started_at", "ended_at", "duration_s", "reason", "rows")
-            last[run["model"]] = {k: run.get(k) for k in keep}  # runs are oldest first
-    return last
-
-
-def _as_epoch(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return value
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    _quiet_kafka_logs()
-    status = collect_status(_settings())
-    if args.json:
-        _print_json({"type": "broker", "bootstrap_servers": status["bootstrap_servers"],
-                     "error": status["broker_error"]})
-        for topic, present in status["topics"].items():
-            _print_json({"type": "topic", "topic": topic, "present": present})
-        _print_json({"type": "registry", "registry": status["registry"], "error": status["registry_error"]})
-        for model in status["models"]:
-            _print_json({"type": "model", **model})
-        return 0
-    print(f"broker    {status['bootstrap_servers']}"
-          + (f"  UNREACHABLE: {status['broker_error']}" if status["broker_error"] else ""))
-    for topic, present in status["topics"].items():
-        print(f"  topic   {topic:<40} {'ok' if present else 'MISSING'}")
-    print(f"registry  {status['registry']}" + (f"  ({status['registry_error']})" if status["registry_error"] else ""))
-    if not status["models"] and not status["registry_error"]:
-        print("  no models registered yet")
-    for m in status["models"]:
-        champion = f"v{m['champion']}" if m["champion"] is not None else "none"
-        shown = ", ".join(f"{k}={_num(v)}" for k, v in sorted(m["champion_metrics"].items())[:4])
-        created = _when(m["latest_created_at"]) if isinstance(m["latest_created_at"], (int, float)) else (
-            m["latest_created_at"] or "-")
-        print(f"  model   {m['model']:<20} champion {champion:<5} versions {m['versions']:<3} "
-              f"latest v{m['latest']} {m['latest_status']} at {created}" + (f"  [{shown}]" if shown else ""))
-        run = m.get("last_run")
-        if run:
-            ended = _when(run["ended_at"]) if isinstance(run.get("ended_at"), (int, float)) else "-"
-            print(f"          last run: {run.get('outcome')} (trigger {run.get('trigger')}, "
-                  f"{_num(run.get('duration_s'))}s, {run.get('rows')} rows) at {ended}"
-                  + (f": {run['reason']}" if run.get("reason") else ""))
-    missing = [t for t, present in status["topics"].items() if not present]
-    return 1 if status["broker_error"] or missing else 0
-
-
-# -- report ---------------------------------------------------------------------------------
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from .events import validate_name
-    from .report import gather, parse_since, write_report
-
-    validate_name(args.model, "model")
-    since = parse_since(args.since) if args.since is not None else None
-    settings = _settings()
-    _quiet_kafka_logs()
-    registry, registry_error = _open_registry_for_reading(settings)
-    try:
-        data = gather(settings, args.model, registry=registry, since=since, quiet_s=args.quiet_s)
-    finally:
-        if registry is not None:
-            registry.close()
-    data.registry_error = data.registry_error or registry_error
-    if not data.snapshots and not data.versions:
-        raise UserCliError(f"nothing known about model {args.model!r}: no metrics on "
-                           f"{settings.topics.metrics} and no versions in the registry")
-    path = write_report(data, args.out)
-    print(f"report of {args.model}: {len(data.snapshots)} snapshot(s), {len(data.alerts)} alert(s), "
-          f"{len(data.versions)} version(s); drifted features: {', '.join(data.drifted_features) or 'none'}")
-    print(path.resolve())
-    return 0
-
-
-def _open_registry_for_reading(settings):
-    """The registry, or ``None`` and why not (a report still shows the topics)."""
-    try:
-        from driftline.registry import open_registry
-        from driftline.registry.errors import RegistryError
-    except ImportError:
-        return None, "the registry package is not installed"
-    if not settings.registry_is_database and not Path(settings.registry).exists():
-        return None, f"no registry at {settings.registry_location}"
-    try:
-        return open_registry(settings, publish=False), None
-    except RegistryError as error:
-        return None, redact(str(error))
-
-
-# -- demo -----------------------------------------------------------------------------------
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    return run_demo(events=args.events, report_dir=args.report_dir, seed=args.seed, plain=args.plain)
-
-
-def _print_json(obj: dict[str, Any]) -> None:
+def print_json_line(obj: dict[str, Any]) -> None:
+    """``obj`` as one line of JSON (the ``--json`` output of every user command)."""
     print(json.dumps(obj, separators=(",", ":"), default=str), flush=True)

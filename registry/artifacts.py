@@ -31,7 +31,9 @@ import hashlib
 import importlib
 import inspect
 import os
+import pickle
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -106,7 +108,7 @@ def dumps_checked(estimator: Any) -> tuple[bytes, list[str]]:
 
     try:
         data = sio.dumps(estimator)
-    except Exception as error:  # skops raises TypeError/UnsupportedTypeException
+    except (TypeError, ValueError, AttributeError, pickle.PicklingError) as error:  # skops: UnsupportedTypeException is a TypeError
         raise ArtifactError(f"cannot serialise {type(estimator).__name__} with skops: {error}") from error
     return data, trusted_types(data)  # raises UntrustedArtifactError
 
@@ -124,7 +126,8 @@ def trusted_types(data: bytes, extra: Iterable[str] = ()) -> list[str]:
 
     try:
         names = sio.get_untrusted_types(data=data)
-    except Exception as error:  # BadZipFile, JSON errors, unknown protocol...
+    except (zipfile.BadZipFile, ValueError, LookupError, TypeError, AttributeError) as error:
+        # not a zip, no schema.json, bad JSON, a schema of the wrong shape, an unknown protocol
         raise UntrustedArtifactError(
             f"artifact is not a readable skops file and is refused ({type(error).__name__}: {error})"
         ) from None

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from driftline.extras import require
+
 from .errors import RegistryError
 
 __all__ = ["Backend", "SQLiteBackend", "PostgresBackend", "SCHEMA_VERSION"]
@@ -95,6 +97,10 @@ class Backend:
     serial = "INTEGER PRIMARY KEY"
     placeholder = "?"
 
+    def _database_errors(self) -> tuple[type[BaseException], ...]:
+        """What the driver raises for a broken or closed connection."""
+        return (sqlite3.Error, OSError)
+
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._conn: Any = None
@@ -142,7 +148,7 @@ class Backend:
     def _rollback(self, conn: Any) -> None:
         try:
             conn.rollback()
-        except Exception:  # a dead connection: drop it, reconnect next time
+        except self._database_errors():  # a dead connection: drop it, reconnect next time
             self._drop()
 
     def _drop(self) -> None:
@@ -150,7 +156,7 @@ class Backend:
         if conn is not None:
             try:
                 conn.close()
-            except Exception:
+            except self._database_errors():  # already broken: it is dropped either way
                 pass
 
     def init_schema(self) -> None:
@@ -268,7 +274,13 @@ class PostgresBackend(Backend):
     serial = "BIGSERIAL PRIMARY KEY"
     placeholder = "%s"
 
+    def _database_errors(self) -> tuple[type[BaseException], ...]:
+        import psycopg
+
+        return (psycopg.Error, OSError)
+
     def __init__(self, url: str):
+        require("psycopg", "postgres", "a PostgreSQL registry")  # up front: the extra it needs, named
         super().__init__()
         self._last_used = 0.0
         # SQLAlchemy-style URLs name the driver; libpq does not accept that.

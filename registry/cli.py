@@ -6,6 +6,12 @@ MODEL ALIAS``, ``history MODEL``, ``rollback MODEL``, ``delete MODEL VERSION``,
 ``policy set MODEL FILE``, ``policy show MODEL``, ``gc``. Every one takes
 ``--json`` for scripts.
 
+Also the user commands that read the registry: ``driftline status``
+(registry models, champions and latest versions, the worker's last runs,
+and which Driftline topics exist on the broker) and ``driftline report MODEL
+[--since WHEN] [--out DIR]`` (an HTML report of one model from the output
+topics and the registry, :mod:`driftline.report`).
+
 Every command that changes the registry publishes its model event(s) to the
 configured broker (``DRIFTLINE_BOOTSTRAP_SERVERS``, default
 ``localhost:9092``) — that is how the monitor, the worker and serving
@@ -20,6 +26,7 @@ import argparse
 import json
 import sys
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .core import Registry
 
-__all__ = ["register", "add_event_options", "EventReport", "open_for_change", "finish_events"]
+__all__ = ["register", "add_event_options", "EventReport", "open_for_change", "finish_events", "collect_status"]
 
 #: Default for ``--event-timeout-s``: how long one model event may wait for the broker.
 EVENT_TIMEOUT_S = 10.0
@@ -120,6 +127,27 @@ def register(subparsers: Any) -> None:
     p = policy_sub.add_parser("show", parents=[common], help="show a model's policy (defaults if unset)")
     p.add_argument("model")
     p.set_defaults(handler=_policy_show)
+
+    _register_overview(subparsers)
+
+
+def _register_overview(subparsers: Any) -> None:
+    """``driftline status`` and ``driftline report MODEL``: the user commands
+    that read the registry (with the topics and the worker's status file)."""
+    status = subparsers.add_parser("status", help="registry models, champions, latest versions and topics")
+    status.add_argument("--json", action="store_true", help="one JSON object per line")
+    status.set_defaults(handler=_cmd_status)
+
+    report = subparsers.add_parser("report", help="write an HTML report of a model (metrics, drift, versions)")
+    report.add_argument("model", help="the model's name")
+    report.add_argument("--since", default=None,
+                        help="only what happened since: a duration (30m, 2h, 7d) or an ISO-8601 time "
+                             "(default: everything on the topics)")
+    report.add_argument("--out", default="driftline-report",
+                        help="directory for index.html (default driftline-report)")
+    report.add_argument("--quiet-s", type=float, default=2.0,
+                        help="stop reading the topics after this many seconds without news (default 2)")
+    report.set_defaults(handler=_cmd_report)
 
 
 def _positive_int(text: str) -> int:
@@ -504,3 +532,152 @@ def _policy_show(args: argparse.Namespace) -> int:
     else:
         print(policy.to_json())
     return 0
+
+
+# -- driftline status ---------------------------------------------------------------------------
+
+
+def collect_status(settings: "Settings") -> dict[str, Any]:
+    """Topics present on the broker, the registry's models and the worker's
+    last run per model (from its status file, :mod:`driftline.worker_status`)."""
+    from kafka.errors import KafkaError
+
+    from driftline.errors import DriftlineError
+    from driftline.kafka import existing_topics
+    from driftline.redact import redact
+    from driftline.worker_status import last_runs, read_status, status_path
+
+    from .core import open_registry
+
+    status: dict[str, Any] = {"bootstrap_servers": settings.bootstrap_servers, "registry": settings.registry_location}
+    try:
+        existing = existing_topics(settings)
+        status["topics"] = {name: name in existing for name in settings.topics.all()}
+        status["broker_error"] = None
+    except KafkaError as error:  # status must still show the registry
+        status["topics"] = {}
+        status["broker_error"] = redact(f"{type(error).__name__}: {error}")
+    status["models"] = []
+    status["registry_error"] = None
+    if not settings.registry_is_database and not Path(settings.registry).exists():
+        status["registry_error"] = f"no registry at {settings.registry_location} yet"
+        return status
+    try:
+        reg = open_registry(settings, publish=False)
+    except (DriftlineError, OSError) as error:  # a bad location, an unreachable database, a missing extra
+        status["registry_error"] = redact(f"{type(error).__name__}: {error}")
+        return status
+    runs = last_runs(read_status(status_path(settings)))
+    try:
+        for model in reg.list_models():
+            name = getattr(model, "name", model)
+            versions = sorted(reg.list_versions(name), key=lambda v: v.version)
+            champion = next((v for v in versions if "champion" in (v.aliases or [])), None)
+            latest = versions[-1] if versions else None
+            status["models"].append({
+                "model": name,
+                "versions": len(versions),
+                "champion": champion.version if champion else None,
+                "champion_metrics": dict(champion.metrics or {}) if champion else {},
+                "latest": latest.version if latest else None,
+                "latest_status": latest.status if latest else None,
+                "latest_created_at": _as_epoch(latest.created_at) if latest else None,
+                "latest_reason": getattr(latest, "reason", None) if latest else None,
+                "last_run": runs.get(name),
+            })
+    finally:
+        reg.close()
+    return status
+
+
+def _as_epoch(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return value
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from driftline.config import load_settings
+    from driftline.kafka import quiet_kafka_logs
+    from driftline.report.page import format_number as _num
+    from driftline.usercli import local_time, print_json_line
+
+    quiet_kafka_logs()
+    status = collect_status(load_settings())
+    if args.json:
+        print_json_line({"type": "broker", "bootstrap_servers": status["bootstrap_servers"],
+                         "error": status["broker_error"]})
+        for topic, present in status["topics"].items():
+            print_json_line({"type": "topic", "topic": topic, "present": present})
+        print_json_line({"type": "registry", "registry": status["registry"], "error": status["registry_error"]})
+        for model in status["models"]:
+            print_json_line({"type": "model", **model})
+        return 0
+    print(f"broker    {status['bootstrap_servers']}"
+          + (f"  UNREACHABLE: {status['broker_error']}" if status["broker_error"] else ""))
+    for topic, present in status["topics"].items():
+        print(f"  topic   {topic:<40} {'ok' if present else 'MISSING'}")
+    print(f"registry  {status['registry']}" + (f"  ({status['registry_error']})" if status["registry_error"] else ""))
+    if not status["models"] and not status["registry_error"]:
+        print("  no models registered yet")
+    for m in status["models"]:
+        champion = f"v{m['champion']}" if m["champion"] is not None else "none"
+        shown = ", ".join(f"{k}={_num(v)}" for k, v in sorted(m["champion_metrics"].items())[:4])
+        created = local_time(m["latest_created_at"]) if isinstance(m["latest_created_at"], (int, float)) else (
+            m["latest_created_at"] or "-")
+        print(f"  model   {m['model']:<20} champion {champion:<5} versions {m['versions']:<3} "
+              f"latest v{m['latest']} {m['latest_status']} at {created}" + (f"  [{shown}]" if shown else ""))
+        run = m.get("last_run")
+        if run:
+            ended = local_time(run["ended_at"]) if isinstance(run.get("ended_at"), (int, float)) else "-"
+            print(f"          last run: {run.get('outcome')} (trigger {run.get('trigger')}, "
+                  f"{_num(run.get('duration_s'))}s, {run.get('rows')} rows) at {ended}"
+                  + (f": {run['reason']}" if run.get("reason") else ""))
+    missing = [t for t, present in status["topics"].items() if not present]
+    return 1 if status["broker_error"] or missing else 0
+
+
+# -- driftline report -----------------------------------------------------------------------------
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from driftline.config import load_settings
+    from driftline.errors import DriftlineError
+    from driftline.events import validate_name
+    from driftline.kafka import quiet_kafka_logs
+    from driftline.report import gather, parse_since, write_report
+
+    validate_name(args.model, "model")
+    since = parse_since(args.since) if args.since is not None else None
+    settings = load_settings()
+    quiet_kafka_logs()
+    registry, registry_error = _open_registry_for_reading(settings)
+    try:
+        data = gather(settings, args.model, registry=registry, since=since, quiet_s=args.quiet_s)
+    finally:
+        if registry is not None:
+            registry.close()
+    data.registry_error = data.registry_error or registry_error
+    if not data.snapshots and not data.versions:
+        raise DriftlineError(f"nothing known about model {args.model!r}: no metrics on "
+                             f"{settings.topics.metrics} and no versions in the registry")
+    path = write_report(data, args.out)
+    print(f"report of {args.model}: {len(data.snapshots)} snapshot(s), {len(data.alerts)} alert(s), "
+          f"{len(data.versions)} version(s); drifted features: {', '.join(data.drifted_features) or 'none'}")
+    print(path.resolve())
+    return 0
+
+
+def _open_registry_for_reading(settings: "Settings") -> "tuple[Registry | None, str | None]":
+    """The registry, or ``None`` and why not (a report still shows the topics)."""
+    from driftline.redact import redact
+
+    from .core import open_registry
+    from .errors import RegistryError
+
+    if not settings.registry_is_database and not Path(settings.registry).exists():
+        return None, f"no registry at {settings.registry_location}"
+    try:
+        return open_registry(settings, publish=False), None
+    except RegistryError as error:
+        return None, redact(str(error))

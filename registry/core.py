@@ -100,6 +100,13 @@ def open_registry(settings: Settings, publish: bool = False, *, publish_timeout_
     return Registry(backend, ArtifactStore(artifact_root), publisher)
 
 
+def open_for_serving(settings: Settings) -> "Registry":
+    """The registry as the core's model store (:mod:`driftline.model_store`):
+    open for reading, publishing nothing. Registered as the
+    ``driftline.model_stores`` entry point ``registry``."""
+    return open_registry(settings, publish=False)
+
+
 def load(ref: str, settings: Settings | None = None) -> LoadedModel:
     """Load the model behind ``ref`` from the registry the environment names
     (``DRIFTLINE_REGISTRY``; see :func:`driftline.config.load_settings`).

@@ -1,13 +1,15 @@
 """Errors of the model registry.
 
 Every error a user (or a caller such as the retraining worker) can cause is a
-:class:`RegistryError`, itself a :class:`driftline.errors.DriftlineError`, so
-the ``driftline`` command prints its message on one line and exits 1.
+:class:`RegistryError`, itself a :class:`driftline.model_store.ModelStoreError`
+(what the SDK's champion catches) and so a
+:class:`driftline.errors.DriftlineError`: the ``driftline`` command prints its
+message on one line and exits 1.
 """
 
 from __future__ import annotations
 
-from driftline.errors import DriftlineError
+from driftline.model_store import ModelStoreError
 
 __all__ = [
     "RegistryError",
@@ -20,7 +22,7 @@ __all__ = [
 ]
 
 
-class RegistryError(DriftlineError):
+class RegistryError(ModelStoreError):
     """Something the registry refused; the message says what and why."""
 
 

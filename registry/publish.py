@@ -96,9 +96,11 @@ class RecoveringProducer:
     def _discard(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
+            from kafka.errors import KafkaError
+
             try:
                 producer.close(timeout=0)  # do not wait for a broker that failed us
-            except Exception:  # closing a broken producer may raise anything; it is gone either way
+            except (KafkaError, OSError):  # closing a broken producer: it is gone either way
                 pass
 
     def send(self, topic: str, value: bytes, *, key: bytes | None = None, partition: int | None = None,

@@ -28,8 +28,8 @@ _EXPORTS = {
     "Trainer": "trainer",
     "train_frame": "trainer",
     "Worker": "worker",
-    "WorkerOptions": "worker",
-    "WorkerConfigError": "worker",
+    "WorkerOptions": "options",
+    "WorkerConfigError": "options",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -39,4 +39,5 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'retrain' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"retrain.{module}"), name)
+    # relative to this package: the same module objects as ``driftline.retrain.<module>``
+    return getattr(importlib.import_module(f".{module}", __name__), name)

@@ -8,36 +8,41 @@ import json
 __all__ = ["register", "run_worker", "run_train", "run_reproduce"]
 
 
+# WorkerOptions field -> help of its ``driftline worker`` option; the type and
+# the default come from WorkerOptions (one copy of each default)
+_WORKER_OPTIONS = (
+    ("group_id", "consumer group (default {default})"),
+    ("metrics_port", "serve Prometheus /metrics here (0: off)"),
+    ("concurrency", "runs of different models at once (default {default})"),
+    ("session_timeout_ms", "consumer-group session timeout (default {default})"),
+    ("heartbeat_interval_ms", "consumer-group heartbeat (default {default})"),
+    ("quiet_ms", "training-data read stops after this long without new records (default {default})"),
+    ("policy_refresh_s", "re-read every policy this often (also on policy_changed events)"),
+    ("shutdown_grace_s", "on SIGTERM/SIGINT wait this long for a running run to end"),
+    ("retry_attempts", "tries of a run whose registry database or broker is unreachable (default {default})"),
+    ("retry_backoff_s", "pause after the first failed try, doubled after each further one (default {default:g})"),
+    ("retry_max_backoff_s", "longest pause between two tries (default {default:g})"),
+    ("publish_timeout_s", "how long one delivery of a model event or dead letter may take (default {default:g})"),
+    ("broker_log_interval_s", "while the broker is down: one log line per this many seconds (default {default:g})"),
+)
+
+
 def register(subparsers) -> None:
+    from .options import WorkerOptions
+
     worker = subparsers.add_parser(
         "worker", help="run the retraining daemon (retrain requests and schedules -> validated versions)",
         description="Consume retrain requests, run scheduled retrains, train, validate against the champion "
                     "and promote. Status of the last runs: --status (file <registry dir>/worker-status.json).")
-    worker.add_argument("--group-id", default="driftline-worker", help="consumer group (default driftline-worker)")
-    worker.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics here (0: off)")
-    worker.add_argument("--concurrency", type=int, default=1, help="runs of different models at once (default 1)")
+    defaults = WorkerOptions()
+    for name, text in _WORKER_OPTIONS:
+        default = getattr(defaults, name)
+        worker.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                            help=text.format(default=default))
     worker.add_argument("--status", action="store_true", help="print the status of the last runs and exit")
     worker.add_argument("--json", action="store_true", help="with --status: print the raw JSON")
-    worker.add_argument("--status-file", default=None,
+    worker.add_argument("--status-file", default=defaults.status_file,
                         help="status file (default <registry dir>/worker-status.json)")
-    worker.add_argument("--session-timeout-ms", type=int, default=10_000)
-    worker.add_argument("--heartbeat-interval-ms", type=int, default=3_000)
-    worker.add_argument("--quiet-ms", type=int, default=1_000,
-                        help="training-data read stops after this long without new records (default 1000)")
-    worker.add_argument("--policy-refresh-s", type=float, default=60.0,
-                        help="re-read every policy this often (also on policy_changed events)")
-    worker.add_argument("--shutdown-grace-s", type=float, default=30.0,
-                        help="on SIGTERM/SIGINT wait this long for a running run to end")
-    worker.add_argument("--retry-attempts", type=int, default=5,
-                        help="tries of a run whose registry database or broker is unreachable (default 5)")
-    worker.add_argument("--retry-backoff-s", type=float, default=2.0,
-                        help="pause after the first failed try, doubled after each further one (default 2)")
-    worker.add_argument("--retry-max-backoff-s", type=float, default=30.0,
-                        help="longest pause between two tries (default 30)")
-    worker.add_argument("--publish-timeout-s", type=float, default=30.0,
-                        help="how long one delivery of a model event or dead letter may take (default 30)")
-    worker.add_argument("--broker-log-interval-s", type=float, default=30.0,
-                        help="while the broker is down: one log line per this many seconds (default 30)")
     worker.add_argument("--store-dir", default=None,
                         help="training-data segments (default <registry dir>/training-data)")
     worker.add_argument("--no-store", action="store_true",
@@ -79,27 +84,21 @@ def run_worker(args: argparse.Namespace) -> int:
     from driftline.config import load_settings
 
     from .resilience import quiet_kafka_logging
-    from .worker import Worker, WorkerOptions, format_status, status_path
+    from .options import WorkerOptions
+    from .status import format_status, read_status, status_path
+    from .worker import Worker
 
     settings = load_settings()
     if args.status:
         path = status_path(settings, args.status_file)
-        if not path.exists():
+        data = read_status(path)
+        if data is None:
             print(f"no worker status at {path} (has a worker run with this registry?)")
             return 1
-        data = json.loads(path.read_text(encoding="utf-8"))
         print(json.dumps(data, indent=2, sort_keys=True) if args.json else format_status(data))
         return 0
-    options = WorkerOptions(
-        group_id=args.group_id, concurrency=args.concurrency, metrics_port=args.metrics_port,
-        status_file=args.status_file, session_timeout_ms=args.session_timeout_ms,
-        heartbeat_interval_ms=args.heartbeat_interval_ms, quiet_ms=args.quiet_ms,
-        policy_refresh_s=args.policy_refresh_s, shutdown_grace_s=args.shutdown_grace_s,
-        retry_attempts=args.retry_attempts, retry_backoff_s=args.retry_backoff_s,
-        retry_max_backoff_s=args.retry_max_backoff_s, publish_timeout_s=args.publish_timeout_s,
-        broker_log_interval_s=args.broker_log_interval_s,
-        store=not args.no_store, store_dir=args.store_dir,
-    )
+    options = WorkerOptions(**{name: getattr(args, name) for name, _ in _WORKER_OPTIONS},
+                            status_file=args.status_file, store=not args.no_store, store_dir=args.store_dir)
     # kafka-python logs every failed reconnect of every client: at most one of
     # its lines per interval (all of them with --log-level DEBUG)
     quiet_kafka_logging(options.broker_log_interval_s)
@@ -152,7 +151,7 @@ def run_train(args: argparse.Namespace) -> int:
         frame = pd.read_csv(path)
     except (ValueError, OSError, UnicodeDecodeError) as error:
         raise DriftlineError(f"cannot read {args.data!r} as CSV: {error}") from None
-    import psycopg
+    from driftline.extras import error_types
 
     from .resilience import unavailable
 
@@ -161,7 +160,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train_frame(reg, args.model, frame, args.target, estimator=args.estimator,
                              description=args.description)
-    except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+    except error_types("psycopg", "OperationalError", "InterfaceError") as error:
         # the database went away mid-way: one readable line, not the driver's message
         raise DriftlineError(str(unavailable(error, settings))) from None
     finally:

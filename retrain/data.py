@@ -46,7 +46,7 @@ import math
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -133,6 +133,7 @@ class LabeledReader:
         """The newest ``window_rows`` records of ``model`` (younger than
         ``window_s`` seconds when given), sorted oldest first."""
         from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
 
         started = time.monotonic()
         now = events.now() if now is None else now
@@ -160,7 +161,7 @@ class LabeledReader:
             consumer.seek_to_beginning()
             try:  # a hint for the log only (tansu's can be wrong)
                 hint = {tp.partition: off for tp, off in consumer.end_offsets(assigned).items()}
-            except Exception:  # pragma: no cover - hint only
+            except KafkaError:  # pragma: no cover - hint only
                 hint = {}
             kept: dict[int, deque] = {tp.partition: deque(maxlen=window_rows) for tp in assigned}
             finished: set[int] = set()

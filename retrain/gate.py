@@ -44,12 +44,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from driftline.errors import DriftlineError
-from driftline.policy import LOWER_IS_BETTER, Policy
+from driftline.policy import Policy
 
 from .data import TrainingData
-from .recipes import SEARCH_SCORING, feature_columns_for, is_improvement, meets_minimum, score, task_of
+from .recipes import (SEARCH_SCORING, feature_columns_for, is_improvement, lower_is_better, meets_minimum, score,
+                      task_of)
 
-__all__ = ["GateRefusal", "GateResult", "check_class_counts", "evaluate", "split_identity", "seeds",
+__all__ = ["GateRefusal", "GateResult", "check_class_counts", "evaluate", "json_safe", "split_identity", "seeds",
            "cross_validate"]
 
 
@@ -152,7 +153,7 @@ def cross_validate(estimator: Any, train: TrainingData, metric: str, folds: int,
 def _gap(train_score: float | None, other: float | None, metric: str) -> float | None:
     if train_score is None or other is None:
         return None
-    return other - train_score if metric in LOWER_IS_BETTER else train_score - other
+    return other - train_score if lower_is_better(metric) else train_score - other
 
 
 def evaluate(estimator: Any, train: TrainingData, holdout: TrainingData, policy: Policy,
@@ -177,7 +178,7 @@ def evaluate(estimator: Any, train: TrainingData, holdout: TrainingData, policy:
                             n_jobs=1, refit=True, error_score="raise")
         grid.fit(X, y)  # the training part only: the holdout never tunes
         fitted = grid.best_estimator_
-        search_info = {"best_params": _plain(grid.best_params_), "cv_score": _plain(grid.best_score_),
+        search_info = {"best_params": json_safe(grid.best_params_), "cv_score": json_safe(grid.best_score_),
                        "search_rows": len(y)}
     else:
         fitted = estimator.fit(X, y)
@@ -239,11 +240,13 @@ def evaluate(estimator: Any, train: TrainingData, holdout: TrainingData, policy:
     return result
 
 
-def _plain(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """Search results (NumPy scalars, nested params) as plain JSON values;
+    a non-finite score becomes ``None``."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     item = getattr(value, "item", None)
     if item is not None and not isinstance(value, (str, bytes)):
         value = item()

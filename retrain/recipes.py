@@ -21,13 +21,17 @@ Examples
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-
+from driftline.catalog import ESTIMATORS, METRICS
 from driftline.errors import DriftlineError
-from driftline.policy import ESTIMATORS, LOWER_IS_BETTER, REGRESSION_METRICS, Policy
+from driftline.policy import Policy
+
+if TYPE_CHECKING:
+    import pandas as pd
+# numpy and pandas are imported where used: the policy loads this module to
+# list the estimators, and validating a policy must not load them.
 
 __all__ = [
     "RecipeError",
@@ -37,10 +41,9 @@ __all__ = [
     "score",
     "is_improvement",
     "meets_minimum",
+    "lower_is_better",
     "SEARCH_SCORING",
 ]
-
-REGRESSORS = ("linear_regression", "random_forest_regressor", "gradient_boosting_regressor")
 
 #: Promotion metric -> scikit-learn scorer name for GridSearchCV.
 SEARCH_SCORING = {
@@ -60,29 +63,53 @@ class RecipeError(DriftlineError, ValueError):
     """A policy asks for something the worker cannot build."""
 
 
+def __getattr__(name: str) -> Any:
+    # The regression recipes, for the code that imported them from here.
+    if name == "REGRESSORS":
+        return ESTIMATORS.names(task="regression")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether lower values of ``metric`` are better (its ``lower_is_better``
+    trait; ``False`` for a name that is not a registered metric).
+
+    >>> lower_is_better("log_loss"), lower_is_better("accuracy")
+    (True, False)
+    """
+    return metric in METRICS and bool(METRICS.get(metric).lower_is_better)
+
+
+def _metric_task(metric: str) -> str:
+    # An unknown name counts as a classification metric, as it did against the regression list.
+    return "regression" if metric in METRICS and METRICS.get(metric).task == "regression" else "classification"
+
+
 def task_of(policy: Policy) -> str:
     """``classification`` or ``regression``: the monitor's task when set,
     else what the promotion metric implies."""
     if policy.monitor.task != "auto":
         return policy.monitor.task
-    return "regression" if policy.retrain.promotion_metric in REGRESSION_METRICS else "classification"
+    return _metric_task(policy.retrain.promotion_metric)
 
 
 def check_policy(policy: Policy) -> None:
     """Refuse policies whose parts contradict each other (raised at start-up)."""
     r = policy.retrain
     task = task_of(policy)
-    if (r.estimator in REGRESSORS) != (task == "regression"):
+    if (r.estimator in ESTIMATORS.names(task="regression")) != (task == "regression"):
         raise RecipeError(f"retrain.estimator={r.estimator!r} does not fit the {task} task "
                           f"(promotion_metric={r.promotion_metric!r}, monitor.task={policy.monitor.task!r})")
-    metric_task = "regression" if r.promotion_metric in REGRESSION_METRICS else "classification"
+    metric_task = _metric_task(r.promotion_metric)
     if metric_task != task:
         raise RecipeError(f"retrain.promotion_metric={r.promotion_metric!r} is a {metric_task} metric "
                           f"but monitor.task is {task!r}")
     for metric in r.minimums:
-        if ("regression" if metric in REGRESSION_METRICS else "classification") != task:
+        if _metric_task(metric) != task:
             raise RecipeError(f"retrain.minimums.{metric} is not a {task} metric")
     if r.search:
+        import pandas as pd
+
         known = set(build_recipe(r.estimator, pd.DataFrame({"x": [0.0]})).get_params(deep=True))
         for name in r.search["param_grid"]:
             if name not in known:
@@ -90,27 +117,45 @@ def check_policy(policy: Policy) -> None:
                                   f"{r.estimator} recipe (use names like 'model__<param>')")
 
 
-def _estimator(name: str):
-    from sklearn import ensemble, linear_model
+@dataclass(frozen=True)
+class _SklearnEstimator:
+    """Builds a fresh scikit-learn estimator for every run (imported only then)."""
 
-    if name == "logistic_regression":
-        return linear_model.LogisticRegression(max_iter=1000)
-    if name == "random_forest":
-        return ensemble.RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=1)
-    if name == "gradient_boosting":
-        return ensemble.GradientBoostingClassifier(random_state=0)
-    if name == "linear_regression":
-        return linear_model.Ridge(alpha=1.0)
-    if name == "random_forest_regressor":
-        return ensemble.RandomForestRegressor(n_estimators=100, random_state=0, n_jobs=1)
-    if name == "gradient_boosting_regressor":
-        return ensemble.GradientBoostingRegressor(random_state=0)
-    raise RecipeError(f"estimator {name!r} is unknown: expected one of {', '.join(ESTIMATORS)}")
+    path: str
+    params: dict[str, Any]
+
+    def __call__(self) -> Any:
+        import importlib
+
+        module, _, class_name = self.path.rpartition(".")
+        return getattr(importlib.import_module(module), class_name)(**self.params)
+
+
+# The estimators behind the recipes, in the policy's listing order.
+for _name, _task, _estimator_class, _params in (
+    ("logistic_regression", "classification", "sklearn.linear_model.LogisticRegression", {"max_iter": 1000}),
+    ("random_forest", "classification", "sklearn.ensemble.RandomForestClassifier",
+     {"n_estimators": 100, "random_state": 0, "n_jobs": 1}),
+    ("gradient_boosting", "classification", "sklearn.ensemble.GradientBoostingClassifier", {"random_state": 0}),
+    ("linear_regression", "regression", "sklearn.linear_model.Ridge", {"alpha": 1.0}),
+    ("random_forest_regressor", "regression", "sklearn.ensemble.RandomForestRegressor",
+     {"n_estimators": 100, "random_state": 0, "n_jobs": 1}),
+    ("gradient_boosting_regressor", "regression", "sklearn.ensemble.GradientBoostingRegressor", {"random_state": 0}),
+):
+    ESTIMATORS.add(_name, _SklearnEstimator(_estimator_class, _params), task=_task, estimator=_estimator_class,
+                   params=_params)
+
+
+def _estimator(name: str):
+    if name not in ESTIMATORS:
+        raise RecipeError(f"estimator {name!r} is unknown: expected one of {', '.join(ESTIMATORS.names())}")
+    return ESTIMATORS.get(name).implementation()
 
 
 def build_recipe(name: str, X: pd.DataFrame):
     """The recipe pipeline for ``name``, with columns typed from ``X``
     (numeric dtypes are numeric, everything else categorical)."""
+    import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -146,6 +191,7 @@ def score(estimator: Any, X: pd.DataFrame, y: pd.Series, metric: str) -> float |
     ``predict_proba``). Multiclass precision/recall/F1 are macro averages;
     for two classes the positive class is the larger label (scikit-learn's
     ``classes_[1]``), the same rule for both models."""
+    import numpy as np
     from sklearn import metrics as m
 
     X = feature_columns_for(estimator, X)
@@ -197,13 +243,13 @@ def _finite(value: Any) -> float | None:
 
 def is_improvement(candidate: float | None, champion: float | None, metric: str, margin: float) -> bool:
     """Whether the candidate beats the champion by at least ``margin``
-    (lower is better for :data:`driftline.policy.LOWER_IS_BETTER`). No
+    (lower is better for metrics registered ``lower_is_better``). No
     champion score: any candidate score wins; no candidate score: never."""
     if candidate is None:
         return False
     if champion is None:
         return True
-    gain = champion - candidate if metric in LOWER_IS_BETTER else candidate - champion
+    gain = champion - candidate if lower_is_better(metric) else candidate - champion
     return gain >= margin - 1e-12
 
 
@@ -211,4 +257,4 @@ def meets_minimum(value: float | None, metric: str, limit: float) -> bool:
     """``value`` is at least ``limit`` (at most, for lower-is-better metrics)."""
     if value is None:
         return False
-    return value <= limit if metric in LOWER_IS_BETTER else value >= limit
+    return value <= limit if lower_is_better(metric) else value >= limit

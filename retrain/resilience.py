@@ -9,6 +9,8 @@
 - :func:`broker_watch` — :class:`driftline.brokerwatch.BrokerWatch` with the
   worker's ``key=value`` lines: one warning when the broker goes down, one
   reminder per interval while it stays down, one line when it is back.
+- :func:`dependency_errors` — what the registry database, the artifact
+  store and the broker raise when they fail: what the worker catches.
 - :class:`KafkaLogLimiter` — at most one kafka-python line per interval
   (kafka-python logs every failed reconnect of every client at ERROR).
 
@@ -22,6 +24,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import logging
 import sqlite3
 import threading
@@ -32,11 +35,12 @@ from typing import Callable, Iterator
 from driftline.brokerwatch import BrokerWatch
 from driftline.config import Settings
 from driftline.errors import DriftlineError
+from driftline.extras import error_types
 
 from .log import log_event
 
-__all__ = ["RetryPolicy", "Unavailable", "unavailable", "safe_url", "broker_watch", "KafkaLogLimiter",
-           "quiet_kafka_logging"]
+__all__ = ["RetryPolicy", "Unavailable", "unavailable", "dependency_errors", "safe_url", "broker_watch",
+           "KafkaLogLimiter", "quiet_kafka_logging"]
 
 logger = logging.getLogger("driftline.retrain.worker")
 
@@ -147,11 +151,7 @@ def unavailable(error: BaseException, settings: Settings) -> Unavailable | None:
 
     from driftline.registry.errors import PublishError
 
-    try:
-        import psycopg
-        pg_errors: tuple[type[BaseException], ...] = (psycopg.OperationalError, psycopg.InterfaceError)
-    except ImportError:  # pragma: no cover - psycopg is a dependency
-        pg_errors = ()
+    pg_errors = error_types("psycopg", "OperationalError", "InterfaceError")  # () without the postgres extra
     registry_where = safe_url(settings.registry) if settings.registry_is_database else str(settings.registry)
     for link in _chain(error):
         if isinstance(link, Unavailable):
@@ -168,6 +168,23 @@ def unavailable(error: BaseException, settings: Settings) -> Unavailable | None:
                 detail = f"{detail} ({text[:120]})"
             return Unavailable("broker", settings.bootstrap_servers, detail)
     return None
+
+
+@functools.cache
+def dependency_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions of a failing dependency: the registry's own errors
+    (:class:`DriftlineError`, :class:`Unavailable` too), the broker's
+    (``KafkaError``), the database drivers' and the file system's. Anything
+    else is a bug and is not caught on the way.
+
+    Examples
+    --------
+    >>> OSError in dependency_errors() and DriftlineError in dependency_errors()
+    True
+    """
+    from kafka.errors import KafkaError
+
+    return (DriftlineError, KafkaError, OSError, sqlite3.Error, *error_types("psycopg", "Error"))
 
 
 def broker_watch(servers: list[str], interval_s: float = 30.0, probe_s: float = 1.0,

@@ -79,6 +79,7 @@ from driftline.observability import count_dead_letters
 
 from .data import Window, WindowRow
 from .log import log_event
+from .resilience import dependency_errors
 
 __all__ = ["StoredRow", "SegmentInfo", "StoreWindow", "TrainingStore", "StoreWriter", "StoreWindowReader",
            "store_root", "start_store", "StoreError", "PAUSE_ENV"]
@@ -694,26 +695,30 @@ class StoreWriter:
     def _restart(self) -> None:
         """Drop what is not durable and consume again from the committed
         offsets (rows the segments already hold are skipped row by row)."""
+        from kafka.errors import KafkaError
+
         self._buffer, self._buffered, self._first_buffered = {}, 0, None
         self._consumed.clear()
         self._close()
         try:
             self._consumer = self._make_consumer()
-        except Exception as error:  # broker away: the next attempt retries
+        except (KafkaError, OSError) as error:  # broker away: the next attempt retries
             log_event(logger, "store_consumer_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
             self._consumer = None
 
     def _close(self) -> None:
+        from kafka.errors import KafkaError
+
         if self._consumer is not None:
             try:
                 self._consumer.close(autocommit=False)
-            except Exception:  # closing a broken connection
+            except (KafkaError, OSError):  # closing a broken connection
                 pass
             self._consumer = None
         if self._producer is not None:
             try:
                 self._producer.close(10)
-            except Exception:  # closing a broken connection
+            except (KafkaError, OSError):  # closing a broken connection
                 pass
             self._producer = None
 
@@ -758,6 +763,8 @@ class StoreWriter:
         then and is not behind its end offset (tansu's end offsets can be too
         low, never too high: they only keep a slow fetch from passing for
         silence)."""
+        from kafka.errors import KafkaError
+
         assigned = self._consumer.assignment()
         if not assigned:
             return False
@@ -774,7 +781,7 @@ class StoreWriter:
             return True
         try:
             ends = self._consumer.end_offsets(idle)
-        except Exception as error:  # the end offsets are a hint: silence alone decides then
+        except KafkaError as error:  # the end offsets are a hint: silence alone decides then
             log_event(logger, "store_end_offsets_failed", logging.DEBUG, error=f"{type(error).__name__}: {error}")
             return True
         return all((self._consumer.position(tp) or 0) >= (ends.get(tp) or 0) for tp in idle)
@@ -845,6 +852,7 @@ class StoreWriter:
         if self._producer is not None:
             self._producer.flush(30)  # dead letters are out before their offsets are committed
         _pause("before_commit")
+        from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
 
         positions = dict(self._consumed)
@@ -853,7 +861,9 @@ class StoreWriter:
             for tp, pos in positions.items():
                 if self._consumed.get(tp) == pos:
                     del self._consumed[tp]
-        except Exception as error:  # e.g. a rebalance: the segments hold the rows, the next commit covers them
+        except (KafkaError, RuntimeError) as error:
+            # e.g. a rebalance: the segments hold the rows, the next commit covers them (kafka-python
+            # raises RuntimeError for a blocking commit from its IO thread: the rebalance listener)
             log_event(logger, "store_commit_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
 
     def apply_retention(self) -> None:
@@ -861,7 +871,7 @@ class StoreWriter:
         for model in self.store.models():
             try:
                 retention = self.retention_for(model) if self.retention_for else None
-            except Exception as error:  # a policy that cannot be read: keep the data
+            except dependency_errors() as error:  # a policy that cannot be read: keep the data
                 log_event(logger, "store_retention_skipped", logging.WARNING, model=model,
                           error=f"{type(error).__name__}: {error}")
                 continue

@@ -17,6 +17,10 @@ retry the run (idempotent by request id) before it gives up. Without it,
 such a failure is a ``failed`` outcome with a readable reason (never a raw
 driver message).
 
+:class:`Trainer` (the worker) and :func:`train_frame` (``driftline train``)
+end the same way: :func:`register_candidate` registers the fitted model with
+its profile, estimation map and lineage, and promotes it.
+
 Test hook: ``DRIFTLINE_WORKER_PAUSE_S`` (seconds) pauses every run just
 before fitting, so a test can kill the worker in the middle of a run.
 """
@@ -39,9 +43,9 @@ from driftline.observability import RETRAIN_DURATION, RETRAIN_RUNS
 from driftline.policy import Policy
 
 from .data import LabeledReader, TrainingData, build_frame, data_hash, split_holdout
-from .gate import check_class_counts, evaluate, seeds, split_identity
+from .gate import json_safe, check_class_counts, evaluate, seeds, split_identity
 from .log import log_event
-from .resilience import unavailable
+from .resilience import dependency_errors, unavailable
 from driftline.policy import REGRESSION_METRICS
 
 from .recipes import (
@@ -54,8 +58,8 @@ from .recipes import (
     task_of,
 )
 
-__all__ = ["RunError", "RunResult", "Trainer", "fit_candidate", "failed_event", "too_few_rows",
-           "TARGET_COLUMN", "PAUSE_ENV", "TRAIN_MIN_ROWS"]
+__all__ = ["RunError", "RunResult", "Trainer", "fit_candidate", "register_candidate", "failed_event", "event_metrics",
+           "too_few_rows", "TARGET_COLUMN", "PAUSE_ENV", "TRAIN_MIN_ROWS"]
 
 logger = logging.getLogger("driftline.retrain.trainer")
 
@@ -104,22 +108,6 @@ class RunResult:
         return data
 
 
-def _json_safe(value: Any) -> Any:
-    """Search results and numpy scalars as plain JSON values."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        try:
-            return value.item()
-        except Exception:
-            return str(value)
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
-
-
 def fit_candidate(estimator: Any, train: TrainingData, policy: Policy) -> tuple[Any, dict[str, Any]]:
     """Fit ``estimator`` on ``train`` (with the policy's grid search, if
     any); returns the fitted estimator and the chosen parameters."""
@@ -133,8 +121,8 @@ def fit_candidate(estimator: Any, train: TrainingData, policy: Policy) -> tuple[
                             scoring=SEARCH_SCORING[policy.retrain.promotion_metric], n_jobs=1,
                             refit=True, error_score="raise")
         grid.fit(X, y)
-        return grid.best_estimator_, {"best_params": _json_safe(grid.best_params_),
-                                      "cv_score": _json_safe(grid.best_score_)}
+        return grid.best_estimator_, {"best_params": json_safe(grid.best_params_),
+                                      "cv_score": json_safe(grid.best_score_)}
     estimator.fit(X, y)
     return estimator, {}
 
@@ -179,7 +167,7 @@ class Trainer:
             self._run(result, on_phase or (lambda phase: None))
         except RunError as error:
             self._fail(result, str(error))
-        except Exception as error:  # a daemon never dies from one run
+        except Exception as error:  # the run's error policy: a run never raises, it fails with the reason
             down = unavailable(error, self.settings)
             if down is not None:
                 if self.retry_unavailable:
@@ -209,7 +197,7 @@ class Trainer:
             return
         try:
             self.registry.publish_event(failed_event(result))
-        except Exception as error:  # the run is over either way; say why the event is missing
+        except dependency_errors() as error:  # the run is over either way; say why the event is missing
             log_event(logger, "failed_event_not_published", logging.ERROR, model=result.model,
                       error=f"{type(error).__name__}: {error}")
 
@@ -230,7 +218,7 @@ class Trainer:
             if found.tags.get("decision") == "promote" and "champion" not in found.aliases:
                 # registered, then killed before promotion: finish the job
                 self.registry.promote(result.model, found.version, request_id=request_id,
-                                      metrics=_event_metrics(found.metrics))
+                                      metrics=event_metrics(found.metrics))
                 result.outcome = "promoted"
             else:
                 result.outcome = "duplicate"
@@ -309,28 +297,19 @@ class Trainer:
                              phase=phase)
         except (ValueError, TypeError) as error:
             raise RunError(f"fitting {recipe} failed: {error}") from error
-        fitted, search_info, scores, reasons = gated.fitted, gated.search, gated.scores, gated.reasons
+        fitted, scores, reasons = gated.fitted, gated.scores, gated.reasons
         result.metrics = dict(scores)
         promote = not reasons
-
-        phase("registering")
-        profile = _profile(data, fitted)
-        estimation = _estimation(fitted, holdout, task_of(policy))
+        result.decision = "promote" if promote else "reject"
+        reason = "; ".join(reasons) if reasons else None
         lineage = {
             "window": window.lineage(),
-            "rows": len(data),
-            "train_rows": len(train),
-            "holdout_rows": len(holdout),
             "holdout_fraction": retrain.holdout_fraction,
             "window_rows": retrain.window_rows,
             "window_s": retrain.window_s,
-            "data_hash": data_hash(data),
             "request_id": result.request_ids[0] if result.request_ids else None,
             "request_ids": list(result.request_ids),
             "trigger": result.trigger,
-            "parent_version": parent,
-            "recipe": recipe,
-            "cleaning": data.report.to_dict(),
             # what --from-lineage needs to rebuild and refit exactly (retrain/lineage.py)
             "split": split_identity(train, holdout),
             "seeds": seeds(fitted),
@@ -338,27 +317,54 @@ class Trainer:
             "retrain_policy": policy.to_dict()["retrain"],
             "task": task_of(policy),
         }
-        metrics = dict(scores)  # None (e.g. no champion) is kept: the event shows it
-        metrics.update({"holdout_rows": float(len(holdout)), "train_rows": float(len(train))})
-        params = {"recipe": recipe, "promotion_metric": metric, "margin": retrain.margin, **search_info}
-        tags = {"decision": "promote" if promote else "reject", "trigger": result.trigger}
-        result.decision = tags["decision"]
-        reason = "; ".join(reasons) if reasons else None
-        version = self.registry.register_version(
-            model, fitted, metrics=metrics, params=params, tags=tags, lineage=lineage, profile=profile,
-            status="ready" if promote else "rejected", request_id=lineage["request_id"], reason=reason,
-            estimation=estimation,
-        )
+        # None scores (e.g. no champion) are kept: the event shows them
+        version, _ = register_candidate(
+            self.registry, model, fitted, data, train, holdout, policy, scores=scores, recipe=recipe,
+            parent_version=parent, params={"promotion_metric": metric, "margin": retrain.margin, **gated.search},
+            lineage=lineage, trigger=result.trigger, promote=promote, reason=reason,
+            request_id=lineage["request_id"], phase=phase)
         result.version = version.version
-        phase("promoting")
         if promote:
-            self.registry.promote(model, version.version, request_id=lineage["request_id"],
-                                  metrics=_event_metrics(metrics))
             result.outcome = "promoted"
         else:
             result.outcome = "rejected"
             result.reason = reason
         phase("done")
+
+
+def register_candidate(registry: Any, model: str, fitted: Any, data: TrainingData, train: TrainingData,
+                       holdout: TrainingData, policy: Policy, *, scores: dict[str, float | None], recipe: str,
+                       parent_version: int | None, params: dict[str, Any], lineage: dict[str, Any], trigger: str,
+                       promote: bool, reason: str | None = None, request_id: str | None = None,
+                       phase: Callable[[str], None] | None = None) -> tuple[Any, dict[str, float | None]]:
+    """The end of every training run, the worker's and ``driftline train``'s:
+    register ``fitted`` (trained on ``train`` of ``data``, scored on
+    ``holdout``) with its reference profile, estimation map and lineage, then
+    promote it (``promote``) or keep it rejected with ``reason``.
+
+    ``lineage`` and ``params`` hold what is particular to the run; the row
+    counts, data hash, recipe, parent and cleaning report are added here.
+    Returns the version and the metrics it was registered with (``scores``
+    and the row counts).
+    """
+    phase = phase or (lambda name: None)
+    phase("registering")
+    profile = _profile(data, fitted)
+    estimation = _estimation(fitted, holdout, task_of(policy))
+    lineage = {"rows": len(data), "train_rows": len(train), "holdout_rows": len(holdout),
+               "data_hash": data_hash(data), "parent_version": parent_version, "recipe": recipe,
+               "cleaning": data.report.to_dict(), **lineage}
+    metrics = {**scores, "holdout_rows": float(len(holdout)), "train_rows": float(len(train))}
+    version = registry.register_version(
+        model, fitted, metrics=metrics, params={"recipe": recipe, **params},
+        tags={"decision": "promote" if promote else "reject", "trigger": trigger}, lineage=lineage,
+        profile=profile, status="ready" if promote else "rejected", request_id=request_id, reason=reason,
+        estimation=estimation,
+    )
+    phase("promoting")
+    if promote:
+        registry.promote(model, version.version, request_id=request_id, metrics=event_metrics(metrics))
+    return version, metrics
 
 
 def failed_event(result: RunResult) -> ModelEvent:
@@ -371,7 +377,14 @@ def failed_event(result: RunResult) -> ModelEvent:
                                "request_ids": result.request_ids})
 
 
-def _event_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+def event_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric metrics, as a model event carries them (``None`` and flags left out).
+
+    Examples
+    --------
+    >>> event_metrics({"candidate_accuracy": 0.9, "champion_accuracy": None, "rows": 10, "ok": True})
+    {'candidate_accuracy': 0.9, 'rows': 10.0}
+    """
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -383,7 +396,7 @@ def _profile(data: TrainingData, fitted: Any) -> dict | None:
     frame[TARGET_COLUMN] = data.y.to_numpy()
     try:
         predictions = list(fitted.predict(feature_columns_for(fitted, data.X)))
-    except Exception:  # the profile is still useful without predictions
+    except (ValueError, TypeError):  # the profile is still useful without predictions
         predictions = None
     return build_profile(frame, feature_columns=[str(c) for c in data.X.columns], target=TARGET_COLUMN,
                          predictions=predictions)
@@ -448,19 +461,12 @@ def train_frame(registry: Any, model: str, frame: pd.DataFrame, target: str, *, 
     train, holdout = split_holdout(data, policy.retrain.holdout_fraction)
     fitted, search_info = fit_candidate(build_recipe(policy.retrain.estimator, train.X), train, policy)
     metric = policy.retrain.promotion_metric
-    metrics = {f"candidate_{metric}": score(fitted, holdout.X, holdout.y, metric)}
-    metrics = {k: v for k, v in metrics.items() if v is not None}
-    metrics.update({"holdout_rows": float(len(holdout)), "train_rows": float(len(train))})
-    lineage = {"source": "csv", "rows": len(data), "train_rows": len(train), "holdout_rows": len(holdout),
-               "data_hash": data_hash(data), "parent_version": None, "recipe": f"recipe:{policy.retrain.estimator}",
-               "cleaning": data.report.to_dict(), "target": target}
-    profile = _profile(data, fitted)
-    estimation = _estimation(fitted, holdout, task_of(policy))
-    version = registry.register_version(model, fitted, metrics=metrics, estimation=estimation,
-                                        params={"recipe": lineage["recipe"], **search_info},
-                                        tags={"decision": "promote", "trigger": "manual"},
-                                        lineage=lineage, profile=profile, status="ready")
-    registry.promote(model, version.version, metrics=_event_metrics(metrics))
+    scores = {f"candidate_{metric}": score(fitted, holdout.X, holdout.y, metric)}
+    version, metrics = register_candidate(
+        registry, model, fitted, data, train, holdout, policy,
+        scores={k: v for k, v in scores.items() if v is not None}, recipe=f"recipe:{policy.retrain.estimator}",
+        parent_version=None, params=search_info, lineage={"source": "csv", "target": target},
+        trigger="manual", promote=True)
     result.version, result.outcome, result.metrics = version.version, "promoted", metrics
     result.rows, result.cleaning, result.ended_at = len(data), data.report.to_dict(), events.now()
     return result

@@ -1,482 +1,62 @@
 """The retraining daemon: retrain requests and schedules in, versions out.
 
-Pieces, one concept each:
+:class:`Worker` wires the pieces together, one module each:
 
-- :class:`OffsetTracker` — which request offsets have finished, so a
-  partition's offset is committed only once every request before it has
-  ended (registered, promoted, rejected or failed). A killed worker therefore
-  sees its unfinished requests again after a restart; the trainer is
-  idempotent by request id, so exactly one version exists per request.
-- :class:`Coordinator` — debouncing and one-run-per-model: requests for a
-  model inside its policy's ``debounce_s`` (counted from the first one)
-  coalesce into one run; requests arriving while a run is busy wait for the
-  next run. Runs execute on daemon threads (``concurrency`` at once).
-- :class:`ScheduleBook` — APScheduler (3.x ``BackgroundScheduler``) jobs,
-  one per model with ``retrain.schedule`` (``interval_s`` or ``cron``),
-  re-synced when a ``policy_changed``/``registered`` model event arrives and
-  every ``policy_refresh_s``.
-- :class:`StatusBoard` — the status view: a JSON file, by default
-  ``<registry dir>/worker-status.json`` (``driftline worker --status`` prints it).
-- :class:`Worker` — start-up checks (broker, topics, registry, every
-  model's policy), the consumer loop, dead letters, metrics, shutdown.
+- :mod:`~driftline.retrain.offsets` — :class:`OffsetTracker`: which request
+  offsets may be committed (only once every request before them ended).
+- :mod:`~driftline.retrain.coordinator` — :class:`Coordinator`: debouncing
+  and one run per model, on the run threads.
+- :mod:`~driftline.retrain.schedules` — :class:`ScheduleBook`: the
+  APScheduler jobs of the models with ``retrain.schedule``.
+- :mod:`~driftline.retrain.status` — :class:`StatusBoard`: the status file,
+  by default ``<registry dir>/worker-status.json`` (``driftline worker --status``).
+- :mod:`~driftline.retrain.run` — :class:`RetrainRunner`: the run of one
+  retrain, its retries and its outcome event.
+- :mod:`~driftline.retrain.options` — :class:`WorkerOptions`: the daemon's knobs.
+- :mod:`~driftline.retrain.registries` — ``ThreadRegistries``: one open
+  registry per thread.
 
-Nothing is lost: a request's offset is committed only after its outcome
-model event (``promoted``, ``rejected`` or ``failed``) was acknowledged by
-the broker. A run whose registry database or broker cannot be reached is
-retried (:class:`driftline.retrain.resilience.RetryPolicy`); when the retries run out
-on the registry it ends ``failed`` with a readable reason. When they run out
-on the broker, or the outcome cannot be delivered, the offset stays open:
-the run is tried again later, and after a restart. A request seen again whose version already exists (a redelivery)
-gets its stored outcome again (``details.republished``): at least once,
-never none.
+The worker itself: start-up checks (broker, topics, registry, every model's
+policy), the consumer loop (requests, dead letters, commits, model events,
+policy refresh, lag), shutdown. What a dependency raises is caught where it
+is expected, logged, and retried on the next turn; anything else reaches the
+loop's one error policy (:meth:`Worker.serve`): logged with its traceback,
+and the worker keeps serving (the requests of that turn stay uncommitted
+and come back after a restart). The run threads have their own: a run never
+raises (:meth:`driftline.retrain.trainer.Trainer.run`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 import time
-from collections import defaultdict, deque
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable
 
 from driftline import events
+from driftline.brokerwatch import BrokerWatch, tcp_reachable
 from driftline.config import Settings
+from driftline.deadletters import reason_class
 from driftline.errors import DriftlineError
 from driftline.events import DeadLetter, ModelEvent, RetrainRequest
-from driftline.observability import (CONSUMER_LAG, EVENTS_PROCESSED, RETRAIN_RUNS, count_dead_letters,
-                                     start_metrics_server)
+from driftline.kafka import follow_topics, require_topics
+from driftline.observability import CONSUMER_LAG, EVENTS_PROCESSED, count_dead_letters, start_metrics_server
 
+from .coordinator import Coordinator, Ticket
 from .log import log_event
-from driftline.brokerwatch import BrokerWatch, tcp_reachable
-from driftline.deadletters import reason_class
+from .offsets import OffsetTracker
+from .options import WorkerConfigError, WorkerOptions
+from .registries import ThreadRegistries
+from .resilience import broker_watch, dependency_errors, unavailable
+from .run import RetrainRunner
+from .schedules import ScheduleBook, make_trigger
+from .status import StatusBoard, format_status, status_path
 
-from .resilience import RetryPolicy, broker_watch, unavailable
-
+# re-exported: ``from driftline.retrain.worker import ...`` keeps working
 __all__ = ["WorkerConfigError", "OffsetTracker", "Ticket", "Coordinator", "ScheduleBook", "StatusBoard",
-           "Worker", "WorkerOptions", "status_path"]
+           "Worker", "WorkerOptions", "status_path", "format_status", "make_trigger", "RetrainRunner"]
 
 logger = logging.getLogger("driftline.retrain.worker")
 COMPONENT = "worker"
-
-
-class WorkerConfigError(DriftlineError):
-    """The worker cannot start: broker, topics, registry or a policy is wrong."""
-
-
-# -- offsets ----------------------------------------------------------------------------
-
-
-class OffsetTracker:
-    """Committable positions per partition.
-
-    Examples
-    --------
-    >>> t = OffsetTracker()
-    >>> t.add("p0", 5); t.add("p0", 6); t.add("p0", 7)
-    >>> t.done("p0", 6); t.committable()   # 5 is still open: nothing past it
-    {'p0': 5}
-    >>> t.done("p0", 5); t.committable()
-    {'p0': 7}
-    >>> t.done("p0", 7); t.committable()
-    {'p0': 8}
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: dict[Any, dict[int, int]] = defaultdict(dict)  # tp -> offset -> open tickets
-        self._next: dict[Any, int] = {}  # tp -> highest offset seen + 1
-        self._committed: dict[Any, int] = {}
-
-    def add(self, tp: Any, offset: int, tickets: int = 1) -> None:
-        with self._lock:
-            self._pending[tp][offset] = self._pending[tp].get(offset, 0) + tickets
-            self._next[tp] = max(self._next.get(tp, 0), offset + 1)
-
-    def done(self, tp: Any, offset: int) -> None:
-        with self._lock:
-            left = self._pending[tp].get(offset, 0) - 1
-            if left > 0:
-                self._pending[tp][offset] = left
-            else:
-                self._pending[tp].pop(offset, None)
-
-    def committable(self) -> dict[Any, int]:
-        """Partition -> offset to commit, for partitions that moved on."""
-        with self._lock:
-            out = {}
-            for tp, nxt in self._next.items():
-                pending = self._pending.get(tp)
-                position = min(pending) if pending else nxt
-                if position > self._committed.get(tp, -1):
-                    out[tp] = position
-            return out
-
-    def mark_committed(self, positions: dict[Any, int]) -> None:
-        with self._lock:
-            for tp, position in positions.items():
-                self._committed[tp] = max(self._committed.get(tp, -1), position)
-
-    def forget(self, tps) -> None:
-        """Partitions taken away by a rebalance: their open requests will be
-        redelivered to whoever owns them now."""
-        with self._lock:
-            for tp in tps:
-                self._pending.pop(tp, None)
-                self._next.pop(tp, None)
-                self._committed.pop(tp, None)
-
-    def open_count(self) -> int:
-        with self._lock:
-            return sum(sum(v.values()) for v in self._pending.values())
-
-
-# -- coordination ------------------------------------------------------------------------
-
-
-@dataclass
-class Ticket:
-    """One retrain request waiting for (or in) a run."""
-
-    model: str
-    request_id: str
-    trigger: str
-    arrived: float = field(default_factory=time.monotonic)
-    token: tuple[Any, int] | None = None  # (topic-partition, offset) to mark done
-
-
-class Coordinator:
-    """Debounce requests per model and run at most one run per model.
-
-    Parameters
-    ----------
-    run
-        ``run(model, tickets)``; called on a worker thread.
-    debounce_for
-        Model -> debounce seconds (from its policy).
-    concurrency
-        Runs of different models at once.
-    """
-
-    def __init__(self, run: Callable[[str, list[Ticket]], None], debounce_for: Callable[[str], float],
-                 concurrency: int = 1):
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1 (got {concurrency})")
-        self._run = run
-        self._debounce_for = debounce_for
-        self._cond = threading.Condition()
-        self._pending: dict[str, list[Ticket]] = defaultdict(list)
-        self._due: dict[str, float] = {}
-        self._running: set[str] = set()
-        self._ready: deque[tuple[str, list[Ticket]]] = deque()
-        self._stopping = False
-        self._threads = [threading.Thread(target=self._loop, name=f"retrain-run-{i}", daemon=True)
-                         for i in range(concurrency)]
-        self._timer = threading.Thread(target=self._clock, name="retrain-debounce", daemon=True)
-        for thread in self._threads + [self._timer]:
-            thread.start()
-
-    def submit(self, ticket: Ticket) -> None:
-        debounce = max(0.0, float(self._debounce_for(ticket.model)))
-        with self._cond:
-            if self._stopping:
-                return
-            pending = self._pending[ticket.model]
-            pending.append(ticket)
-            if ticket.model not in self._due and ticket.model not in self._running:
-                self._due[ticket.model] = ticket.arrived + debounce
-            self._cond.notify_all()
-
-    def _clock(self) -> None:
-        with self._cond:
-            while not self._stopping:
-                now = time.monotonic()
-                for model, due in list(self._due.items()):
-                    if due <= now and model not in self._running:
-                        del self._due[model]
-                        tickets = self._pending.pop(model, [])
-                        if tickets:
-                            self._running.add(model)
-                            self._ready.append((model, tickets))
-                            self._cond.notify_all()
-                wait = min((d - now for d in self._due.values()), default=1.0)
-                self._cond.wait(timeout=max(0.01, min(wait, 1.0)))
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._ready and not self._stopping:
-                    self._cond.wait()
-                if self._stopping:
-                    return
-                model, tickets = self._ready.popleft()
-            try:
-                self._run(model, tickets)
-            except Exception:  # pragma: no cover - run() handles its own errors
-                logger.exception("run callback crashed")
-            finally:
-                with self._cond:
-                    self._running.discard(model)
-                    rest = self._pending.get(model)
-                    if rest:
-                        debounce = max(0.0, float(self._debounce_for(model)))
-                        self._due[model] = max(time.monotonic(), rest[0].arrived + debounce)
-                    self._cond.notify_all()
-
-    def busy(self) -> bool:
-        with self._cond:
-            return bool(self._running or self._ready or self._due)
-
-    def stop(self, grace_s: float) -> bool:
-        """Stop taking work; wait up to ``grace_s`` for running runs.
-        Returns whether every started run ended. Waiting requests are
-        dropped (their offsets stay uncommitted, so they come back)."""
-        deadline = time.monotonic() + grace_s
-        with self._cond:
-            self._pending.clear()
-            self._due.clear()
-            self._ready.clear()
-            while self._running and time.monotonic() < deadline:
-                self._cond.wait(timeout=0.2)
-            ended = not self._running
-            self._stopping = True
-            self._cond.notify_all()
-        return ended
-
-
-# -- schedules ------------------------------------------------------------------------------
-
-
-def make_trigger(schedule: dict[str, Any]):
-    """APScheduler trigger for a policy schedule; ValueError names a bad cron."""
-    from apscheduler.triggers.cron import CronTrigger
-    from apscheduler.triggers.interval import IntervalTrigger
-
-    if "interval_s" in schedule:
-        return IntervalTrigger(seconds=float(schedule["interval_s"]), timezone="UTC")
-    return CronTrigger.from_crontab(schedule["cron"], timezone="UTC")
-
-
-class ScheduleBook:
-    """One APScheduler job per model with a ``retrain.schedule``."""
-
-    def __init__(self, submit: Callable[[Ticket], None]):
-        from apscheduler.schedulers.background import BackgroundScheduler
-
-        self._submit = submit
-        self._scheduler = BackgroundScheduler(timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1,
-                                                                            "misfire_grace_time": 60})
-        self._specs: dict[str, str] = {}
-
-    def start(self) -> None:
-        self._scheduler.start()
-
-    def sync(self, schedules: dict[str, dict[str, Any] | None]) -> None:
-        """Make the jobs match ``model -> schedule`` (``None``: no job)."""
-        for model, schedule in schedules.items():
-            spec = json.dumps(schedule, sort_keys=True) if schedule else None
-            if spec == self._specs.get(model):
-                continue
-            job_id = f"retrain:{model}"
-            if self._scheduler.get_job(job_id):
-                self._scheduler.remove_job(job_id)
-            self._specs.pop(model, None)
-            if schedule:
-                try:
-                    trigger = make_trigger(schedule)
-                except ValueError as error:
-                    log_event(logger, "schedule_invalid", logging.ERROR, model=model, schedule=schedule,
-                              error=str(error))
-                    continue
-                self._scheduler.add_job(self._fire, trigger, args=[model], id=job_id, replace_existing=True)
-                self._specs[model] = spec
-                log_event(logger, "schedule_set", model=model, schedule=schedule)
-        for model in set(self._specs) - set(schedules):
-            self._scheduler.remove_job(f"retrain:{model}")
-            del self._specs[model]
-
-    def jobs(self) -> dict[str, str]:
-        return dict(self._specs)
-
-    def _fire(self, model: str) -> None:
-        # Deterministic id per firing second: two workers firing the same tick
-        # produce one version (idempotent by request id).
-        request_id = f"schedule-{model}-{int(time.time())}"
-        log_event(logger, "schedule_fired", model=model, request_id=request_id)
-        self._submit(Ticket(model=model, request_id=request_id, trigger="schedule"))
-
-    def shutdown(self) -> None:
-        try:
-            self._scheduler.shutdown(wait=False)
-        except Exception:  # not started
-            pass
-
-
-# -- status --------------------------------------------------------------------------------
-
-
-def status_path(settings: Settings, override: str | None = None) -> Path:
-    """Where the status view lives: ``override``, else
-    ``<registry dir>/worker-status.json``, else (database registry)
-    ``./.driftline/worker-status.json``."""
-    if override:
-        return Path(override)
-    if settings.registry_is_database:
-        return Path(".driftline") / "worker-status.json"
-    return Path(settings.registry) / "worker-status.json"
-
-
-class StatusBoard:
-    """The last runs and the runs in progress, kept in a JSON file
-    (written atomically: temporary file + rename)."""
-
-    def __init__(self, path: Path, keep: int = 50, **info: Any):
-        self.path = Path(path)
-        self.keep = keep
-        self._lock = threading.Lock()
-        self._runs: deque[dict] = deque(maxlen=keep)
-        self._active: dict[str, dict] = {}
-        self._counts: dict[str, int] = defaultdict(int)
-        self._info = {"pid": os.getpid(), "started_at": events.now(), "state": "starting", **info}
-        if self.path.exists():  # keep history across restarts
-            try:
-                old = json.loads(self.path.read_text(encoding="utf-8"))
-                self._runs.extend(old.get("runs", [])[-keep:])
-            except (OSError, ValueError):
-                pass
-
-    def set_state(self, state: str, **info: Any) -> None:
-        with self._lock:
-            self._info.update(state=state, **info)
-        self.write()
-
-    def phase(self, model: str, request_ids: list[str], phase: str) -> None:
-        with self._lock:
-            entry = self._active.setdefault(model, {"model": model, "request_ids": request_ids,
-                                                    "started_at": events.now()})
-            entry["phase"] = phase
-        self.write()
-
-    def finished(self, result: dict) -> None:
-        with self._lock:
-            self._active.pop(result["model"], None)
-            self._runs.append(result)
-            self._counts[result["outcome"]] += 1
-        self.write()
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {**self._info, "updated_at": events.now(), "active": list(self._active.values()),
-                    "counts": dict(self._counts), "runs": list(self._runs)}
-
-    def write(self) -> None:
-        data = json.dumps(self.snapshot(), indent=2, sort_keys=True, default=str)
-        with self._lock:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                tmp.write_text(data, encoding="utf-8")
-                os.replace(tmp, self.path)
-            except OSError as error:
-                log_event(logger, "status_not_written", logging.WARNING, path=str(self.path), error=str(error))
-
-
-def format_status(data: dict) -> str:
-    """The status file as a short table for people."""
-    lines = [f"worker pid={data.get('pid')} state={data.get('state')} group={data.get('group_id')} "
-             f"updated={_iso(data.get('updated_at'))}"]
-    counts = data.get("counts") or {}
-    if counts:
-        lines.append("runs since start: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-    for entry in data.get("active", []):
-        lines.append(f"running  {entry['model']:<20} phase={entry.get('phase')} since={_iso(entry.get('started_at'))} "
-                     f"requests={','.join(entry.get('request_ids', []))}")
-    runs = data.get("runs") or []
-    if not runs:
-        lines.append("no runs yet")
-    else:
-        lines.append(f"{'ended':<20} {'model':<20} {'outcome':<10} {'version':>7} {'secs':>7}  metrics / reason")
-    for run in runs[-20:]:
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in sorted((run.get("metrics") or {}).items())
-                            if isinstance(v, (int, float)) and k.startswith(("candidate_", "champion_")))
-        detail = metrics + (f"  ({run['reason']})" if run.get("reason") else "")
-        version = run.get("version")
-        lines.append(f"{_iso(run.get('ended_at')):<20} {run['model']:<20} {run['outcome']:<10} "
-                     f"{'-' if version is None else version:>7} {run.get('duration_s', 0):>7.1f}  {detail}")
-    return "\n".join(lines)
-
-
-def _iso(ts: Any) -> str:
-    if not isinstance(ts, (int, float)):
-        return "-"
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts))
-
-
-# -- the daemon -----------------------------------------------------------------------------
-
-
-@dataclass
-class WorkerOptions:
-    """Knobs of the daemon itself (per-model behaviour is in the policy).
-
-    ``session_timeout_ms``/``heartbeat_interval_ms``: consumer-group timing;
-    short values make group joins fast on tansu. ``quiet_ms``: how long the
-    training-data read waits without news before it stops. ``retry_*``:
-    how a run whose registry or broker is unreachable is retried;
-    ``publish_timeout_s``: how long one delivery of a model event or dead
-    letter may take; ``broker_log_interval_s``: seconds between two
-    "broker still down" lines.
-    """
-
-    group_id: str = "driftline-worker"
-    concurrency: int = 1
-    metrics_port: int = 0
-    status_file: str | None = None
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-    quiet_ms: int = 1_000
-    policy_refresh_s: float = 60.0
-    shutdown_grace_s: float = 30.0
-    startup_timeout_s: float = 15.0
-    retry_attempts: int = 5
-    retry_backoff_s: float = 2.0
-    retry_max_backoff_s: float = 30.0
-    publish_timeout_s: float = 30.0
-    broker_log_interval_s: float = 30.0
-    store: bool = True  # training data from the segment store (retrain/store.py); False: scan the topic
-    store_dir: str | None = None
-
-    @property
-    def retry(self) -> RetryPolicy:
-        return RetryPolicy(self.retry_attempts, self.retry_backoff_s, self.retry_max_backoff_s)
-
-    def check(self) -> None:
-        from driftline.events import ValidationError
-
-        try:
-            events.validate_name(self.group_id, "group_id")
-        except ValidationError as error:
-            raise WorkerConfigError(f"--group-id: {error}") from None
-        if self.concurrency < 1:
-            raise WorkerConfigError(f"--concurrency must be at least 1 (got {self.concurrency})")
-        if not 0 <= self.metrics_port < 65536:
-            raise WorkerConfigError(f"--metrics-port must be between 0 and 65535 (got {self.metrics_port})")
-        if self.heartbeat_interval_ms >= self.session_timeout_ms:
-            raise WorkerConfigError("--heartbeat-interval-ms must be below --session-timeout-ms "
-                                    f"(got {self.heartbeat_interval_ms} >= {self.session_timeout_ms})")
-        if self.quiet_ms < 50:
-            raise WorkerConfigError(f"--quiet-ms must be at least 50 (got {self.quiet_ms})")
-        try:
-            self.retry.check()
-        except ValueError as error:
-            raise WorkerConfigError(str(error)) from None
-        if not self.publish_timeout_s > 0:
-            raise WorkerConfigError(f"--publish-timeout-s must be above 0 (got {self.publish_timeout_s})")
-        if not self.broker_log_interval_s > 0:
-            raise WorkerConfigError(f"--broker-log-interval-s must be above 0 (got {self.broker_log_interval_s})")
 
 
 class Worker:
@@ -490,9 +70,7 @@ class Worker:
         self.topics = settings.topics
         self.tracker = OffsetTracker()
         self.stop_event = threading.Event()
-        self._local = threading.local()
-        self._registries: list = []
-        self._reg_lock = threading.Lock()
+        self.registries = ThreadRegistries(self._open_registry)
         self._producer = None  # dead letters (driftline.registry.publish.RecoveringProducer)
         self._outcomes = None  # failed / re-published outcome events (driftline.registry.publish.EventPublisher)
         self.watch: BrokerWatch | None = None
@@ -502,37 +80,22 @@ class Worker:
         self._refresh_needed = True
         self._changed_policies: set[str] = set()  # models whose policy_changed event awaits a refresh
         self._last_refresh = 0.0
+        self._last_lag = 0.0
         self.status: StatusBoard | None = None
         self.coordinator: Coordinator | None = None
+        self.runner: RetrainRunner | None = None
         self.schedules: ScheduleBook | None = None
         self.store = self.store_writer = None
 
     # -- registry per thread (SQLite connections are not shared between threads) ---------
+    def _open_registry(self):
+        from driftline.registry import open_registry
+
+        return open_registry(self.settings, publish=True, publish_timeout_s=self.options.publish_timeout_s)
+
     def registry(self):
-        reg = getattr(self._local, "registry", None)
-        if reg is None:
-            from driftline.registry import open_registry
-
-            reg = open_registry(self.settings, publish=True, publish_timeout_s=self.options.publish_timeout_s)
-            self._local.registry = reg
-            with self._reg_lock:
-                self._registries.append(reg)
-        return reg
-
-    def _drop_registry(self) -> None:
-        """Forget this thread's registry (after its database or broker
-        failed): the next call opens a fresh one."""
-        reg = getattr(self._local, "registry", None)
-        self._local.registry = None
-        if reg is None:
-            return
-        with self._reg_lock:
-            if reg in self._registries:
-                self._registries.remove(reg)
-        try:
-            reg.close()
-        except Exception:  # a broken connection may fail to close; it is dropped either way
-            pass
+        """This thread's registry."""
+        return self.registries.get()
 
     def _say(self, key: str, interval_s: float) -> bool:
         """Whether a repeated line may be logged now (once per interval)."""
@@ -576,7 +139,11 @@ class Worker:
         self._outcomes = EventPublisher(self.settings, timeout_s=self.options.publish_timeout_s,
                                         client_id="driftline-worker")
         self.watch = broker_watch(self.settings.bootstrap_list, interval_s=self.options.broker_log_interval_s).start()
-        self.coordinator = Coordinator(self._run, self._debounce_for, self.options.concurrency)
+        self.runner = RetrainRunner(self.settings, self.options.retry, registries=self.registries,
+                                    window_reader=self._window_reader, outcomes=self._outcomes, status=self.status,
+                                    tracker=self.tracker, resubmit=self.submit, stop_event=self.stop_event,
+                                    postpone_s=self.options.retry_max_backoff_s)
+        self.coordinator = Coordinator(self.runner.run, self._debounce_for, self.options.concurrency)
         self.schedules = ScheduleBook(self.submit)
         self.schedules.sync(schedules)
         self.schedules.start()
@@ -603,7 +170,7 @@ class Worker:
         while True:
             try:
                 return self.registry()
-            except Exception as error:  # every failure to open is a start-up error; some are retried first
+            except (*dependency_errors(), ValueError) as error:  # a start-up error; some are retried first
                 down = unavailable(error, self.settings)
                 failed += 1
                 if down is not None and failed >= policy.attempts:
@@ -622,21 +189,12 @@ class Worker:
                     raise WorkerConfigError(f"stopped while waiting for the registry {where}") from None
 
     def _check_topics(self) -> None:
-        from driftline.topics import admin_client
-
-        try:
-            admin = admin_client(self.settings)
-            try:
-                existing = set(admin.list_topics())
-            finally:
-                admin.close()
-        except Exception as error:
-            raise WorkerConfigError(f"cannot list topics on {self.settings.bootstrap_servers}: {error}") from None
         needed = [self.topics.retrain_requests, self.topics.labeled, self.topics.model_events,
                   self.topics.dead_letter]
-        missing = [name for name in needed if name not in existing]
-        if missing:
-            raise WorkerConfigError(f"topic(s) {', '.join(missing)} do not exist: run 'driftline topics create'")
+        try:
+            require_topics(self.settings, needed)
+        except DriftlineError as error:  # missing topics, or no broker to ask
+            raise WorkerConfigError(str(error)) from None
 
     def _load_policies(self, reg, strict: bool) -> dict[str, dict | None]:
         """Model -> schedule; with ``strict`` a bad policy is a start-up error,
@@ -696,15 +254,8 @@ class Worker:
         """Model events from now on (no group: every worker sees every
         policy change). Missing an old event is harmless — policies are
         also re-read every ``policy_refresh_s``."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_list, enable_auto_commit=False,
-                                 client_id="driftline-worker-events", auto_offset_reset="latest",
-                                 **self.settings.kafka_security())
-        partitions = consumer.partitions_for_topic(self.topics.model_events) or []
-        consumer.assign([TopicPartition(self.topics.model_events, p) for p in sorted(partitions)])
-        consumer.seek_to_end()
-        return consumer
+        return follow_topics(self.settings, [self.topics.model_events], "driftline-worker-events",
+                             from_end=True, required=False)
 
     # -- requests ------------------------------------------------------------------------
     def submit(self, ticket: Ticket) -> None:
@@ -714,7 +265,7 @@ class Worker:
     def _debounce_for(self, model: str) -> float:
         try:
             return self.registry().get_policy(model).retrain.debounce_s
-        except Exception:  # unknown model: no debounce, the run reports it
+        except (*dependency_errors(), ValueError):  # no debounce: unknown model, bad policy, registry away
             return 0.0
 
     def _handle(self, message) -> None:
@@ -758,138 +309,12 @@ class Worker:
                 if self.stop_event.wait(min(self.options.retry_max_backoff_s, 5.0)):
                     return False
 
-    def _run(self, model: str, tickets: list[Ticket]) -> None:
-        """One run for ``tickets``; retried while the registry or the broker
-        is unreachable. The tickets are done (their offsets committable) only
-        once the outcome event is on the broker."""
-        from .trainer import RunResult, Trainer
-
-        request_ids = list(dict.fromkeys(t.request_id for t in tickets))
-        trigger = tickets[0].trigger
-        if len(request_ids) > 1:
-            log_event(logger, "requests_coalesced", model=model, request_ids=request_ids)
-        policy = self.options.retry
-        began, started_at = time.monotonic(), events.now()
-        result: RunResult | None = None
-        failures = 0
-        in_doubt = False  # a broker failure after the registry may have saved the outcome
-        while result is None:
-            try:
-                trainer = Trainer(self.settings, self.registry(),
-                                  self._window_reader(),
-                                  publish_failures=False, retry_unavailable=True)
-                result = trainer.run(model, request_ids, trigger,
-                                     on_phase=lambda phase: self.status.phase(model, request_ids, phase))
-            except Exception as error:  # opening the registry, or Unavailable from the run
-                down = unavailable(error, self.settings)
-                if down is None:  # not a dependency failure: a bug; fail the run, keep serving
-                    logger.exception("run could not start")
-                    result = RunResult(model=model, request_ids=request_ids, trigger=trigger, outcome="failed",
-                                       started_at=started_at, reason=f"worker error: {type(error).__name__}: {error}")
-                    break
-                failures += 1
-                in_doubt = in_doubt or down.what == "broker"
-                self._drop_registry()
-                if failures >= policy.attempts and down.what == "broker":
-                    # a failed event could not get out either, and the registry may
-                    # already hold the outcome: keep the offset open and try later
-                    self._retry_later(model, tickets, request_ids, f"{down} after {failures} attempts")
-                    return
-                if failures >= policy.attempts:
-                    spent = time.monotonic() - began
-                    result = RunResult(model=model, request_ids=request_ids, trigger=trigger, outcome="failed",
-                                       started_at=started_at,
-                                       reason=f"{down} after {failures} attempt{'s' if failures > 1 else ''} "
-                                              f"over {spent:.0f} s")
-                    RETRAIN_RUNS.labels(model=model, outcome="failed").inc()
-                    log_event(logger, "run_ended", logging.WARNING, model=model, outcome="failed",
-                              reason=result.reason, request_ids=request_ids, duration_s=round(spent, 3))
-                    break
-                delay = policy.delay(failures)
-                log_event(logger, "run_retry", logging.WARNING if failures == 1 else logging.INFO, model=model,
-                          request_ids=request_ids, attempt=failures, attempts=policy.attempts,
-                          retry_in_s=delay, error=str(down))
-                if self.stop_event.wait(delay):
-                    log_event(logger, "run_abandoned", logging.WARNING, model=model, request_ids=request_ids,
-                              note="stopping while retrying; the request is redelivered after restart")
-                    return
-        result.ended_at = result.ended_at or events.now()
-        event = self._outcome_event(result, tickets, in_doubt)
-        if event is not None and not self._deliver(event):
-            self._retry_later(model, tickets, request_ids, f"{event.event} event not delivered")
-            return
-        if self.status:
-            self.status.finished(result.to_dict())
-        for ticket in tickets:
-            if ticket.token is not None:
-                self.tracker.done(*ticket.token)
-
-    def _outcome_event(self, result, tickets: list[Ticket], in_doubt: bool) -> ModelEvent | None:
-        """The outcome event the worker must publish itself: ``failed``, or
-        the stored outcome of a version that already existed when the
-        request came from the topic (a redelivery: its first outcome event
-        may never have got out) or when an earlier try may have lost it.
-        ``promoted``/``rejected`` of a new version came from the registry,
-        acknowledged."""
-        from .trainer import _event_metrics, failed_event
-
-        if result.outcome == "failed":
-            return failed_event(result)
-        if result.outcome != "duplicate" or result.version is None:
-            return None
-        if not in_doubt and all(ticket.token is None for ticket in tickets):
-            return None  # e.g. two workers firing the same schedule tick
-        kind = "rejected" if result.decision == "reject" else "promoted"
-        return ModelEvent(event=kind, model=result.model, timestamp=events.now(), version=result.version,
-                          alias="champion" if kind == "promoted" else None,
-                          metrics=_event_metrics(result.metrics), request_id=result.request_ids[0],
-                          reason=result.reason, details={"republished": True, "request_ids": result.request_ids,
-                                                         "trigger": result.trigger})
-
-    def _deliver(self, event: ModelEvent) -> bool:
-        """Publish ``event`` with the retry policy; whether it was acknowledged."""
-        from driftline.registry.errors import PublishError
-
-        policy = self.options.retry
-        for attempt in range(1, policy.attempts + 1):
-            try:
-                self._outcomes.publish(event)
-                return True
-            except PublishError as error:
-                if attempt == policy.attempts:
-                    log_event(logger, "outcome_not_published", logging.ERROR, model=event.model,
-                              event_kind=event.event, request_id=event.request_id, attempts=attempt,
-                              error=str(unavailable(error, self.settings) or error))
-                    return False
-                if attempt == 1:
-                    log_event(logger, "outcome_retry", logging.WARNING, model=event.model, event_kind=event.event,
-                              request_id=event.request_id, error=str(unavailable(error, self.settings) or error))
-                if self.stop_event.wait(policy.delay(attempt)):
-                    return False
-        return False
-
-    def _retry_later(self, model: str, tickets: list[Ticket], request_ids: list[str], why: str) -> None:
-        """The outcome could not be delivered: keep the offsets open and run
-        the tickets again after the longest back-off (after a restart, if the
-        worker stops first)."""
-        delay = self.options.retry_max_backoff_s
-        log_event(logger, "run_postponed", logging.WARNING, model=model, request_ids=request_ids, error=why,
-                  retry_in_s=delay, note="outcome not on the broker: offset left uncommitted")
-
-        def again() -> None:
-            if not self.stop_event.is_set() and self.coordinator is not None:
-                for ticket in tickets:
-                    self.coordinator.submit(ticket)
-
-        timer = threading.Timer(delay, again)
-        timer.daemon = True
-        timer.start()
-
     # -- loop ----------------------------------------------------------------------------
     def _commit(self) -> None:
         positions = self.tracker.committable()
         if not positions or self._consumer is None:
             return
+        from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata
 
         # (dead letters and outcome events were acknowledged before their tickets were done)
@@ -899,15 +324,19 @@ class Worker:
             self.tracker.mark_committed(positions)
             log_event(logger, "offsets_committed", logging.DEBUG,
                       positions={tp.partition: pos for tp, pos in positions.items()})
-        except Exception as error:  # rebalance in progress, broker away: retried next loop
+        except (KafkaError, RuntimeError) as error:
+            # rebalance in progress, broker away: retried next loop (kafka-python raises
+            # RuntimeError for a blocking commit from its IO thread: the rebalance listener)
             broker_down = self.watch is not None and self.watch.down  # the watch says so, once
             if not broker_down and self._say("commit_failed", self.options.broker_log_interval_s):
                 log_event(logger, "commit_failed", logging.WARNING, error=f"{type(error).__name__}: {error}")
 
     def _poll_model_events(self) -> None:
+        from kafka.errors import KafkaError
+
         try:
             batch = self._events_consumer.poll(timeout_ms=0)
-        except Exception as error:  # pragma: no cover
+        except KafkaError as error:  # pragma: no cover - the broker away: polled again next loop
             if self._say("model_events_poll_failed", self.options.broker_log_interval_s):
                 log_event(logger, "model_events_poll_failed", logging.WARNING, error=str(error))
             return
@@ -924,10 +353,10 @@ class Worker:
         try:
             schedules = self._load_policies(self.registry(), strict=False)
             self.schedules.sync(schedules)
-        except Exception as error:
+        except dependency_errors() as error:
             down = unavailable(error, self.settings)
             if down is not None:
-                self._drop_registry()
+                self.registries.drop()
             log_event(logger, "policy_refresh_failed", logging.WARNING,
                       error=str(down) if down else f"{type(error).__name__}: {error}")
         else:
@@ -939,6 +368,8 @@ class Worker:
         self._last_refresh = time.monotonic()
 
     def _update_lag(self) -> None:
+        from kafka.errors import KafkaError
+
         if self.watch is not None and self.watch.down:
             return  # would only wait for timeouts
         try:
@@ -950,30 +381,40 @@ class Worker:
                 position = self._consumer.position(tp, timeout_ms=2000)
                 lag = max(0, (ends.get(tp) or 0) - (position or 0))  # a hint: tansu's end offsets can be low
                 CONSUMER_LAG.labels(component=COMPONENT, topic=tp.topic, partition=str(tp.partition)).set(lag)
-        except Exception:  # lag is best-effort
+        except KafkaError:  # lag is best-effort
             pass
 
     def serve(self) -> int:
         """Consume until :attr:`stop_event` is set; then shut down cleanly."""
-        last_lag = 0.0
         try:
             while not self.stop_event.is_set():
-                batch = self._consumer.poll(timeout_ms=300)
-                for messages in batch.values():
-                    for message in messages:
-                        self._handle(message)
-                self._commit()
-                self._poll_model_events()
-                if self._refresh_needed or time.monotonic() - self._last_refresh > self.options.policy_refresh_s:
-                    self._refresh()
-                if time.monotonic() - last_lag > 5:
-                    self._update_lag()
-                    last_lag = time.monotonic()
+                try:
+                    self._turn()
+                except Exception:  # the daemon's error policy: log, pause, keep serving
+                    # (the requests of the turn stay uncommitted: they come back after a restart)
+                    logger.exception("loop_error")
+                    self.stop_event.wait(1.0)
         finally:
             self.shutdown()
         return 0
 
+    def _turn(self) -> None:
+        """One turn of the loop: requests, commits, model events, policies, lag."""
+        batch = self._consumer.poll(timeout_ms=300)
+        for messages in batch.values():
+            for message in messages:
+                self._handle(message)
+        self._commit()
+        self._poll_model_events()
+        if self._refresh_needed or time.monotonic() - self._last_refresh > self.options.policy_refresh_s:
+            self._refresh()
+        if time.monotonic() - self._last_lag > 5:
+            self._update_lag()
+            self._last_lag = time.monotonic()
+
     def shutdown(self) -> None:
+        from kafka.errors import KafkaError
+
         log_event(logger, "worker_stopping", open_requests=self.tracker.open_count())
         if self.watch:
             self.watch.stop()
@@ -984,31 +425,23 @@ class Worker:
             if not ended:
                 log_event(logger, "runs_abandoned", logging.WARNING,
                           note="a run outlived the shutdown grace; its request is redelivered after restart")
-        try:
-            self._commit()
-        except Exception:  # pragma: no cover
-            pass
+        self._commit()  # logs what it cannot commit; the requests come back after a restart
         if self.store_writer is not None:
             self.store_writer.stop()
         for client in (self._consumer, self._events_consumer):
             if client is not None:
                 try:
                     client.close(autocommit=False) if client is self._consumer else client.close()
-                except Exception:
+                except (KafkaError, OSError):  # a broker that is away: nothing left to say to it
                     pass
         for producer in (self._producer, self._outcomes):
             if producer is not None:
                 try:
                     producer.close()
-                except Exception:  # a broker that is away: nothing left to deliver anyway
+                except (KafkaError, OSError):  # a broker that is away: nothing left to deliver anyway
                     pass
         if self.status:
             self.status.set_state("stopped", stopped_at=events.now())
-        with self._reg_lock:
-            for reg in self._registries:
-                try:
-                    reg.close()
-                except Exception:
-                    pass
+        self.registries.close_all()
         log_event(logger, "worker_stopped")
         self._consumer = self._events_consumer = self._producer = self._outcomes = None

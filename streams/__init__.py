@@ -2,7 +2,7 @@
 
 Design
 ------
-Stage 1, join (:mod:`driftline.streams.join`, agent ``join``): consumes ``predictions``
+Stage 1, join (:mod:`driftline.streams.join`, :mod:`driftline.streams.stage1`, agent ``join``): consumes ``predictions``
 and ``labels``, both keyed by ``event_id`` so a prediction and its label share
 a partition (co-partitioned; equal partition counts are checked at start).
 Bad records go to ``dead-letter`` with the reason (per element for bulk
@@ -16,7 +16,7 @@ predictions, joined pairs and expirations are forwarded, keyed by model, to
 the internal topic ``<app id>-observations`` together with their source
 coordinates (partition, offset, index in a bulk message).
 
-Stage 2, per model (:mod:`driftline.streams.app`, agent ``models``): the observations
+Stage 2, per model (:mod:`driftline.streams.stage2`, agent ``models``): the observations
 topic is partitioned by model, so exactly one process owns a model and
 combines all of its results; it drives :class:`driftline.streams.model_monitor.ModelMonitor`,
 publishes alerts, retrain requests and periodic ``metrics`` snapshots.

@@ -16,6 +16,10 @@ that no changelog message comes near Kafka's 1 MiB limit. Chunks of a new
 generation are written before its header; the header names the generation
 and the SHA-256 of the state, so a torn write is detected, never loaded.
 
+:class:`ModelCheckpoints` writes them to the ``models`` table and
+acknowledges what they cover; a model's state there is its re-join guards
+and its monitor's state, framed by :func:`pack_model_state`.
+
 Examples
 --------
 >>> w = Watermarks()
@@ -26,17 +30,23 @@ Examples
 ...     store[key] = value
 >>> decode_checkpoint("churn", store)[0], decode_checkpoint("churn", store)[1].to_dict()
 (b'state', {'pp0': [5, 0]})
+>>> unpack_model_state(pack_model_state({"e1": [0, 3, 4]}, b"monitor"))
+({'e1': [0, 3, 4]}, b'monitor')
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterator, Mapping
+import time
+from typing import Any, Iterator, Mapping, NamedTuple
+
+import orjson
 
 from driftline.errors import DriftlineError
 
-__all__ = ["Watermarks", "CheckpointError", "encode_checkpoint", "decode_checkpoint", "chunk_keys", "CHUNK_BYTES"]
+__all__ = ["Watermarks", "CheckpointError", "encode_checkpoint", "decode_checkpoint", "chunk_keys", "CHUNK_BYTES",
+           "pack_model_state", "unpack_model_state", "RestoredCheckpoint", "ModelCheckpoints"]
 
 #: Largest state chunk per changelog message (Kafka's default limit is 1 MiB).
 CHUNK_BYTES = 512 * 1024
@@ -121,3 +131,122 @@ def decode_checkpoint(model: str, store: Mapping[str, bytes]) -> tuple[bytes, Wa
         return state, Watermarks(header["watermarks"]), header.get("extra") or {}
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"checkpoint of model {model!r} is unusable: {error}") from None
+
+
+def pack_model_state(recent: Mapping[str, list[int]], monitor_state: bytes) -> bytes:
+    """A model's checkpointed state: its re-join guards (``event_id`` ->
+    source partition, prediction offset, label offset), then its monitor's state."""
+    guards = orjson.dumps(recent)
+    return len(guards).to_bytes(4, "big") + guards + monitor_state
+
+
+def unpack_model_state(state: bytes) -> tuple[dict[str, list[int]], bytes]:
+    """``(re-join guards, monitor state)`` from :func:`pack_model_state`'s bytes."""
+    size = int.from_bytes(state[:4], "big")
+    return orjson.loads(state[4:4 + size]), state[4 + size:]
+
+
+class RestoredCheckpoint(NamedTuple):
+    """A model's newest checkpoint, as read from the ``models`` table."""
+
+    monitor_state: bytes
+    watermarks: Watermarks
+    recent: dict[str, list[int]]
+    generation: int
+    chunks: int
+
+
+class ModelCheckpoints:
+    """Stage 2's checkpoints in the ``models`` table, and the observation
+    messages waiting for one before they are acknowledged.
+
+    Parameters
+    ----------
+    table
+        The ``models`` table (a table whose ``write(partition, key, value)``
+        names the changelog partition).
+    models
+        Stage 2's entries by model (``dirty``, ``recent``, ``lows``,
+        ``monitor``, ``watermarks``, ``partition``, ``generation``, ``chunks``);
+        read at each checkpoint.
+    every_events, every_s
+        A checkpoint is due after this many observation messages or seconds.
+    cpu
+        Stage 2's CPU-seconds counter.
+    counts
+        The monitor's counts (``checkpoints``).
+    """
+
+    def __init__(self, table, models: dict, every_events: int, every_s: float, cpu, counts: dict[str, int]):
+        self.table = table
+        self.models = models
+        self.every_events = every_events
+        self.every_s = every_s
+        self._cpu = cpu
+        self._counts = counts
+        #: the ``models`` agent's manual-acknowledgement stream, once it runs
+        self.stream = None
+        self._pending_acks: list = []
+        self._since_checkpoint = 0
+        self.last_checkpoint = time.monotonic()
+
+    def cover(self, event) -> bool:
+        """``event`` waits for the next checkpoint; True when one is due."""
+        self._pending_acks.append(event)
+        self._since_checkpoint += 1
+        return self._since_checkpoint >= self.every_events or self.overdue()
+
+    def overdue(self) -> bool:
+        """True when the last checkpoint is ``every_s`` old."""
+        return time.monotonic() - self.last_checkpoint >= self.every_s
+
+    def restore(self, model: str) -> RestoredCheckpoint | None:
+        """``model``'s newest checkpoint, or ``None``; raises
+        :class:`CheckpointError` (or ``ValueError``) for an unusable one."""
+        found = decode_checkpoint(model, self.table)
+        if found is None:
+            return None
+        state, watermarks, _extra = found
+        header = json.loads(self.table[model])
+        recent, monitor_state = unpack_model_state(state)
+        return RestoredCheckpoint(monitor_state, watermarks, recent, header["generation"], header["chunks"])
+
+    async def checkpoint(self) -> None:
+        """Write every changed model's state and watermarks, then acknowledge
+        the observation messages they cover."""
+        cpu = time.thread_time()
+        self.last_checkpoint = time.monotonic()
+        self._since_checkpoint = 0
+        write = self.table.write
+        for model, entry in self.models.items():
+            if not entry.dirty:
+                continue
+            lows = entry.lows
+            if entry.recent and lows:
+                # pairs whose inputs stage 1 has committed cannot be re-joined
+                for key in [k for k, (part, po, lo) in entry.recent.items()
+                            if part in lows and po < lows[part][0] and lo < lows[part][1]]:
+                    del entry.recent[key]
+            state = pack_model_state(entry.recent, entry.monitor.to_state())
+            old_generation, old_chunks = entry.generation, entry.chunks
+            entry.generation += 1
+            pairs = list(encode_checkpoint(model, state, entry.watermarks, entry.generation))
+            entry.chunks = len(pairs) - 1
+            for key, value in pairs:
+                write(entry.partition, key, value)
+            for key in chunk_keys(model, old_generation, old_chunks):
+                write(entry.partition, key, None)
+            entry.dirty = False
+        self._cpu.inc(time.thread_time() - cpu)
+        pending, self._pending_acks = self._pending_acks, []
+        stream = self.stream
+        for event in pending:
+            if stream is not None:
+                await stream.ack(event)
+            else:  # pragma: no cover
+                event.ack()
+        self._counts["checkpoints"] += 1
+
+    def forget(self, partitions: set[int]) -> None:
+        """Observation partitions revoked: their messages are no longer ours to acknowledge."""
+        self._pending_acks = [e for e in self._pending_acks if e.message.partition not in partitions]

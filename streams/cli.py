@@ -8,35 +8,40 @@ __all__ = ["register", "build_parser", "run"]
 
 
 def _add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--group-id", default=None,
+    from .options import STATE_STORES, option_default as default
+
+    def seconds(flag: str, field: str, what: str) -> None:
+        parser.add_argument(flag, type=float, default=default(field), help=f"{what} (default {default(field):g})")
+
+    parser.add_argument("--group-id", default=default("group_id"),
                         help="consumer group / faust app id shared by all monitor processes "
                              "(default: <topic prefix>monitor)")
-    parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus /metrics here (0: off)")
-    parser.add_argument("--data-dir", default="./.driftline/monitor", help="faust data directory")
-    parser.add_argument("--snapshot-interval", type=float, default=10.0,
-                        help="seconds between metric snapshots (default 10)")
-    parser.add_argument("--checkpoint-interval", type=float, default=1.0,
-                        help="seconds between state checkpoints (default 1)")
-    parser.add_argument("--checkpoint-events", type=int, default=2000,
-                        help="observation messages between checkpoints (default 2000)")
-    parser.add_argument("--batch-size", type=int, default=1000,
-                        help="stage 1 reads and joins up to this many input messages at a time (default 1000)")
-    parser.add_argument("--web-port", type=int, default=None, help="faust web server port (default: off)")
-    parser.add_argument("--session-timeout", type=float, default=10.0,
-                        help="consumer-group session timeout in seconds (default 10)")
-    parser.add_argument("--policy-refresh-s", type=float, default=60.0,
-                        help="seconds between re-reads of the models' policies from the registry (default 60)")
-    parser.add_argument("--reset-check-s", type=float, default=5.0,
-                        help="seconds between checks for a broker that lost the monitor's data (default 5)")
-    parser.add_argument("--series-grace-s", type=float, default=600.0,
-                        help="seconds a model version that is no longer served keeps its Prometheus series "
-                             "after its last event (default 600)")
-    parser.add_argument("--state", choices=("rocksdb", "memory"), default="rocksdb",
+    parser.add_argument("--metrics-port", type=int, default=default("metrics_port"),
+                        help="serve Prometheus /metrics here (0: off)")
+    parser.add_argument("--data-dir", default=default("data_dir"), help="faust data directory")
+    seconds("--snapshot-interval", "snapshot_interval", "seconds between metric snapshots")
+    seconds("--checkpoint-interval", "checkpoint_interval", "seconds between state checkpoints")
+    parser.add_argument("--checkpoint-events", type=int, default=default("checkpoint_events"),
+                        help=f"observation messages between checkpoints (default {default('checkpoint_events')})")
+    parser.add_argument("--batch-size", type=int, default=default("batch_size"),
+                        help="stage 1 reads and joins up to this many input messages at a time "
+                             f"(default {default('batch_size')})")
+    parser.add_argument("--web-port", type=int, default=default("web_port"),
+                        help="faust web server port (default: off)")
+    seconds("--session-timeout", "session_timeout", "consumer-group session timeout in seconds")
+    seconds("--policy-refresh-s", "policy_refresh_interval",
+            "seconds between re-reads of the models' policies from the registry")
+    seconds("--reset-check-s", "reset_check_interval",
+            "seconds between checks for a broker that lost the monitor's data")
+    seconds("--series-grace-s", "series_grace_s",
+            "seconds a model version that is no longer served keeps its Prometheus series after its last event")
+    parser.add_argument("--state", choices=STATE_STORES, default=default("state"),
                         help="where the join state lives: rocksdb (under --data-dir, reused after a restart: "
                              "only the changelog's tail is read again) or memory (rebuilt from the whole "
-                             "changelog at each start); default rocksdb")
-    parser.add_argument("--state-memory-mb", type=int, default=64,
-                        help="RocksDB's memory for the join state: block cache and write buffers (default 64)")
+                             f"changelog at each start); default {default('state')}")
+    parser.add_argument("--state-memory-mb", type=int, default=default("state_memory_mb"),
+                        help="RocksDB's memory for the join state: block cache and write buffers "
+                             f"(default {default('state_memory_mb')})")
     parser.add_argument("--reset-state", action="store_true",
                         help="delete the monitor's state (join state, model checkpoints, data directory) "
                              "before starting; stop every monitor of the group first")
@@ -47,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     from driftline.config import load_settings
 
-    from .app import MonitorOptions, create_monitor
+    from .app import create_monitor
+    from .options import MonitorOptions
 
     options = MonitorOptions(
         group_id=args.group_id, data_dir=args.data_dir, metrics_port=args.metrics_port,
@@ -62,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if root_level > logging.DEBUG:
         # faust, mode and the Kafka clients log every rebalance step and
         # producer-buffer flush at INFO/WARNING: keep them for --log-level DEBUG.
-        # "driftline.streams.app" is faust's own service logger for the app and tables
-        # defined there ("[^-_App]: Starting..."); the monitor's is driftline.monitor.
-        for name in ("faust", "mode", "aiokafka", "kafka", "driftline.streams.app"):
+        # "driftline.streams.faust_types" is faust's own service logger for the app and
+        # tables defined there ("[^-_App]: Starting..."); the monitor's is driftline.monitor.
+        for name in ("faust", "mode", "aiokafka", "kafka", "driftline.streams.faust_types"):
             logging.getLogger(name).setLevel(max(root_level, logging.WARNING))
         logging.getLogger("faust.transport.producer").setLevel(max(root_level, logging.ERROR))
     monitor = create_monitor(load_settings(), options)

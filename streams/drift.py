@@ -44,6 +44,10 @@ prediction wrong" (for regression: "was the absolute error above twice the
 warm-up MAE"), ADWIN and Page-Hinkley on the 0/1 error or the absolute
 error. Only *increases* of the error raise a detection.
 
+Every detector is looked up by name in :data:`driftline.catalog.DETECTORS`:
+the windowed tests register below, next to their classes; River's
+per-event detectors in :mod:`driftline.streams.detectors`, one module each.
+
 References
 ----------
 .. [1] Bonferroni, C. E. (1936). Teoria statistica delle classi e calcolo
@@ -74,8 +78,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import special, stats
 
+from driftline.catalog import DETECTORS, Entry, UnknownName
 from driftline.policy import DetectorSpec, PolicyError
 
 __all__ = [
@@ -130,11 +134,15 @@ def ks_pvalue(d: float, n_eff: float) -> float:
     """
     if d <= 0:
         return 1.0
+    from scipy import special  # here: listing the detectors (policy validation) must not load SciPy
+
     return float(min(1.0, special.kolmogorov(_stephens(d, n_eff))))
 
 
 def ks_critical(alpha: float, n_eff: float) -> float:
     """Statistic at which :func:`ks_pvalue` equals ``alpha``."""
+    from scipy import special
+
     lam = float(special.kolmogi(alpha))
     root = math.sqrt(n_eff)
     return lam / (root + 0.12 + 0.11 / root)
@@ -360,6 +368,8 @@ class NumericDriftTest:
         o = np.clip(observed, 1e-4, None)
         psi = float(np.sum((o - e) * np.log(o / e)))
         dof = max(1, inner.size)
+        from scipy import stats
+
         p = float(stats.chi2.sf(psi * n_eff, dof))
         self.last_statistic, self.last_p_value = psi, p
         self.last_threshold = float(stats.chi2.isf(alpha, dof)) / n_eff
@@ -388,6 +398,19 @@ class NumericDriftTest:
         self.tests = int(state["tests"])
         _restore_last(self, state["last"])
         return self
+
+
+# The windowed two-sample tests build ``test(kind, window, reference_size, profile)``
+# for one feature (``windowed=True``); River's per-event detectors are in
+# :mod:`driftline.streams.detectors`.
+@DETECTORS.register("ks", kind="data", windowed=True, params=("reference_size",), order=10)
+def _ks_test(kind: str, window: int, reference_size: int, profile: dict | None) -> "NumericDriftTest":
+    return NumericDriftTest(window, reference_size, profile, "ks")
+
+
+@DETECTORS.register("psi", kind="data", windowed=True, params=("reference_size",), order=20)
+def _psi_test(kind: str, window: int, reference_size: int, profile: dict | None) -> "NumericDriftTest":
+    return NumericDriftTest(window, reference_size, profile, "psi")
 
 
 class CategoricalDriftTest:
@@ -483,6 +506,8 @@ class CategoricalDriftTest:
         expected = row * col / table.sum()
         chi2 = float(np.sum((table - expected) ** 2 / expected))
         dof = table.shape[1] - 1
+        from scipy import stats
+
         p = float(stats.chi2.sf(chi2, dof))
         self.last_statistic, self.last_p_value = chi2, p
         self.last_threshold = float(stats.chi2.isf(alpha, dof))
@@ -509,44 +534,39 @@ class CategoricalDriftTest:
         return self
 
 
+@DETECTORS.register("chi2", kind="data", windowed=True, params=("reference_size",), order=110)
+def _chi2_test(kind: str, window: int, reference_size: int, profile: dict | None):
+    if kind == "numeric":
+        # chi2 on a numeric feature: PSI bins are the closest chi-square analogue.
+        return NumericDriftTest(window, reference_size, profile, "psi")
+    return CategoricalDriftTest(window, reference_size, profile)
+
+
+#: The test of every categorical feature, whatever the policy's (numeric) data-drift detector.
+CATEGORICAL_TEST = "chi2"
+
+
 # -- River detectors ----------------------------------------------------------------
 
 
-def _river_detector(name: str, params: dict, level: float | None, concept: bool):
-    from river import drift
-    from river.drift import binary
-
-    params = dict(params)
+def _detector_entry(name: str) -> Entry:
+    """The catalog entry of a detector, or :class:`~driftline.policy.PolicyError`
+    naming the known ones."""
     try:
-        if name == "adwin":
-            if level is not None and "delta" not in params:
-                params["delta"] = level
-            return drift.ADWIN(**params)
-        if name == "page_hinkley":
-            if concept:
-                params.setdefault("mode", "up")
-            return drift.PageHinkley(**params)
-        if name == "kswin":
-            if level is not None and "alpha" not in params:
-                params["alpha"] = max(level, 1e-10)
-            params.setdefault("seed", 42)
-            return drift.KSWIN(**params)
-        if name == "ddm":
-            return binary.DDM(**params)
-        if name == "eddm":
-            return binary.EDDM(**params)
-        if name == "hddm_a":
-            return binary.HDDMA(**params)
-        if name == "hddm_w":
-            return binary.HDDMW(**params)
-        if name == "fhddm":
-            return binary.FHDDM(**params)
+        return DETECTORS.get(name)
+    except UnknownName as error:
+        raise PolicyError(str(error)) from None
+
+
+def _event_detector(name: str, params: dict, level: float | None, concept: bool):
+    """A per-event detector (River's interface: ``update(x)``, ``drift_detected``)."""
+    entry = _detector_entry(name)
+    if entry.windowed or entry.matches(kind="outlier"):
+        raise PolicyError(f"unknown drift detector {name!r}: {name} is not a per-event detector")
+    try:
+        return entry.implementation(dict(params), level, concept)
     except (TypeError, ValueError) as error:
         raise PolicyError(f"detector {name}: bad parameters {params!r} ({error})") from None
-    raise PolicyError(f"unknown drift detector {name!r}")
-
-
-BINARY_DETECTORS = ("ddm", "eddm", "hddm_a", "hddm_w", "fhddm")
 
 
 class RiverFeatureDetector:
@@ -558,7 +578,7 @@ class RiverFeatureDetector:
 
     def __init__(self, spec: DetectorSpec, alpha: float):
         self.name = spec.name
-        self.detector = _river_detector(spec.name, spec.params, alpha, concept=False)
+        self.detector = _event_detector(spec.name, spec.params, alpha, concept=False)
         self.seen = 0
 
     def update(self, values: np.ndarray, alpha: float | None = None) -> list[DriftResult]:
@@ -579,13 +599,9 @@ class RiverFeatureDetector:
 def make_feature_test(kind: str, spec: DetectorSpec, window: int, reference_size: int,
                       profile: dict | None, alpha: float):
     """Build the data-drift test for one feature (``kind``: numeric or categorical)."""
-    if kind == "categorical" or spec.name == "chi2":
-        if kind == "numeric":
-            # chi2 on a numeric feature: PSI bins are the closest chi-square analogue.
-            return NumericDriftTest(window, reference_size, profile, "psi")
-        return CategoricalDriftTest(window, reference_size, profile)
-    if spec.name in ("ks", "psi"):
-        return NumericDriftTest(window, reference_size, profile, spec.name)
+    entry = _detector_entry(CATEGORICAL_TEST if kind == "categorical" else spec.name)
+    if entry.windowed:
+        return entry.implementation(kind, window, reference_size, profile)
     return RiverFeatureDetector(spec, alpha)
 
 
@@ -615,8 +631,8 @@ class ConceptDriftDetector:
     def __init__(self, spec: DetectorSpec, task: str):
         self.spec = spec
         self.task = task
-        self.binary = spec.name in BINARY_DETECTORS
-        self.detector = _river_detector(spec.name, spec.params, None, concept=True)
+        self.binary = bool(_detector_entry(spec.name).binary)
+        self.detector = _event_detector(spec.name, spec.params, None, concept=True)
         self.seen = 0
         self.since_sum = 0.0
         self.since_n = 0

@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 
+from .metrics import RingBuffer
+
 __all__ = ["CBPE", "DLE", "EstimationGap", "Ring", "VersionEstimation", "make_estimation"]
 
 _log = logging.getLogger(__name__)
@@ -53,36 +55,16 @@ _Z = 1.96
 _MAX_GAP_POINTS = 100
 
 
-class Ring:
-    """A fixed-size ring of rows (the last ``size`` rows of a stream).
+class Ring(RingBuffer):
+    """A fixed-size ring of rows (the last ``size`` rows of a stream), with
+    its own state format.
 
     >>> r = Ring(3, 1); r.extend(np.array([[1.0], [2.0], [3.0], [4.0]])); r.values().ravel().tolist()
     [2.0, 3.0, 4.0]
     """
 
     def __init__(self, size: int, width: int):
-        self.size, self.width = int(size), int(width)
-        self.data = np.zeros((self.size, self.width))
-        self.pos = 0
-        self.count = 0
-
-    def extend(self, rows: np.ndarray) -> None:
-        rows = np.asarray(rows, dtype=float).reshape(-1, self.width)[-self.size:]
-        n = len(rows)
-        end = self.pos + n
-        if end <= self.size:
-            self.data[self.pos:end] = rows
-        else:
-            first = self.size - self.pos
-            self.data[self.pos:] = rows[:first]
-            self.data[:n - first] = rows[first:]
-        self.pos = end % self.size
-        self.count = min(self.size, self.count + n)
-
-    def values(self) -> np.ndarray:
-        if self.count < self.size:
-            return self.data[:self.count]
-        return np.concatenate([self.data[self.pos:], self.data[:self.pos]])
+        super().__init__(size, "float64", int(width))
 
     def to_state(self) -> dict:
         return {"size": self.size, "width": self.width, "rows": self.values().tolist()}

@@ -3,8 +3,8 @@
 :class:`Joiner` is the join's logic without Kafka: it takes decoded records
 with their *source coordinates* — ``(topic kind, partition, offset, index)``,
 ``index`` being the position inside a bulk message — and returns what to
-publish plus the state changes to write. The faust application
-(:mod:`driftline.streams.app`) feeds it batches, publishes the outputs, waits until the
+publish plus the state changes to write. The faust application's stage 1
+(:mod:`driftline.streams.stage1`) feeds it batches, publishes the outputs, waits until the
 broker has them, and only then writes the state changes (to a changelog-
 backed faust table) and acknowledges the input. That order is what makes a
 crash safe: a state change is never durable before the output it stands for,
@@ -278,7 +278,7 @@ class Joiner:
         out.labeled_dicts.append(data)
         # Joined pairs carry both sides' coordinates: which side completes a
         # join depends on arrival order, which a replay may change, so stage 2
-        # recognises a re-joined pair by event_id (see driftline.streams.app).
+        # recognises a re-joined pair by event_id (see driftline.streams.stage2).
         out.observations[(p.model, kind, partition)].append(["j", offset, index, data, pc, lc])
         out.counts["joined"] += 1
         remove_at = now + self._ttl(p.model)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import _Ring
+from .metrics import RingBuffer
 
 __all__ = ["RollingQuantiles", "Throughput"]
 
@@ -26,7 +26,7 @@ class RollingQuantiles:
     """Percentiles of the last ``window`` values (numpy's linear interpolation)."""
 
     def __init__(self, window: int):
-        self.ring = _Ring(int(window))
+        self.ring = RingBuffer(int(window))
         self.total = 0
 
     def update(self, values: np.ndarray) -> None:
@@ -50,7 +50,7 @@ class RollingQuantiles:
     @classmethod
     def from_state(cls, state: dict) -> "RollingQuantiles":
         self = cls(state["ring"]["size"])
-        self.ring = _Ring.from_state(state["ring"])
+        self.ring = RingBuffer.from_state(state["ring"])
         self.total = int(state["total"])
         return self
 

@@ -71,7 +71,8 @@ import operator
 from typing import Any, Iterable, Sequence
 
 import numpy as np
-from river import metrics as river_metrics
+
+from driftline.catalog import METRICS
 
 __all__ = [
     "class_key",
@@ -83,6 +84,7 @@ __all__ = [
     "RollingClassification",
     "RollingRegression",
     "roc_auc_exact",
+    "RingBuffer",
 ]
 
 _EPS = float(np.finfo(np.float64).eps)
@@ -342,6 +344,8 @@ class _Classes:
 
 def _river_scores(cm_counts: np.ndarray, keys: list[str], positive: str | None) -> dict[str, float]:
     """Accuracy/precision/recall/F1 from River's metrics over a count matrix."""
+    from river import metrics as river_metrics  # here: the catalog of metric names must not load River
+
     cm = river_metrics.ConfusionMatrix()
     rows, cols = np.nonzero(cm_counts)
     for i, j in zip(rows.tolist(), cols.tolist()):
@@ -518,6 +522,15 @@ def _dense(data: dict, shape: tuple[int, int]) -> np.ndarray:
     return out.reshape(shape)
 
 
+
+# The metrics ClassificationMetrics computes, in the policy's listing order:
+# name, lower is better, estimated before labels (driftline.streams.estimation).
+for _name, _lower, _estimated in (("accuracy", False, True), ("precision", False, True), ("recall", False, True),
+                                  ("f1", False, True), ("log_loss", True, False), ("roc_auc", False, True)):
+    METRICS.add(_name, ClassificationMetrics, task="classification", lower_is_better=_lower,
+                estimated=_estimated)
+
+
 class RegressionMetrics:
     """Cumulative MAE, RMSE and R² from exact sums.
 
@@ -581,30 +594,46 @@ class RegressionMetrics:
         return self
 
 
-class _Ring:
-    """Fixed-size ring buffer of rows (the newest ``size`` values)."""
 
-    def __init__(self, size: int, dtype: str = "float64"):
-        self.size = size
-        self.buf = np.zeros(size, dtype=dtype)
+for _name, _lower, _estimated in (("mae", True, True), ("rmse", True, True), ("r2", False, False)):
+    METRICS.add(_name, RegressionMetrics, task="regression", lower_is_better=_lower, estimated=_estimated)
+
+
+class RingBuffer:
+    """Fixed-size ring buffer of values, or of rows of ``width`` values (the
+    newest ``size`` ones).
+
+    >>> ring = RingBuffer(3, "int64"); ring.extend(np.arange(5)); ring.values().tolist()
+    [2, 3, 4]
+    >>> rows = RingBuffer(2, width=2); rows.extend(np.arange(6.0)); rows.values().tolist()
+    [[2.0, 3.0], [4.0, 5.0]]
+    """
+
+    def __init__(self, size: int, dtype: str = "float64", width: int | None = None):
+        self.size = int(size)
+        self.width = width
+        self.buf = np.zeros(self.size if width is None else (self.size, int(width)), dtype=dtype)
         self.pos = 0
         self.count = 0
 
     def extend(self, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=self.buf.dtype)
-        if values.size >= self.size:
+        if self.width is not None:
+            values = values.reshape(-1, self.width)
+        n = len(values)
+        if n >= self.size:
             self.buf[:] = values[-self.size:]
             self.pos = 0
         else:
-            end = self.pos + values.size
+            end = self.pos + n
             if end <= self.size:
                 self.buf[self.pos:end] = values
             else:
                 first = self.size - self.pos
                 self.buf[self.pos:] = values[:first]
-                self.buf[: values.size - first] = values[first:]
+                self.buf[: n - first] = values[first:]
             self.pos = end % self.size
-        self.count = min(self.size, self.count + values.size)
+        self.count = min(self.size, self.count + n)
 
     def values(self) -> np.ndarray:
         """Contents, oldest first."""
@@ -616,7 +645,7 @@ class _Ring:
         return {"size": self.size, "values": self.values()}
 
     @classmethod
-    def from_state(cls, state: dict, dtype: str = "float64") -> "_Ring":
+    def from_state(cls, state: dict, dtype: str = "float64") -> "RingBuffer":
         ring = cls(int(state["size"]), dtype)
         ring.extend(np.asarray(state["values"], dtype=dtype))
         return ring
@@ -633,10 +662,10 @@ class RollingClassification:
         self.window = window
         self.positive_label = positive_label
         self.classes = _Classes()
-        self.y = _Ring(window, "int64")
-        self.p = _Ring(window, "int64")
-        self.loss = _Ring(window)  # NaN where the event had no probabilities
-        self.scores: dict[str, _Ring] = {}  # class -> score (NaN: no probabilities)
+        self.y = RingBuffer(window, "int64")
+        self.p = RingBuffer(window, "int64")
+        self.loss = RingBuffer(window)  # NaN where the event had no probabilities
+        self.scores: dict[str, RingBuffer] = {}  # class -> score (NaN: no probabilities)
 
     def update(self, y_true: Sequence[str], y_pred: Sequence[str],
                probabilities: Sequence[dict | None] | None = None) -> None:
@@ -651,7 +680,7 @@ class RollingClassification:
             for key in sorted(set(self.scores) | set(batch.keys)):
                 ring = self.scores.get(key)
                 if ring is None:
-                    ring = self.scores[key] = _Ring(self.window)
+                    ring = self.scores[key] = RingBuffer(self.window)
                     # NaN for the older pairs still in the window (none when
                     # this batch alone fills it).
                     ring.extend(np.full(max(0, self.y.count - n), np.nan))
@@ -714,10 +743,10 @@ class RollingClassification:
     def from_state(cls, state: dict) -> "RollingClassification":
         self = cls(int(state["window"]), state["positive_label"])
         self.classes = _Classes(state["classes"])
-        self.y = _Ring.from_state(state["y"], "int64")
-        self.p = _Ring.from_state(state["p"], "int64")
-        self.loss = _Ring.from_state(state["loss"])
-        self.scores = {k: _Ring.from_state(v) for k, v in state["scores"].items()}
+        self.y = RingBuffer.from_state(state["y"], "int64")
+        self.p = RingBuffer.from_state(state["p"], "int64")
+        self.loss = RingBuffer.from_state(state["loss"])
+        self.scores = {k: RingBuffer.from_state(v) for k, v in state["scores"].items()}
         return self
 
 
@@ -726,8 +755,8 @@ class RollingRegression:
 
     def __init__(self, window: int):
         self.window = window
-        self.y = _Ring(window)
-        self.p = _Ring(window)
+        self.y = RingBuffer(window)
+        self.p = RingBuffer(window)
 
     def update(self, y_true: Sequence[float], y_pred: Sequence[float]) -> None:
         self.y.extend(np.asarray(y_true, dtype=np.float64))
@@ -753,6 +782,6 @@ class RollingRegression:
     @classmethod
     def from_state(cls, state: dict) -> "RollingRegression":
         self = cls(int(state["window"]))
-        self.y = _Ring.from_state(state["y"])
-        self.p = _Ring.from_state(state["p"])
+        self.y = RingBuffer.from_state(state["y"])
+        self.p = RingBuffer.from_state(state["p"])
         return self

@@ -1,7 +1,7 @@
 """Per-model monitoring: metrics, drift, outliers and latency for every
 version of one model, with warm-up, alert cooldowns and retrain requests.
 
-The faust pipeline (``driftline.streams.app``) owns all I/O; it calls a
+The faust pipeline owns all I/O: its stage 2 (``driftline.streams.stage2``) calls a
 :class:`ModelMonitor` per model with decoded batches and publishes what comes
 back. Nothing here touches Kafka, and every method takes the caller's clock
 (``now``, epoch seconds), so behaviour is reproducible.
@@ -10,14 +10,18 @@ back. Nothing here touches Kafka, and every method takes the caller's clock
   metrics (:mod:`driftline.streams.metrics`), per-feature data-drift tests and the
   prediction-drift test (:mod:`driftline.streams.drift`, reference: the version's
   registry profile, or the stream's own past), the concept-drift detector on
-  the error stream, outlier and latency windows.
+  the error stream, outlier and latency windows. Each alert kind is one
+  check class in :mod:`driftline.streams.checks` (``data_drift.py``,
+  ``concept_drift.py``, ...); the version does the per-batch work they share
+  once, then runs each.
 * **Warm-up**: a version's first ``policy.warmup`` predictions are not fed to
   data-drift and outlier tests, and its first ``policy.warmup`` joined pairs
   not to concept drift; latency and metric-threshold alerts wait for a
   rolling window (``policy.window``) wholly after the warm-up. A ``promoted``
   model event (:meth:`ModelMonitor.on_promoted`) restarts the warm-up of
   that version, so a promotion does not itself raise alerts.
-* **Cooldown**: at most one alert per (model, version, kind, subject) per
+* **Cooldown** (:mod:`driftline.streams.checks.dispatch`, like retrain
+  requests): at most one alert per (model, version, kind, subject) per
   ``policy.cooldown_s``.
 * **Retrain requests**: an alert whose kind is in ``policy.retrain_on``
   produces a :class:`~driftline.events.RetrainRequest` (reason ``drift`` for
@@ -46,25 +50,23 @@ True
 
 from __future__ import annotations
 
-import math
 import operator
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from driftline.events import Alert, LabeledRecord, MetricsSnapshot, Prediction, RetrainRequest, new_id
-from driftline.policy import LOWER_IS_BETTER, MonitorPolicy
+from driftline.errors import DriftlineError
+from driftline.events import LabeledRecord, MetricsSnapshot, Prediction
+from driftline.policy import MonitorPolicy
 
 from . import state as state_codec
-from .drift import (
-    CategoricalDriftTest,
-    ConceptDriftDetector,
-    NumericDriftTest,
-    RiverFeatureDetector,
-    make_feature_test,
-    per_test_alpha,
-)
+from .checks import JOINED_CHECKS, PREDICTION_CHECKS
+from .checks.base import Check, Finding, JoinedBatch, PredictionBatch
+from .checks.base import finite_or_none as _finite
+from .checks.dispatch import AlertDispatch, MonitorOutput
+from .checks.features import Feature, is_number, new_feature
+from .checks.outliers import MISSING
+from .drift import per_test_alpha
 from .estimation import make_estimation
 from .latency import RollingQuantiles, Throughput
 from .metrics import (
@@ -77,89 +79,26 @@ from .metrics import (
     canonical_probabilities,
     class_key,
 )
-from .outliers import HSTOutliers, OutlierRate, RangeOutliers
 
 __all__ = ["ModelMonitor", "VersionMonitor", "MonitorOutput", "STATE_FORMAT"]
 
 STATE_FORMAT = 1
-_MISSING = "<null>"
 _OTHER = "<other>"
 _MAX_CLASSES = 1000
-_MAX_OUTLIER_CATEGORIES = 50
 
-
-@dataclass
-class MonitorOutput:
-    """What one call produced: alerts and retrain requests to publish."""
-
-    alerts: list[Alert] = field(default_factory=list)
-    retrain_requests: list[RetrainRequest] = field(default_factory=list)
-
-    def extend(self, other: "MonitorOutput") -> None:
-        self.alerts.extend(other.alerts)
-        self.retrain_requests.extend(other.retrain_requests)
-
-
-@dataclass
-class _Finding:
-    """An alert candidate before cooldown."""
-
-    kind: str
-    subject: str
-    detector: str
-    value: float
-    threshold: float | None
-    message: str
-
-
-def _finite(x: float | None) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _is_number(v: Any) -> bool:
-    return (type(v) is int or type(v) is float) and v == v
+# Format 1 keeps these counters (the version's and its checks') in one list,
+# in this order, under "counts".
+_COUNTS = ("predictions", "joined", "expired", "warm_predictions", "warm_joined", "latency_unchecked",
+           "joined_unchecked", "latency_post")
+# Format 1's key order (kept, so a saved state is written back byte for byte).
+_STATE_KEYS = ("model", "version", "chunk", "profile", "pending_predictions", "pending_joined", "pending_since",
+               "positive_label", "task", "pred_kind", "counts", "last_seen", "features", "feature_order",
+               "pred_test", "metrics", "rolling", "concept", "latency", "label_delay", "outlier_rate", "hst",
+               "pred_counts", "pred_values", "throughput", "estimation")
 
 
 def _cat_key(v: Any) -> str:
-    return _MISSING if v is None else class_key(v)
-
-
-class _Feature:
-    """Per-feature state: kind, drift test, missing count."""
-
-    def __init__(self, kind: str, test: Any):
-        self.kind = kind
-        self.test = test
-        self.missing = 0
-        self.outliers = 0
-
-    def to_state(self) -> dict:
-        test = self.test
-        kind = "river" if isinstance(test, RiverFeatureDetector) else \
-            ("categorical" if isinstance(test, CategoricalDriftTest) else "numeric")
-        payload = {"name": test.name, "detector": test.detector, "seen": test.seen} if kind == "river" \
-            else test.to_state()
-        return {"kind": self.kind, "test_kind": kind, "test": payload, "missing": self.missing,
-                "outliers": self.outliers}
-
-    @classmethod
-    def from_state(cls, data: dict, policy: MonitorPolicy) -> "_Feature":
-        kind = data["test_kind"]
-        if kind == "river":
-            test = RiverFeatureDetector.__new__(RiverFeatureDetector)
-            test.name = data["test"]["name"]
-            test.detector = data["test"]["detector"]
-            test.seen = int(data["test"]["seen"])
-        elif kind == "categorical":
-            test = CategoricalDriftTest.from_state(data["test"])
-        else:
-            test = NumericDriftTest.from_state(data["test"])
-        self = cls(data["kind"], test)
-        self.missing, self.outliers = int(data["missing"]), int(data["outliers"])
-        return self
+    return MISSING if v is None else class_key(v)
 
 
 def _normalise_profile(profile: dict | None) -> dict | None:
@@ -183,8 +122,19 @@ def _normalise_profile(profile: dict | None) -> dict | None:
     return out
 
 
+def _prediction_kind(first_batch: Sequence[Any]) -> str:
+    """Numbers that are not all integral mean a regression model."""
+    numeric = any(type(v) is float and not v.is_integer() for v in first_batch)
+    return "numeric" if numeric else "categorical"
+
+
 class VersionMonitor:
     """Everything watched for one model version.
+
+    The version keeps what its snapshots report (counters, metrics, the
+    latency, label-delay and prediction distributions, its features) and
+    does the per-batch work its checks share; each alert kind is one check
+    (:mod:`driftline.streams.checks`), run in turn on every batch.
 
     Parameters
     ----------
@@ -224,27 +174,30 @@ class VersionMonitor:
         self.expired = 0
         self.warm_predictions = policy.warmup  # prediction count at which warm-up ends
         self.warm_joined = policy.warmup
-        self.features: dict[str, _Feature] = {}
-        self.pred_test: Any = None
+        self.features: dict[str, Feature] = {}
         self.metrics: ClassificationMetrics | RegressionMetrics | None = None
         self.rolling: RollingClassification | RollingRegression | None = None
-        self.concept: ConceptDriftDetector | None = None
         self.latency = RollingQuantiles(policy.window)
         self.label_delay = RollingQuantiles(policy.window)
-        self.outlier_rate = OutlierRate(policy.window)
-        self.hst: HSTOutliers | None = None
         self.pred_counts: dict[str, int] = {}
         self.pred_values = RollingQuantiles(policy.window)
         self.throughput = Throughput()
-        self.latency_unchecked = 0
-        self.latency_post = 0  # latencies seen since the warm-up ended
-        self.joined_unchecked = 0
         self.last_seen = 0.0
-        self.range = RangeOutliers(0.1)
-        self.estimation = make_estimation(self.profile, policy, positive_label, f"{model} v{version}")
+        self.estimation = make_estimation(self.profile, policy, positive_label, self.label)
         self.saved_estimation: dict | None = None  # windows from a saved state, until resume_estimation
+        self.checks: dict[str, Check] = {cls.kind: cls(policy) for cls in PREDICTION_CHECKS + JOINED_CHECKS}
 
     # -- helpers -----------------------------------------------------------
+    @property
+    def label(self) -> str:
+        """``"<model> v<version>"``, as messages name the version."""
+        return f"{self.model} v{self.version}"
+
+    @property
+    def pred_test(self) -> Any:
+        """The prediction-drift test (``None`` before the first prediction)."""
+        return self.checks["prediction_drift"].test
+
     @property
     def reference_size(self) -> int:
         params = self.policy.data_drift.params
@@ -263,38 +216,18 @@ class VersionMonitor:
         spec = (self.profile.get("features") or {}).get(name)
         return spec if isinstance(spec, dict) else None
 
-    def _add_feature(self, name: str, sample: Any) -> _Feature:
-        prof = self._feature_profile(name)
-        if prof is not None and prof.get("type") in ("numeric", "categorical"):
-            kind = prof["type"]
-        else:
-            kind = "numeric" if _is_number(sample) and type(sample) is not bool else "categorical"
-        p = self.policy
-        test = make_feature_test(kind, p.data_drift, p.drift_window, self.reference_size, prof,
-                                 self.alpha() / p.drift_window)
-        feat = self.features[name] = _Feature(kind, test)
-        return feat
-
-    def _make_pred_test(self, first_batch: Sequence[Any]) -> None:
-        if self.pred_kind is None:
-            # Numbers that are not all integral mean a regression model.
-            numeric = any(type(v) is float and not v.is_integer() for v in first_batch)
-            self.pred_kind = "numeric" if numeric else "categorical"
-        prof = (self.profile or {}).get("prediction") if self.profile else None
-        prof = prof if isinstance(prof, dict) else None
-        if self.pred_kind == "numeric":
-            self.pred_test = NumericDriftTest(self.policy.drift_window, self.reference_size, prof, "ks")
-        else:
-            self.pred_test = CategoricalDriftTest(self.policy.drift_window, self.reference_size, prof)
-
     def restart_warmup(self) -> None:
         """Start a warm-up at the current position (call :meth:`flush` first)."""
         self.warm_predictions = self.predictions + self.policy.warmup
         self.warm_joined = self.joined + self.policy.warmup
-        self.latency_post = 0
+        for check in self.checks.values():
+            check.restart_warmup()
+
+    def _run_checks(self, watches: str, batch: PredictionBatch | JoinedBatch, now: float) -> list[Finding]:
+        return [f for check in self.checks.values() if check.watches == watches for f in check.observe(batch, now)]
 
     # -- buffering -----------------------------------------------------------------
-    def observe_predictions(self, preds: Sequence[Prediction], now: float) -> list[_Finding]:
+    def observe_predictions(self, preds: Sequence[Prediction], now: float) -> list[Finding]:
         """Buffer predictions; process them once a chunk is full."""
         if not self.pending_predictions:
             self.pending_since = now
@@ -304,7 +237,7 @@ class VersionMonitor:
             return self.flush(now)
         return []
 
-    def observe_joined(self, records: Sequence[LabeledRecord], now: float) -> list[_Finding]:
+    def observe_joined(self, records: Sequence[LabeledRecord], now: float) -> list[Finding]:
         """Buffer joined pairs; process them once a chunk is full."""
         if not self.pending_joined:
             self.pending_joined_since = now
@@ -314,9 +247,9 @@ class VersionMonitor:
             return self.flush(now)
         return []
 
-    def flush(self, now: float) -> list[_Finding]:
+    def flush(self, now: float) -> list[Finding]:
         """Process everything buffered."""
-        findings: list[_Finding] = []
+        findings: list[Finding] = []
         if self.pending_predictions:
             batch, self.pending_predictions = self.pending_predictions, []
             findings += self._process_predictions(batch, now)
@@ -326,46 +259,35 @@ class VersionMonitor:
         return findings
 
     # -- predictions -------------------------------------------------------------
-    def _process_predictions(self, preds: Sequence[Prediction], now: float) -> list[_Finding]:
-        n = len(preds)
-        if n == 0:
-            return []
-        p = self.policy
-        findings: list[_Finding] = []
-        start = self.predictions
-        self.predictions += n
-        self.last_seen = now
-        self.throughput.update(n, now)
-        # Events before the end of warm-up feed counters only.
-        skip = min(n, max(0, self.warm_predictions - start))
-
-        latencies = [e.latency_ms for e in preds if e.latency_ms is not None]
-        raw_preds = [e.prediction for e in preds]
-        if self.pred_test is None:
-            self._make_pred_test(raw_preds)
+    def _count_predictions(self, raw: list[Any]) -> np.ndarray | list[str]:
+        """The predictions as numbers (NaN: not a number) or class keys, added
+        to the distribution snapshots report."""
         if self.pred_kind == "numeric":
-            values = np.array([v if _is_number(v) else np.nan for v in raw_preds], dtype=np.float64)
+            values = np.array([v if is_number(v) else np.nan for v in raw], dtype=np.float64)
             self.pred_values.update(values[np.isfinite(values)])
-        else:
-            values = list(map(class_key, raw_preds))
-            counts = self.pred_counts
-            for v in values:
-                if v in counts:
-                    counts[v] += 1
-                elif len(counts) < _MAX_CLASSES:
-                    counts[v] = 1
-                else:  # bounded state even for a mis-detected regression model
-                    counts[_OTHER] = counts.get(_OTHER, 0) + 1
+            return values
+        keys = list(map(class_key, raw))
+        counts = self.pred_counts
+        for v in keys:
+            if v in counts:
+                counts[v] += 1
+            elif len(counts) < _MAX_CLASSES:
+                counts[v] = 1
+            else:  # bounded state even for a mis-detected regression model
+                counts[_OTHER] = counts.get(_OTHER, 0) + 1
+        return keys
 
+    def _feature_columns(self, preds: Sequence[Prediction], skip: int) -> dict[str, np.ndarray | list[str]]:
+        """Per feature in the batch (sorted by name) the values after the
+        warm-up; new features are added, missing values counted (warm-up included)."""
         feats = [e.features for e in preds]
         names = set().union(*feats)
-        new = [name for name in names if name not in self.features]
-        for name in sorted(new):
+        for name in sorted(name for name in names if name not in self.features):
             sample = next((f.get(name) for f in feats if f.get(name) is not None), None)
-            self._add_feature(name, sample)
-        alpha = self.alpha()
-        outlier_flags = np.zeros(n - skip, dtype=bool)
-        numeric_cols: dict[str, np.ndarray] = {}
+            # alpha() counts the features added so far: each new test gets the level of its time
+            self.features[name] = new_feature(sample, self._feature_profile(name), self.policy,
+                                              self.reference_size, self.alpha())
+        columns: dict[str, np.ndarray | list[str]] = {}
         for name in sorted(names):
             feat = self.features[name]
             col = [f.get(name) for f in feats]
@@ -373,98 +295,41 @@ class VersionMonitor:
                 try:
                     arr = np.array(col, dtype=np.float64)
                 except (TypeError, ValueError):
-                    arr = np.array([float(v) if _is_number(v) or type(v) is bool else np.nan for v in col])
-                missing = np.isnan(arr)
-                feat.missing += int(missing.sum())
-                arr = arr[skip:]
-                numeric_cols[name] = arr
-                if arr.size == 0:
-                    continue
-                test = feat.test
-                rng = test.reference_range() if isinstance(test, NumericDriftTest) else None
-                if rng is not None:
-                    flags = self.range.flags(arr, rng)
-                    feat.outliers += int(flags.sum())
-                    outlier_flags |= flags
-                results = test.update(arr, alpha if not isinstance(test, RiverFeatureDetector) else alpha / p.drift_window)
+                    arr = np.array([float(v) if is_number(v) or type(v) is bool else np.nan for v in col])
+                feat.missing += int(np.isnan(arr).sum())
+                columns[name] = arr[skip:]
             else:
-                keys = [_cat_key(v) for v in col[skip:]]
                 feat.missing += sum(1 for v in col if v is None)
-                if not keys:
-                    continue
-                test = feat.test
-                # Unseen categories are outliers only for low-cardinality features
-                # (an ID-like feature sees new values all the time).
-                if test.ready and len(test.ref_counts) <= _MAX_OUTLIER_CATEGORIES:
-                    flags = np.fromiter((k != _MISSING and not test.known(k) for k in keys), dtype=bool,
-                                        count=len(keys))
-                    feat.outliers += int(flags.sum())
-                    outlier_flags |= flags
-                results = test.update(keys, alpha)
-            for r in results[-1:]:
-                findings.append(_Finding(
-                    "data_drift", name, r.detector, r.statistic, r.threshold,
-                    f"data drift in feature {name!r} of {self.model} v{self.version}: {r.detector} statistic "
-                    f"{r.statistic:.4g} > {r.threshold:.4g}"
-                    + (f" (p={r.p_value:.3g} < alpha={r.alpha:.3g})" if r.p_value is not None else "")
-                    + f" over {r.n} events"))
-        if p.prediction_drift and n > skip:
-            tail = values[skip:]
-            results = self.pred_test.update(tail[np.isfinite(tail)] if self.pred_kind == "numeric" else tail, alpha)
-            for r in results[-1:]:
-                findings.append(_Finding(
-                    "prediction_drift", "prediction", r.detector, r.statistic, r.threshold,
-                    f"prediction drift of {self.model} v{self.version}: {r.detector} statistic {r.statistic:.4g} "
-                    f"> {r.threshold:.4g}" + (f" (p={r.p_value:.3g})" if r.p_value is not None else "")))
+                columns[name] = [_cat_key(v) for v in col[skip:]]
+        return columns
 
-        if n > skip:
-            if p.outlier_detector == "hst":
-                # Range flags still count per feature (stats); only HST decides the rate.
-                outlier_flags = np.zeros(n - skip, dtype=bool)
-            if p.outlier_detector in ("hst", "both"):
-                if self.hst is None:
-                    limits = {name: self.features[name].test.reference_range()
-                              for name in sorted(numeric_cols)
-                              if isinstance(self.features[name].test, NumericDriftTest)
-                              and self.features[name].test.reference_range() is not None}
-                    if limits:
-                        self.hst = HSTOutliers(sorted(limits), limits, reference_events=self.reference_size)
-                if self.hst is not None:
-                    outlier_flags |= self.hst.flags(numeric_cols, n - skip)
-            self.outlier_rate.update(outlier_flags)
-            if self.outlier_rate.count >= min(p.window, 200):
-                rate = self.outlier_rate.rate()
-                if rate > p.outlier_rate:
-                    findings.append(_Finding(
-                        "outliers", "inputs", p.outlier_detector, rate, p.outlier_rate,
-                        f"outlier rate of {self.model} v{self.version} is {rate:.2%} over the last "
-                        f"{self.outlier_rate.count} events (limit {p.outlier_rate:.2%})"))
-
+    def _process_predictions(self, preds: Sequence[Prediction], now: float) -> list[Finding]:
+        n = len(preds)
+        if n == 0:
+            return []
+        start = self.predictions
+        self.predictions += n
+        self.last_seen = now
+        self.throughput.update(n, now)
+        # Events before the end of warm-up feed counters only.
+        skip = min(n, max(0, self.warm_predictions - start))
+        raw = [e.prediction for e in preds]
+        if self.pred_kind is None:
+            self.pred_kind = _prediction_kind(raw)
+        predicted = self._count_predictions(raw)
+        columns = self._feature_columns(preds, skip)
+        latencies = [e.latency_ms for e in preds if e.latency_ms is not None]
         if latencies:
             self.latency.update(np.asarray(latencies, dtype=np.float64))
-            if n > skip:
-                self.latency_post += sum(1 for e in preds[skip:] if e.latency_ms is not None)
-            # Alert only on a window that lies wholly after the warm-up.
-            if p.latency_p95_ms is not None and n > skip and self.latency_post >= p.window:
-                self.latency_unchecked += len(latencies)
-                if self.latency_unchecked >= min(50, p.window):
-                    self.latency_unchecked = 0
-                    p95 = self.latency.percentiles([95])[0]
-                    if p95 > p.latency_p95_ms:
-                        findings.append(_Finding(
-                            "latency", "latency_p95_ms", "rolling_p95", p95, p.latency_p95_ms,
-                            f"p95 prediction latency of {self.model} v{self.version} is {p95:.1f} ms over the "
-                            f"last {self.latency.count} predictions (limit {p.latency_p95_ms:g} ms)"))
         if self.estimation is not None:
-            self.estimation.observe_predictions(preds, raw_preds)
-            if self.predictions - self.warm_predictions >= p.window:
-                for metric, value, limit, count in self.estimation.check(p.estimated_thresholds):
-                    findings.append(_Finding(
-                        "estimated_performance", metric, self.estimation.get()["estimated"]["method"], value, limit,
-                        f"estimated {metric} of {self.model} v{self.version} is {value:.4g}, "
-                        f"{'above' if metric in LOWER_IS_BETTER else 'below'} the limit {limit:g} "
-                        f"(last {count} predictions, before their labels)"))
-        return findings
+            self.estimation.observe_predictions(preds, raw)
+        batch = PredictionBatch(
+            self.label, preds, skip=skip, alpha=self.alpha(), features=self.features, columns=columns,
+            reference_ready=frozenset(name for name in columns if self.features[name].test.ready),
+            pred_kind=self.pred_kind, predicted=predicted, latencies=latencies, latency_window=self.latency,
+            reference_size=self.reference_size, after_warmup=self.predictions - self.warm_predictions,
+            estimation=self.estimation, profile=self.profile)
+        return self._run_checks("predictions", batch, now)
 
     # -- joined pairs --------------------------------------------------------------
     def _decide_task(self, records: Sequence[LabeledRecord]) -> None:
@@ -484,13 +349,30 @@ class VersionMonitor:
         else:
             self.metrics = ClassificationMetrics(self.positive_label)
             self.rolling = RollingClassification(w, self.positive_label)
-        self.concept = ConceptDriftDetector(self.policy.concept_drift, self.task)
 
-    def _process_joined(self, records: Sequence[LabeledRecord], now: float) -> list[_Finding]:
+    def _update_metrics(self, records: Sequence[LabeledRecord]) -> np.ndarray:
+        """Cumulative and rolling metrics; the error stream (0/1 misclassified,
+        or the absolute error of pairs with numeric label and prediction)."""
+        if self.task == "regression":
+            y = np.array([float(r.label) if is_number(r.label) else np.nan for r in records])
+            yp = np.array([float(r.prediction) if is_number(r.prediction) else np.nan for r in records])
+            ok = np.isfinite(y) & np.isfinite(yp)
+            y, yp = y[ok], yp[ok]
+            self.metrics.update(y, yp)
+            self.rolling.update(y, yp)
+            return np.abs(y - yp)
+        yk = list(map(class_key, [r.label for r in records]))
+        pk = list(map(class_key, [r.prediction for r in records]))
+        probs = [r.probabilities for r in records]
+        batch = ProbaBatch(yk, canonical_probabilities(probs)) if any(probs) else None
+        self.metrics.update(yk, pk, batch)
+        self.rolling.update(yk, pk, batch)
+        return np.fromiter(map(operator.ne, yk, pk), dtype=np.float64, count=len(records))
+
+    def _process_joined(self, records: Sequence[LabeledRecord], now: float) -> list[Finding]:
         n = len(records)
         if n == 0:
             return []
-        p = self.policy
         if self.metrics is None:
             self._decide_task(records)
             self._init_metrics()
@@ -499,70 +381,13 @@ class VersionMonitor:
         self.last_seen = now
         self.label_delay.update(np.fromiter((r.label_timestamp - r.prediction_timestamp for r in records),
                                             dtype=np.float64, count=n))
-        findings: list[_Finding] = []
-        if self.task == "regression":
-            y = np.array([float(r.label) if _is_number(r.label) else np.nan for r in records])
-            yp = np.array([float(r.prediction) if _is_number(r.prediction) else np.nan for r in records])
-            ok = np.isfinite(y) & np.isfinite(yp)
-            y, yp = y[ok], yp[ok]
-            self.metrics.update(y, yp)
-            self.rolling.update(y, yp)
-            errors = np.abs(y - yp)
-        else:
-            yk = list(map(class_key, [r.label for r in records]))
-            pk = list(map(class_key, [r.prediction for r in records]))
-            probs = [r.probabilities for r in records]
-            batch = ProbaBatch(yk, canonical_probabilities(probs)) if any(probs) else None
-            self.metrics.update(yk, pk, batch)
-            self.rolling.update(yk, pk, batch)
-            errors = np.fromiter(map(operator.ne, yk, pk), dtype=np.float64, count=n)
+        errors = self._update_metrics(records)
         if self.estimation is not None:
             self.estimation.observe_joined(records, None if self.task == "regression" else 1.0 - errors)
         skip = min(errors.size, max(0, self.warm_joined - start))
-        if self.concept.scale is None and self.task == "regression" and self.joined >= self.warm_joined:
-            self.concept.set_scale(self.metrics.get()["mae"] or 0.0)
-        hits = self.concept.update(errors[skip:]) if errors.size > skip else []
-        if hits:
-            # value: the detector's estimate of the recent error (ADWIN: the mean of
-            # its window after the cut); threshold: the level it rose from (ADWIN: the
-            # mean of the part it dropped; other detectors: the version's overall error).
-            recent, before, recent_n = self.concept.levels[-1]
-            if recent is None:
-                fed = errors[skip:]
-                window = fed[max(0, hits[-1] - 99): hits[-1] + 1]
-                recent, recent_n = float(window.mean()), int(window.size)
-            if before is None:
-                if self.task == "regression":
-                    before = self.metrics.abs_err.value() / max(1, self.metrics.n)
-                else:
-                    before = 1.0 - float(np.trace(self.metrics.cm)) / max(1, self.metrics.n)
-                where = "the version's overall"
-            else:
-                where = "before the change"
-            level = "mean absolute error" if self.task == "regression" and not self.concept.binary else "error rate"
-            params = ", ".join(f"{k}={v}" for k, v in sorted(self.concept.spec.params.items())) or "defaults"
-            findings.append(_Finding(
-                "concept_drift", "error", self.concept.spec.name, recent, before,
-                f"concept drift in the error stream of {self.model} v{self.version}: {self.concept.spec.name} "
-                f"({params}) detected an increase; {level} {recent:.4g} over the last {recent_n} labeled "
-                f"predictions vs {before:.4g} {where}"))
-        if p.metric_thresholds and errors.size > skip:
-            self.joined_unchecked += n
-            # Only a rolling window wholly after the warm-up is compared.
-            if self.joined_unchecked >= max(1, p.window // 20) and self.joined - self.warm_joined >= p.window:
-                self.joined_unchecked = 0
-                values = self.rolling.get(only=p.metric_thresholds)
-                for metric, limit in p.metric_thresholds.items():
-                    value = values.get(metric)
-                    if value is None:
-                        continue
-                    lower = metric in LOWER_IS_BETTER
-                    if (value > limit) if lower else (value < limit):
-                        findings.append(_Finding(
-                            "metric", metric, "threshold", value, limit,
-                            f"rolling {metric} of {self.model} v{self.version} is {value:.4g}, "
-                            f"{'above' if lower else 'below'} the limit {limit:g} (last {self.rolling.count} pairs)"))
-        return findings
+        batch = JoinedBatch(self.label, records, self.task, errors, skip=skip,
+                            after_warmup=self.joined - self.warm_joined, metrics=self.metrics, rolling=self.rolling)
+        return self._run_checks("joined", batch, now)
 
     # -- snapshot -------------------------------------------------------------------
     def snapshot(self, now: float) -> MetricsSnapshot:
@@ -580,6 +405,7 @@ class VersionMonitor:
             total = sum(self.pred_counts.values())
             dist = {k: v / total for k, v in sorted(self.pred_counts.items())} if total else {}
         settled = self.joined + self.expired
+        outlier_rate = self.checks["outliers"].rate
         stats = {
             "joined": self.joined,
             "predictions": self.predictions,
@@ -591,8 +417,8 @@ class VersionMonitor:
             "latency_p99_ms": p99,
             "throughput_eps": self.throughput.mark(now),
             "prediction_distribution": dist,
-            "outliers": self.outlier_rate.outliers,
-            "outlier_rate": self.outlier_rate.rate(),
+            "outliers": outlier_rate.outliers,
+            "outlier_rate": outlier_rate.rate(),
             "task": self.task,
             "drift": {name: {"kind": f.kind, **_test_stats(f.test), "missing": f.missing,
                              "outliers": f.outliers,
@@ -608,48 +434,47 @@ class VersionMonitor:
 
     # -- state --------------------------------------------------------------------
     def to_state(self) -> dict:
-        return {
-            # the estimation map (up to a few 100 kB) is not state: it is read from the registry again
+        flat = {
             "model": self.model, "version": self.version, "chunk": self.chunk,
+            # the estimation map (up to a few 100 kB) is not state: it is read from the registry again
             "profile": None if self.profile is None else {k: v for k, v in self.profile.items() if k != "estimation"},
             "pending_predictions": [e.to_dict() for e in self.pending_predictions],
             "pending_joined": [e.to_dict() for e in self.pending_joined],
             "pending_since": [self.pending_since, self.pending_joined_since],
             "positive_label": self.positive_label, "task": self.task, "pred_kind": self.pred_kind,
-            "counts": [self.predictions, self.joined, self.expired, self.warm_predictions, self.warm_joined,
-                       self.latency_unchecked, self.joined_unchecked, self.latency_post],
+            "predictions": self.predictions, "joined": self.joined, "expired": self.expired,
+            "warm_predictions": self.warm_predictions, "warm_joined": self.warm_joined,
             "last_seen": self.last_seen,
             "features": {name: f.to_state() for name, f in self.features.items()},
             "feature_order": list(self.features),
-            "pred_test": None if self.pred_test is None else
-            [type(self.pred_test).__name__, self.pred_test.to_state()],
             "metrics": None if self.metrics is None else self.metrics.to_state(),
             "rolling": None if self.rolling is None else self.rolling.to_state(),
-            "concept": None if self.concept is None else self.concept.to_state(),
             "latency": self.latency.to_state(), "label_delay": self.label_delay.to_state(),
-            "outlier_rate": self.outlier_rate.to_state(),
-            "hst": None if self.hst is None else self.hst.to_state(),
             "pred_counts": [list(self.pred_counts), list(self.pred_counts.values())],
             "pred_values": self.pred_values.to_state(), "throughput": self.throughput.to_state(),
             "estimation": None if self.estimation is None else
             {"sha256": self.estimation.sha256, "state": self.estimation.to_state()},
         }
+        for check in self.checks.values():
+            flat.update(check.to_state())
+        flat["counts"] = [flat.pop(name) for name in _COUNTS]
+        return {key: flat[key] for key in _STATE_KEYS}
 
     @classmethod
     def from_state(cls, data: dict, policy: MonitorPolicy) -> "VersionMonitor":
+        if len(data["counts"]) != len(_COUNTS):
+            raise ValueError(f"{len(data['counts'])} counts, not {len(_COUNTS)}")
+        data = dict(data, **dict(zip(_COUNTS, data["counts"])))
         self = cls(data["model"], int(data["version"]), policy, None, data["positive_label"], int(data["chunk"]))
         self.profile = data["profile"]
         self.pending_predictions = [Prediction.from_dict(e) for e in data["pending_predictions"]]
         self.pending_joined = [LabeledRecord.from_dict(e) for e in data["pending_joined"]]
         self.pending_since, self.pending_joined_since = (float(t) for t in data["pending_since"])
         self.task, self.pred_kind = data["task"], data["pred_kind"]
-        (self.predictions, self.joined, self.expired, self.warm_predictions, self.warm_joined,
-         self.latency_unchecked, self.joined_unchecked, self.latency_post) = (int(v) for v in data["counts"])
+        (self.predictions, self.joined, self.expired, self.warm_predictions,
+         self.warm_joined) = (int(data[name]) for name in _COUNTS[:5])
         self.last_seen = float(data["last_seen"])
-        self.features = {name: _Feature.from_state(data["features"][name], policy) for name in data["feature_order"]}
-        if data["pred_test"] is not None:
-            kind, st = data["pred_test"]
-            self.pred_test = (NumericDriftTest if kind == "NumericDriftTest" else CategoricalDriftTest).from_state(st)
+        self.features = {name: Feature.from_state(data["features"][name], policy) for name in data["feature_order"]}
         if data["metrics"] is not None:
             if self.task == "regression":
                 self.metrics = RegressionMetrics.from_state(data["metrics"])
@@ -657,17 +482,13 @@ class VersionMonitor:
             else:
                 self.metrics = ClassificationMetrics.from_state(data["metrics"])
                 self.rolling = RollingClassification.from_state(data["rolling"])
-        if data["concept"] is not None:
-            self.concept = ConceptDriftDetector.from_state(data["concept"], policy.concept_drift)
         self.latency = RollingQuantiles.from_state(data["latency"])
         self.label_delay = RollingQuantiles.from_state(data["label_delay"])
-        self.outlier_rate = OutlierRate.from_state(data["outlier_rate"])
-        if data["hst"] is not None:
-            self.hst = HSTOutliers.from_state(data["hst"])
         keys, vals = data["pred_counts"]
         self.pred_counts = dict(zip(keys, (int(v) for v in vals)))
         self.pred_values = RollingQuantiles.from_state(data["pred_values"])
         self.throughput = Throughput.from_state(data["throughput"])
+        self.checks = {kind: type(check).from_state(data, policy) for kind, check in self.checks.items()}
         self.saved_estimation = data.get("estimation")  # restored by ModelMonitor.from_state
         return self
 
@@ -679,8 +500,7 @@ class VersionMonitor:
         if payload is None:
             return
         self.profile = dict(self.profile or {}, estimation=payload)
-        self.estimation = make_estimation(self.profile, self.policy, self.positive_label,
-                                          f"{self.model} v{self.version}")
+        self.estimation = make_estimation(self.profile, self.policy, self.positive_label, self.label)
         if self.estimation is not None and saved and saved.get("sha256") == self.estimation.sha256:
             self.estimation.restore(saved["state"])
 
@@ -723,14 +543,13 @@ class ModelMonitor:
                  positive_label: Any = None, max_versions: int = 3, chunk: int = 64):
         self.model = model
         self.chunk = int(chunk)
-        self.deferred: list[tuple[int, _Finding]] = []
+        self.deferred: list[tuple[int, Finding]] = []  # found while taking snapshots; out with the next call
         self.policy = policy
         self.profile_for = profile_for
         self.positive_label = None if positive_label is None else class_key(positive_label)
         self.max_versions = max_versions
         self.versions: dict[int, VersionMonitor] = {}
-        self.cooldowns: dict[tuple[int, str, str], float] = {}
-        self.last_retrain: float | None = None
+        self.dispatch = AlertDispatch(model, policy)
 
     # -- versions ---------------------------------------------------------------
     def version(self, version: int, now: float) -> VersionMonitor:
@@ -738,7 +557,7 @@ class ModelMonitor:
         if vm is None:
             try:
                 profile = self.profile_for(version)
-            except Exception:  # the registry may be unreachable: fall back to self-reference
+            except (DriftlineError, OSError):  # registry unreachable or refusing: fall back to self-reference
                 profile = None
             vm = self.versions[version] = VersionMonitor(self.model, version, self.policy, profile,
                                                          self.positive_label, self.chunk)
@@ -750,7 +569,7 @@ class ModelMonitor:
         while len(self.versions) > self.max_versions:
             oldest = min(self.versions.values(), key=lambda v: (v.last_seen, v.version))
             del self.versions[oldest.version]
-            self.cooldowns = {k: t for k, t in self.cooldowns.items() if k[0] != oldest.version}
+            self.dispatch.forget_version(oldest.version)
 
     def on_promoted(self, version: int, now: float) -> None:
         """A ``promoted`` model event: the version starts (or restarts) its warm-up."""
@@ -762,7 +581,7 @@ class ModelMonitor:
     # -- observation ---------------------------------------------------------------
     def observe_predictions(self, predictions: Sequence[Prediction], now: float) -> MonitorOutput:
         """Data and prediction drift, outliers, latency and throughput."""
-        findings: list[tuple[int, _Finding]] = []
+        findings: list[tuple[int, Finding]] = []
         for version, group in _by_version(predictions, self.model).items():
             vm = self.version(version, now)
             findings.extend((version, f) for f in vm.observe_predictions(group, now))
@@ -770,7 +589,7 @@ class ModelMonitor:
 
     def observe_joined(self, records: Sequence[LabeledRecord], now: float) -> MonitorOutput:
         """Metrics, concept drift and metric thresholds."""
-        findings: list[tuple[int, _Finding]] = []
+        findings: list[tuple[int, Finding]] = []
         for version, group in _by_version(records, self.model).items():
             vm = self.version(version, now)
             findings.extend((version, f) for f in vm.observe_joined(group, now))
@@ -789,40 +608,16 @@ class ModelMonitor:
 
     def flush(self, now: float) -> MonitorOutput:
         """Process every buffered event; alerts and requests they raise."""
-        findings: list[tuple[int, _Finding]] = []
+        findings: list[tuple[int, Finding]] = []
         for v in sorted(self.versions):
             findings.extend((v, f) for f in self.versions[v].flush(now))
         return self._emit(findings, now)
 
-    def _emit(self, findings: list[tuple[int, _Finding]], now: float) -> MonitorOutput:
+    def _emit(self, findings: list[tuple[int, Finding]], now: float) -> MonitorOutput:
         if self.deferred:
             findings = self.deferred + findings
             self.deferred = []
-        out = MonitorOutput()
-        p = self.policy
-        for version, f in findings:
-            key = (version, f.kind, f.subject)
-            last = self.cooldowns.get(key)
-            cooldown = p.estimated_cooldown_s if f.kind == "estimated_performance" and p.estimated_cooldown_s \
-                else p.cooldown_s
-            if last is not None and now - last < cooldown:
-                continue
-            self.cooldowns[key] = now
-            value = _finite(f.value)
-            out.alerts.append(Alert(
-                alert_id=new_id(), model=self.model, model_version=version, kind=f.kind, subject=f.subject,
-                detector=f.detector, value=0.0 if value is None else value, threshold=_finite(f.threshold),
-                timestamp=now, message=f.message[:4000]))
-        triggering = [a for a in out.alerts if a.kind in p.retrain_on]
-        if triggering and (self.last_retrain is None or now - self.last_retrain >= p.retrain_cooldown_s):
-            self.last_retrain = now
-            first = triggering[0]
-            reason = "drift" if first.kind.endswith("drift") else "metric"
-            out.retrain_requests.append(RetrainRequest(
-                request_id=new_id(), model=self.model, reason=reason, timestamp=now,
-                alert_ids=[a.alert_id for a in triggering], model_version=first.model_version,
-                message="; ".join(a.message for a in triggering)[:1000]))
-        return out
+        return self.dispatch.emit(findings, now)
 
     # -- state ---------------------------------------------------------------------
     def to_state(self) -> bytes:
@@ -833,8 +628,7 @@ class ModelMonitor:
             "deferred": [[v, f.kind, f.subject, f.detector, f.value, f.threshold, f.message]
                          for v, f in self.deferred],
             "versions": [vm.to_state() for vm in self.versions.values()],
-            "cooldowns": [[v, k, s, t] for (v, k, s), t in self.cooldowns.items()],
-            "last_retrain": self.last_retrain,
+            **self.dispatch.to_state(),
         })
 
     @classmethod
@@ -846,15 +640,14 @@ class ModelMonitor:
             raise state_codec.StateError(f"state: unknown monitor state format {raw.get('format') if isinstance(raw, dict) else raw!r}")
         try:
             self = cls(raw["model"], policy, profile_for, None, int(raw["max_versions"]), int(raw["chunk"]))
-            self.deferred = [(int(v), _Finding(*rest)) for v, *rest in raw["deferred"]]
+            self.deferred = [(int(v), Finding(*rest)) for v, *rest in raw["deferred"]]
             self.positive_label = raw["positive_label"]
             for vs in raw["versions"]:
                 vm = VersionMonitor.from_state(vs, policy)
                 self.versions[vm.version] = vm
                 if vm.saved_estimation is not None:
                     vm.resume_estimation(profile_for(vm.version))
-            self.cooldowns = {(int(v), k, s): float(t) for v, k, s, t in raw["cooldowns"]}
-            self.last_retrain = raw["last_retrain"]
+            self.dispatch = AlertDispatch.from_state(raw, self.model, policy)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise state_codec.StateError(f"state: malformed monitor state ({type(error).__name__}: {error})") from None
         return self

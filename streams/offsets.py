@@ -22,9 +22,16 @@ import logging
 import time
 from typing import Any, Mapping
 
-__all__ = ["verified_end_offsets"]
+__all__ = ["verified_end_offsets", "kafka_error"]
 
 log = logging.getLogger("driftline.monitor")
+
+
+def kafka_error() -> type[BaseException]:
+    """aiokafka's base error class (imported when asked: the CLI does not need aiokafka)."""
+    from aiokafka.errors import KafkaError
+
+    return KafkaError
 
 
 async def verified_end_offsets(

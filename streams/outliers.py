@@ -36,9 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from driftline.catalog import DETECTORS
+
+from .metrics import RingBuffer
+
 __all__ = ["RangeOutliers", "HSTOutliers", "OutlierRate"]
 
 
+@DETECTORS.register("range", kind="outlier")
 class RangeOutliers:
     """Values outside a widened reference range."""
 
@@ -60,44 +65,42 @@ class OutlierRate:
 
     def __init__(self, window: int):
         self.window = int(window)
-        self.buf = np.zeros(self.window, dtype=bool)
-        self.pos = 0
-        self.count = 0
+        self.ring = RingBuffer(self.window, "bool")
         self.total = 0
         self.outliers = 0
+
+    @property
+    def count(self) -> int:
+        return self.ring.count
 
     def update(self, flags: np.ndarray) -> None:
         flags = np.asarray(flags, dtype=bool)
         self.total += flags.size
         self.outliers += int(flags.sum())
-        if flags.size >= self.window:
-            self.buf[:] = flags[-self.window:]
-            self.pos = 0
-        else:
-            idx = (self.pos + np.arange(flags.size)) % self.window
-            self.buf[idx] = flags
-            self.pos = (self.pos + flags.size) % self.window
-        self.count = min(self.window, self.count + flags.size)
+        self.ring.extend(flags)
 
     def rate(self) -> float:
-        if self.count == 0:
+        ring = self.ring
+        if ring.count == 0:
             return 0.0
-        return float(self.buf[: self.count].sum() / self.count) if self.count < self.window \
-            else float(self.buf.mean())
+        return float(ring.buf[: ring.count].sum() / ring.count) if ring.count < self.window \
+            else float(ring.buf.mean())
 
     def to_state(self) -> dict:
-        return {"window": self.window, "buf": self.buf, "pos": self.pos, "count": self.count,
+        # The ring's own fields, as states written before it was shared hold them.
+        return {"window": self.window, "buf": self.ring.buf, "pos": self.ring.pos, "count": self.ring.count,
                 "total": self.total, "outliers": self.outliers}
 
     @classmethod
     def from_state(cls, state: dict) -> "OutlierRate":
         self = cls(state["window"])
-        self.buf = np.asarray(state["buf"], dtype=bool).copy()
-        self.pos, self.count = int(state["pos"]), int(state["count"])
+        self.ring.buf = np.asarray(state["buf"], dtype=bool).copy()
+        self.ring.pos, self.ring.count = int(state["pos"]), int(state["count"])
         self.total, self.outliers = int(state["total"]), int(state["outliers"])
         return self
 
 
+@DETECTORS.register("hst", kind="outlier")
 class HSTOutliers:
     """River Half-Space Trees over the numeric features.
 
@@ -181,6 +184,10 @@ class HSTOutliers:
         self.threshold = state["threshold"]
         return self
 
+
+
+# ``both``: an event is an outlier when either detector flags it.
+DETECTORS.add("both", (RangeOutliers, HSTOutliers), kind="outlier")
 
 def _tree_arrays(root: Any) -> dict[str, Any]:
     """A padded HST tree as flat arrays in depth-first (pre-)order."""

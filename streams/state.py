@@ -9,7 +9,7 @@ could fill. Nothing here executes code named by the data:
   base64(zlib(bytes))}`` with the dtype checked against a short list;
 * River objects (drift detectors, the anomaly detector) are stored as their
   attribute dictionaries under ``{"__river__": "module.Class"}`` and only
-  classes named in :data:`TRUSTED_RIVER_TYPES` are rebuilt; River's Rust
+  classes named in :func:`trusted_river_types` (``TRUSTED_RIVER_TYPES``) are rebuilt; River's Rust
   helpers (ADWIN's window, the exponentially weighted mean) are stored as
   their own binary state (``__getstate__``), which is plain data; a bound
   method of the object itself (Page-Hinkley's test) is stored by name and
@@ -42,27 +42,39 @@ from typing import Any
 
 import numpy as np
 
+from driftline.catalog import DETECTORS
 from driftline.errors import DriftlineError
 
-__all__ = ["StateError", "TRUSTED_RIVER_TYPES", "encode_value", "decode_value", "dumps", "loads"]
+__all__ = ["StateError", "trusted_river_types", "encode_value", "decode_value", "dumps", "loads"]
 
-#: Classes that :func:`decode_value` may rebuild from their attributes.
-TRUSTED_RIVER_TYPES = frozenset(
-    {
-        "river.drift.adwin.ADWIN",
-        "river.drift.page_hinkley.PageHinkley",
-        "river.drift.kswin.KSWIN",
-        "river.drift.binary.ddm.DDM",
-        "river.drift.binary.eddm.EDDM",
-        "river.drift.binary.hddm_a.HDDMA",
-        "river.drift.binary.hddm_w.HDDMW",
-        "river.drift.binary.hddm_w.SampleInfo",
-        "river.drift.binary.fhddm.FHDDM",
-        "river.stats.mean.Mean",
-        "river.stats.var.Var",
-        "river.stats.ewmean.EWMean",
-    }
-)
+_trusted_cache: tuple[int, frozenset[str]] = (-1, frozenset())
+
+
+def trusted_river_types() -> frozenset[str]:
+    """Classes that :func:`decode_value` may rebuild from their attributes:
+    the River types every registered detector declares its state holds
+    (``trusted``, :data:`driftline.catalog.DETECTORS`).
+
+    >>> "river.drift.adwin.ADWIN" in trusted_river_types()
+    True
+    """
+    global _trusted_cache
+    revision, types = _trusted_cache
+    DETECTORS.load()  # the plug-ins register (and bump the revision) on the first call
+    if revision != DETECTORS.revision:
+        types = frozenset(t for entry in DETECTORS.entries() for t in (entry.trusted or ()))
+        _trusted_cache = (DETECTORS.revision, types)
+    return types
+
+
+def __getattr__(name: str) -> Any:
+    # TRUSTED_RIVER_TYPES is derived from the detector catalog on first use
+    # (importing this module must not import every detector).
+    if name == "TRUSTED_RIVER_TYPES":
+        return trusted_river_types()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _DTYPES = ("float64", "int64", "uint8", "bool", "int32", "float32")
 #: River's Rust helpers: stored as their own (plain-data) binary state.
 _RUST_TYPES = ("river._river_rust.drift.AdaptiveWindowing", "river._river_rust.stats.RsEWMean")
@@ -125,7 +137,7 @@ def encode_value(value: Any) -> Any:
     name = _qualname(value)
     if name in _RUST_TYPES:
         return {"__rust__": name, "state": base64.b64encode(value.__getstate__()).decode("ascii")}
-    if name in TRUSTED_RIVER_TYPES:
+    if name in trusted_river_types():
         attrs = {}
         for key, item in vars(value).items():
             if inspect.ismethod(item) and item.__self__ is value:
@@ -184,12 +196,14 @@ def decode_value(data: Any) -> Any:
         helper = _new_rust(data["__rust__"])
         try:
             helper.__setstate__(base64.b64decode(data["state"]))
-        except Exception as error:  # the Rust side raises its own error types
+        except (TypeError, ValueError, KeyError) as error:
+            # Not bytes, not base64 (binascii.Error is a ValueError) or no state. (Bytes the
+            # Rust side cannot parse make it panic: pyo3's PanicException, a BaseException.)
             raise StateError(f"state: bad {data['__rust__']} state ({error})") from None
         return helper
     if "__river__" in data:
         name = data["__river__"]
-        if name not in TRUSTED_RIVER_TYPES:
+        if name not in trusted_river_types():
             raise StateError(f"state: type {name!r} is not in the trusted type list")
         module, _, cls_name = name.rpartition(".")
         cls = getattr(importlib.import_module(module), cls_name)

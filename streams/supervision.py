@@ -5,8 +5,8 @@ Every agent, timer and task of :class:`driftline.streams.app.MonitorApp` runs un
 
 * an exception while handling **one message** (or one element of a bulk
   message) is the caller's to catch: it dead-letters that message with the
-  exception as the reason and goes on (see ``MonitorApp._join_batch`` and
-  ``MonitorApp._observe``);
+  exception as the reason and goes on (see :meth:`driftline.streams.stage1.JoinStage.join_batch` and
+  :meth:`driftline.streams.stage2.ModelStage.observe`);
 * an exception that escapes an agent, a timer or a task is **not about one
   message**: :meth:`Supervisor.fail` logs one line naming the part and the
   error and ends the process at once with :data:`EXIT_FATAL`, so that a
@@ -148,7 +148,7 @@ class Supervisor:
                     result = await fn(*args, **kwargs)
                 except asyncio.CancelledError:  # stopping: not a failure
                     raise
-                except Exception as error:  # the one place every unexpected error ends up
+                except Exception as error:  # the daemon's error policy: the one place every unexpected error ends up
                     if self.before_fail is not None and await self.before_fail(name, error):
                         return None  # handled (a restart is under way)
                     self.fail(name, error)

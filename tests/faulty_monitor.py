@@ -1,8 +1,9 @@
 """``python -m driftline.streams`` with one injected failure, for tests/test_monitor_faults.py.
 
-``DRIFTLINE_TEST_FAULT=METHOD:N`` makes the N-th call of
-``MonitorApp.METHOD`` (a coroutine method) raise ``RuntimeError`` — an error
-that is not about one message, as a bug or a lost resource would raise.
+``DRIFTLINE_TEST_FAULT=METHOD:N`` makes the N-th call of ``METHOD`` (a
+coroutine method of ``MonitorApp`` or of its stage 1, ``JoinStage``) raise
+``RuntimeError`` — an error that is not about one message, as a bug or a lost
+resource would raise.
 """
 
 import os
@@ -13,10 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> int:
-    from driftline.streams import app
+    from driftline.streams import app, stage1
 
     method, _, nth = os.environ["DRIFTLINE_TEST_FAULT"].partition(":")
-    original = getattr(app.MonitorApp, method)
+    owner = next(cls for cls in (app.MonitorApp, stage1.JoinStage) if hasattr(cls, method))
+    original = getattr(owner, method)
     calls = {"n": 0}
 
     async def faulty(self, *args, **kwargs):
@@ -25,7 +27,7 @@ def main() -> int:
             raise RuntimeError(f"injected fault in {method}")
         return await original(self, *args, **kwargs)
 
-    setattr(app.MonitorApp, method, faulty)
+    setattr(owner, method, faulty)
     from driftline.cli import main as driftline_main
 
     return driftline_main(["monitor", *sys.argv[1:]])

@@ -1,5 +1,5 @@
 """ModelMonitor analytics: exact metrics vs scikit-learn, alerts, cooldowns,
-retrain requests, warm-up, state round trip (no Kafka here: driftline.streams.app
+retrain requests, warm-up, state round trip (no Kafka here: driftline.streams.stage2
 feeds these objects; the pipeline tests cover the broker)."""
 
 from __future__ import annotations

@@ -142,3 +142,19 @@ def test_a_local_store_ahead_of_an_emptied_changelog_is_discarded(settings, test
         assert sum(int(line["replayed"]) for line in ready) == 0, ready
     finally:
         stop(again, 20)
+
+
+def test_a_second_process_on_the_same_data_dir_is_refused_at_once(settings, test_env, tmp_path):
+    # RocksDB would refuse it only mid-rebalance, once partitions are assigned
+    port = free_port()
+    first = _start(tmp_path, test_env, "first", "--metrics-port", str(port))
+    try:
+        _wait_healthy(port, first)
+        second = _start(tmp_path, test_env, "second")
+        assert second.wait(60) == 1
+        log = (tmp_path / "second.log").read_text()
+        assert f"--data-dir '{tmp_path / 'data'}' is in use by another monitor process (pid {first.pid})" in log
+        assert "Traceback" not in log
+        _wait_healthy(port, first)  # the first one goes on
+    finally:
+        stop(first, 30)

@@ -82,7 +82,7 @@ def test_concept_drift_alert_reports_the_estimate_not_a_zero():
 
 
 def test_policy_changed_event_and_demo_line_say_what_changed(tmp_path):
-    from driftline.demo import _describe_policy_change
+    from driftline.demo.watch import describe_policy_change as _describe_policy_change
     from driftline.registry import open_registry
     from tests.registry_fixtures import registry_settings_for
 

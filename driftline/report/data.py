@@ -111,11 +111,8 @@ def read_topics(settings, model: str, since: float | None = None, quiet_s: float
                 timeout_s: float = 120.0) -> ReportData:
     """The model's metrics snapshots, alerts, retrain requests and model
     events, oldest first (one consumer for all four topics, no group)."""
-    from kafka import KafkaConsumer, TopicPartition
-    from kafka.errors import KafkaError
-
     from .. import events
-    from ..topics import topic_partitions
+    from ..kafka import follow_topics
 
     topics = settings.topics
     kinds = {topics.metrics: events.MetricsSnapshot, topics.alerts: events.Alert,
@@ -123,22 +120,9 @@ def read_topics(settings, model: str, since: float | None = None, quiet_s: float
     data = ReportData(model=model, since=since)
     lists = {events.MetricsSnapshot: data.snapshots, events.Alert: data.alerts,
              events.RetrainRequest: data.requests, events.ModelEvent: data.model_events}
+    consumer = follow_topics(settings, kinds, "driftline-report")
     try:
-        consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_list, enable_auto_commit=False,
-                                 auto_offset_reset="earliest", client_id="driftline-report",
-                                 **settings.kafka_security())
-    except KafkaError as error:
-        raise ReportError(f"cannot reach Kafka at {settings.bootstrap_servers} ({type(error).__name__}); "
-                          "check DRIFTLINE_BOOTSTRAP_SERVERS") from None
-    try:
-        assigned = []
-        for topic in kinds:
-            partitions = topic_partitions(consumer, topic)
-            if not partitions:
-                raise ReportError(f"topic {topic!r} does not exist; run 'driftline topics create'")
-            assigned += [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(assigned)
-        consumer.seek_to_beginning()
+        assigned = list(consumer.assignment())
         if since is not None:
             _seek_to_time(consumer, assigned, since)
         start_ms = int(time.time() * 1000)

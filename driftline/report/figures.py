@@ -10,6 +10,8 @@ import io
 import math
 import re
 from datetime import datetime, timezone
+
+from ..extras import require
 from .data import DRIFT_KINDS, ReportData
 
 __all__ = ["metrics_figure", "drift_statistics_figure", "histograms_figure", "labels_figure", "PRIMARY_METRICS"]
@@ -21,7 +23,7 @@ _PROMOTIONS = ("promoted", "rolled_back")
 
 
 def _pyplot():
-    import matplotlib
+    matplotlib = require("matplotlib", "report", "the HTML report (driftline report, driftline demo)")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
