@@ -44,7 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import RingBuffer
+from .labels import canonical_probabilities, class_key, sort_classes
+from .ring import RingBuffer
 
 __all__ = ["CBPE", "DLE", "EstimationGap", "Ring", "VersionEstimation", "make_estimation"]
 
@@ -340,10 +341,8 @@ class VersionEstimation:
         self.sha256 = self.model.sha256
         self.classification = isinstance(self.model, ClassCalibration)
         if self.classification:
-            from .metrics import _sort_classes
-
             classes = self.model.classes
-            pos = positive_label if positive_label in classes else _sort_classes(classes)[-1]
+            pos = positive_label if positive_label in classes else sort_classes(classes)[-1]
             self.index = _prediction_index(classes)
             # True == 1 in a dict: booleans go the slow way when classes are numbers
             self._numeric_classes = any(type(key) is int for key in self.index)
@@ -357,8 +356,6 @@ class VersionEstimation:
 
     # per-row estimates -----------------------------------------------------------
     def _class_rows(self, predictions: list, probabilities: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from .metrics import canonical_probabilities, class_key
-
         classes = self.model.classes
         n = len(probabilities)
         try:  # canonical keys, every dict has every class (the usual case): C-level extraction
@@ -412,8 +409,6 @@ class VersionEstimation:
         ``correct``: 1/0 per record if the caller has it (classification)."""
         values = [r.prediction for r in records]
         if self.classification:
-            from .metrics import class_key
-
             calibrated, predicted, _ = self._class_rows(values, [r.probabilities for r in records])
             known = predicted >= 0
             est = np.full(len(records), np.nan)

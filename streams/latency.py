@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .metrics import RingBuffer
+from .ring import RingBuffer
 
 __all__ = ["RollingQuantiles", "Throughput"]
 

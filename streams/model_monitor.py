@@ -68,17 +68,11 @@ from .checks.features import Feature, is_number, new_feature
 from .checks.outliers import MISSING
 from .drift import per_test_alpha
 from .estimation import make_estimation
+from .labels import canonical_probabilities, canonical_probability_key, class_key
 from .latency import RollingQuantiles, Throughput
-from .metrics import (
-    ClassificationMetrics,
-    ProbaBatch,
-    RegressionMetrics,
-    RollingClassification,
-    RollingRegression,
-    _canonical_prob_key,
-    canonical_probabilities,
-    class_key,
-)
+from .metrics import ClassificationMetrics, RegressionMetrics
+from .probabilities import ProbaBatch
+from .rolling import RollingClassification, RollingRegression
 
 __all__ = ["ModelMonitor", "VersionMonitor", "MonitorOutput", "STATE_FORMAT"]
 
@@ -111,13 +105,13 @@ def _normalise_profile(profile: dict | None) -> dict | None:
         for name, spec in (profile.get(section) or {}).items():
             if isinstance(spec, dict) and spec.get("frequencies"):
                 spec = dict(spec)
-                spec["frequencies"] = {_canonical_prob_key(str(k)): v for k, v in spec["frequencies"].items()}
+                spec["frequencies"] = {canonical_probability_key(str(k)): v for k, v in spec["frequencies"].items()}
             feats[name] = spec
         out[section] = feats
     pred = profile.get("prediction")
     if isinstance(pred, dict) and pred.get("frequencies"):
         pred = dict(pred)
-        pred["frequencies"] = {_canonical_prob_key(str(k)): v for k, v in pred["frequencies"].items()}
+        pred["frequencies"] = {canonical_probability_key(str(k)): v for k, v in pred["frequencies"].items()}
         out["prediction"] = pred
     return out
 

@@ -38,7 +38,7 @@ import numpy as np
 
 from driftline.catalog import DETECTORS
 
-from .metrics import RingBuffer
+from .ring import RingBuffer
 
 __all__ = ["RangeOutliers", "HSTOutliers", "OutlierRate"]
 

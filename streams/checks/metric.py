@@ -19,7 +19,7 @@ class MetricThresholdCheck(Check):
     --------
     >>> import numpy as np
     >>> from driftline.policy import MonitorPolicy
-    >>> from driftline.streams.metrics import RollingClassification
+    >>> from driftline.streams.rolling import RollingClassification
     >>> rolling = RollingClassification(100, None)
     >>> rolling.update(["1"] * 100, ["1"] * 60 + ["0"] * 40, None)
     >>> check = MetricThresholdCheck(MonitorPolicy(window=100, metric_thresholds={"accuracy": 0.8}))
