@@ -139,7 +139,7 @@ class Backend:
             tx = Tx(self, conn)
             try:
                 yield tx
-            except BaseException:
+            except BaseException:  # any error, an interrupt too, rolls back; it is re-raised
                 self._rollback(conn)
                 raise
             else:
