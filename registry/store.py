@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -47,7 +48,7 @@ _VERSION_COLUMNS = (
 )
 
 
-class MetadataStore:
+class MetadataStore(ABC):
     """Where the registry's models, versions, aliases and policies live.
 
     Write methods must run in a ``transaction(write=True)``; :meth:`lock_model`
@@ -55,38 +56,47 @@ class MetadataStore:
     """
 
     # -- housekeeping -----------------------------------------------------------------
+    @abstractmethod
     def transaction(self, write: bool = False) -> AbstractContextManager[Any]:
         """One transaction: commits on success, rolls back on any error."""
         raise NotImplementedError
 
+    @abstractmethod
     def init_schema(self) -> None:
         """Create the tables if needed; refuse a newer schema."""
         raise NotImplementedError
 
+    @abstractmethod
     def describe(self) -> str:
         """Where the store is, printable (no password)."""
         raise NotImplementedError
 
+    @abstractmethod
     def close(self) -> None:
         raise NotImplementedError
 
     # -- models ------------------------------------------------------------------------
+    @abstractmethod
     def lock_model(self, tx: Any, name: str) -> bool:
         """Lock the model's row until the transaction ends; ``False`` if there is no such model."""
         raise NotImplementedError
 
+    @abstractmethod
     def insert_model(self, tx: Any, name: str, description: str = "") -> bool:
         """Create the model unless it exists; ``True`` if it was created."""
         raise NotImplementedError
 
+    @abstractmethod
     def model_exists(self, tx: Any, name: str) -> bool:
         raise NotImplementedError
 
+    @abstractmethod
     def models(self, tx: Any, name: str | None = None) -> list[Model]:
         """Every model (or just ``name``), by name, with its aliases."""
         raise NotImplementedError
 
     # -- versions ----------------------------------------------------------------------
+    @abstractmethod
     def insert_version(self, tx: Any, name: str, row: dict[str, Any]) -> int:
         """Take the model's next version number and insert the version's row
         (``row``: the ``versions`` columns but ``model`` and ``version``,
@@ -94,65 +104,80 @@ class MetadataStore:
         The model must exist."""
         raise NotImplementedError
 
+    @abstractmethod
     def versions(self, tx: Any, name: str, version: int | None = None) -> list[ModelVersion]:
         """The model's versions (or just ``version``), oldest first."""
         raise NotImplementedError
 
+    @abstractmethod
     def versions_by_request(self, tx: Any, name: str, request_id: str) -> list[ModelVersion]:
         """The versions registered for retrain request ``request_id``, oldest first."""
         raise NotImplementedError
 
+    @abstractmethod
     def version_numbers(self, tx: Any, name: str) -> list[int]:
         raise NotImplementedError
 
+    @abstractmethod
     def ready_versions(self, tx: Any, name: str) -> set[int]:
         """The numbers of the model's versions whose status is ``ready``."""
         raise NotImplementedError
 
+    @abstractmethod
     def version_status(self, tx: Any, name: str, version: int) -> str | None:
         """The version's status, ``None`` if there is no such version."""
         raise NotImplementedError
 
+    @abstractmethod
     def artifact(self, tx: Any, name: str, version: int) -> tuple[str, str, list[str] | None] | None:
         """(artifact path, SHA-256, trusted types recorded at registration), or ``None``."""
         raise NotImplementedError
 
+    @abstractmethod
     def artifact_paths(self, tx: Any) -> set[str]:
         """Every artifact a version references."""
         raise NotImplementedError
 
+    @abstractmethod
     def profile_and_tags(self, tx: Any, name: str, version: int) -> tuple[dict | None, dict] | None:
         """The version's profile (``None`` if none) and tags, or ``None`` if no such version."""
         raise NotImplementedError
 
+    @abstractmethod
     def delete_version(self, tx: Any, name: str, version: int) -> None:
         raise NotImplementedError
 
     # -- aliases -----------------------------------------------------------------------
+    @abstractmethod
     def alias_version(self, tx: Any, name: str, alias: str) -> int | None:
         """The version ``alias`` points at, ``None`` if it is not set."""
         raise NotImplementedError
 
+    @abstractmethod
     def aliases(self, tx: Any, name: str, version: int | None = None) -> list[str]:
         """The model's alias names (or those pointing at ``version``), sorted."""
         raise NotImplementedError
 
+    @abstractmethod
     def move_alias(self, tx: Any, name: str, alias: str, version: int | None, previous: int | None,
                    action: str, at: float, request_id: str | None) -> None:
         """Point ``alias`` at ``version`` (``None``: remove it; ``previous``:
         where it points now) and record the move in its history."""
         raise NotImplementedError
 
+    @abstractmethod
     def alias_history(self, tx: Any, name: str, alias: str | None = None) -> list[tuple]:
         """Every move of ``alias`` (or of all the model's aliases), oldest first:
         (alias, version, previous_version, action, at, request_id)."""
         raise NotImplementedError
 
     # -- policies ----------------------------------------------------------------------
+    @abstractmethod
     def get_policy(self, tx: Any, name: str) -> tuple[bool, Policy | None]:
         """(whether the model exists, its stored policy or ``None``)."""
         raise NotImplementedError
 
+    @abstractmethod
     def set_policy(self, tx: Any, name: str, policy_json: str, at: float) -> None:
         """Store the model's policy and record it in its history."""
         raise NotImplementedError
