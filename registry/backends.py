@@ -2,8 +2,8 @@
 
 :class:`SQLiteBackend` (the embedded default, one file next to the
 artifacts) and :class:`PostgresBackend` (several workers or hosts). Both run
-the same plain SQL, written with ``?`` placeholders; the differences are
-confined here: placeholders, how a write transaction takes its lock, and
+the same plain SQL (:mod:`driftline.registry.store`), written with ``?``
+placeholders; the differences are confined here: placeholders, how a write transaction takes its lock, and
 the DDL of an auto-increment column.
 
 Write transactions are serialised per model: SQLite's ``BEGIN IMMEDIATE``
@@ -139,7 +139,7 @@ class Backend:
             tx = Tx(self, conn)
             try:
                 yield tx
-            except BaseException:
+            except BaseException:  # any error, an interrupt too, rolls back; it is re-raised
                 self._rollback(conn)
                 raise
             else:

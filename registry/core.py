@@ -29,9 +29,7 @@ driftline.registry.errors.NotFoundError: model 'churn' has no version 3 (version
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import re
 import time
 from pathlib import Path
@@ -43,10 +41,12 @@ from driftline.policy import Policy, PolicyError, policy_changes
 
 from . import artifacts
 from .artifacts import ArtifactStore
-from .backends import Backend, PostgresBackend, SQLiteBackend, Tx
+from .backends import Backend, PostgresBackend, SQLiteBackend
 from .errors import ArtifactError, ConflictError, NotFoundError, RegistryError, UntrustedArtifactError
 from .models import VERSION_STATUSES, AliasMove, LoadedModel, Model, ModelVersion
 from .publish import EventPublisher, NullPublisher
+from .store import MetadataStore, SQLMetadataStore
+from .values import _MAX_TEXT, _check_metrics, _check_tags, _json, _looks_like_pickle, _optional_text, _version_number
 
 __all__ = ["Registry", "open_registry", "parse_ref", "load", "CHAMPION", "MODELS_URI"]
 
@@ -58,13 +58,6 @@ CHAMPION = "champion"
 #: MLflow's spelling of a reference, accepted too: ``models:/churn@champion``, ``models:/churn/3``.
 MODELS_URI = "models:/"
 _REF = re.compile(r"^(?P<model>[^@/]+)(?:@(?P<alias>[^@/]+)|/(?P<version>[^@/]+))$")
-_MAX_TAG = 1024
-_MAX_TEXT = 4096
-
-_VERSION_COLUMNS = (
-    "model, version, status, created_at, metrics, params, tags, lineage, profile, "
-    "artifact_sha256, request_id, reason, artifact_size, artifact_path, trusted_types"
-)
 
 
 def open_registry(settings: Settings, publish: bool = False, *, publish_timeout_s: float = 30.0) -> "Registry":
@@ -154,59 +147,6 @@ def _with_estimation(profile: Mapping[str, Any] | None, tags: Mapping[str, str] 
     return profile, {**dict(tags or {}), TAG: payload_sha256(profile["estimation"])}
 
 
-def _looks_like_pickle(data: bytes) -> bool:
-    # Protocol 2+ pickles (and joblib files, which are pickles) start with
-    # PROTO (0x80) and its protocol number; skops files are zips ("PK").
-    return len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5
-
-
-def _version_number(value: Any) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
-    if type(value) is not int or not 1 <= value <= 2**31 - 1:
-        raise RegistryError(f"version {value!r} is invalid: expected a positive integer")
-    return value
-
-
-def _json(value: Any, what: str, lenient: bool = False) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False, default=str if lenient else None)
-    except (TypeError, ValueError) as error:
-        raise RegistryError(f"{what} cannot be stored as JSON: {error}") from None
-
-
-def _check_metrics(metrics: Mapping[str, Any] | None, what: str = "metrics") -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for key, value in dict(metrics or {}).items():
-        if not isinstance(key, str) or not key:
-            raise RegistryError(f"{what}: names must be non-empty strings (got {key!r})")
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-                raise RegistryError(f"{what}.{key}: must be a finite number or null (got {value!r})")
-            value = float(value)
-        out[key] = value
-    return out
-
-
-def _check_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:
-    out = {}
-    for key, value in dict(tags or {}).items():
-        if not isinstance(key, str) or not 0 < len(key) <= 256:
-            raise RegistryError(f"tags: names must be 1-256 character strings (got {key!r})")
-        if not isinstance(value, str) or len(value) > _MAX_TAG:
-            raise RegistryError(f"tags.{key}: must be a string of at most {_MAX_TAG} characters (got {value!r})")
-        out[key] = value
-    return out
-
-
-def _optional_text(value: Any, what: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not 0 < len(value) <= _MAX_TEXT:
-        raise RegistryError(f"{what} must be a string of 1-{_MAX_TEXT} characters (got {value!r})")
-    return value
-
-
 class Registry:
     """The model registry (see :func:`open_registry`).
 
@@ -220,16 +160,21 @@ class Registry:
     publisher
         Where model events go (:class:`driftline.registry.publish.EventPublisher`, or
         :class:`driftline.registry.publish.NullPublisher` to publish nothing).
+
+    Its rows are read and written through :attr:`metadata`
+    (:class:`driftline.registry.store.MetadataStore`, SQL over ``backend``);
+    the registry itself holds the rules: validation, artifacts, events.
     """
 
     def __init__(self, backend: Backend, store: ArtifactStore, publisher: EventPublisher | NullPublisher | None = None):
         self.backend = backend
+        self.metadata: MetadataStore = SQLMetadataStore(backend)
         self.store = store
         self.publisher = publisher or NullPublisher()
         # Test hook: called inside the registration transaction, after the
         # version's row is inserted and before it commits.
         self._before_commit: Callable[[int], None] | None = None
-        backend.init_schema()
+        self.metadata.init_schema()
 
     # -- models ---------------------------------------------------------------------
     def create_model(self, name: str, description: str = "", exist_ok: bool = True) -> Model:
@@ -238,52 +183,24 @@ class Registry:
         validate_name(name, "model")
         if not isinstance(description, str) or len(description) > _MAX_TEXT:
             raise RegistryError(f"description must be a string of at most {_MAX_TEXT} characters")
-        with self.backend.transaction(write=True) as tx:
-            created = self._insert_model(tx, name, description)
+        with self.metadata.transaction(write=True) as tx:
+            created = self.metadata.insert_model(tx, name, description)
         if not created and not exist_ok:
             raise ConflictError(f"model {name!r} already exists")
         return self.get_model(name)
 
-    def _insert_model(self, tx: Tx, name: str, description: str = "") -> bool:
-        cursor = tx.execute(
-            "INSERT INTO models (name, description, created_at, last_version) VALUES (?, ?, ?, 0) "
-            "ON CONFLICT (name) DO NOTHING",
-            (name, description, time.time()),
-        )
-        return cursor.rowcount == 1
-
     def get_model(self, name: str) -> Model:
         validate_name(name, "model")
-        with self.backend.transaction() as tx:
-            models = self._models(tx, name)
+        with self.metadata.transaction() as tx:
+            models = self.metadata.models(tx, name)
         if not models:
             raise NotFoundError(self._missing_model_message(name))
         return models[0]
 
     def list_models(self) -> list[Model]:
         """Every model, by name."""
-        with self.backend.transaction() as tx:
-            return self._models(tx)
-
-    def _models(self, tx: Tx, name: str | None = None) -> list[Model]:
-        where, params = ("WHERE m.name = ?", (name,)) if name is not None else ("", ())
-        rows = tx.all(
-            "SELECT m.name, m.description, m.created_at, m.policy IS NOT NULL, "
-            "(SELECT MAX(v.version) FROM versions v WHERE v.model = m.name) "
-            f"FROM models m {where} ORDER BY m.name",
-            params,
-        )
-        alias_rows = tx.all(
-            "SELECT model, alias, version FROM aliases" + (" WHERE model = ?" if name is not None else ""), params
-        )
-        aliases: dict[str, dict[str, int]] = {}
-        for model, alias, version in alias_rows:
-            aliases.setdefault(model, {})[alias] = version
-        return [
-            Model(name=r[0], description=r[1], created_at=r[2], has_policy=bool(r[3]), latest_version=r[4],
-                  aliases=dict(sorted(aliases.get(r[0], {}).items())))
-            for r in rows
-        ]
+        with self.metadata.transaction() as tx:
+            return self.metadata.models(tx)
 
     def _missing_model_message(self, name: str) -> str:
         return f"model {name!r} is not registered"
@@ -461,20 +378,17 @@ class Registry:
         relative = self.store.write(name, data)
         created_at = time.time()
         try:
-            with self.backend.transaction(write=True) as tx:
-                self._insert_model(tx, name)
-                (last,) = self.backend.lock_model(tx, name)
-                version = last + 1
-                tx.execute("UPDATE models SET last_version = ? WHERE name = ?", (version, name))
-                tx.execute(
-                    f"INSERT INTO versions ({_VERSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (name, version, status, created_at, fields["metrics_json"], fields["params_json"],
-                     fields["tags_json"], fields["lineage_json"], fields["profile_json"], digest, request_id, reason,
-                     len(data), relative, json.dumps(trusted)),
-                )
+            with self.metadata.transaction(write=True) as tx:
+                self.metadata.insert_model(tx, name)
+                version = self.metadata.insert_version(tx, name, dict(
+                    status=status, created_at=created_at, metrics=fields["metrics_json"],
+                    params=fields["params_json"], tags=fields["tags_json"], lineage=fields["lineage_json"],
+                    profile=fields["profile_json"], artifact_sha256=digest, request_id=request_id, reason=reason,
+                    artifact_size=len(data), artifact_path=relative, trusted_types=trusted,
+                ))
                 if self._before_commit is not None:
                     self._before_commit(version)
-        except BaseException:
+        except BaseException:  # whatever stopped it (an interrupt too), re-raised: only the orphan goes
             self.store.remove(relative)  # never committed: the file is an orphan
             raise
         registered = self.get_version(name, version)
@@ -494,8 +408,8 @@ class Registry:
         """One version; :class:`NotFoundError` if it does not exist."""
         validate_name(name, "model")
         version = _version_number(version)
-        with self.backend.transaction() as tx:
-            found = self._versions(tx, name, version)
+        with self.metadata.transaction() as tx:
+            found = self.metadata.versions(tx, name, version)
             if not found:
                 raise NotFoundError(self._missing_version_message(tx, name, version))
         return found[0]
@@ -503,40 +417,15 @@ class Registry:
     def list_versions(self, name: str) -> list[ModelVersion]:
         """Every version of model ``name``, oldest first."""
         validate_name(name, "model")
-        with self.backend.transaction() as tx:
-            if tx.one("SELECT 1 FROM models WHERE name = ?", (name,)) is None:
+        with self.metadata.transaction() as tx:
+            if not self.metadata.model_exists(tx, name):
                 raise NotFoundError(self._missing_model_message(name))
-            return self._versions(tx, name)
+            return self.metadata.versions(tx, name)
 
-    def _versions(self, tx: Tx, name: str, version: int | None = None, where: str = "", params: tuple = ()) -> list[ModelVersion]:
-        clause, args = "model = ?", [name]
-        if version is not None:
-            clause += " AND version = ?"
-            args.append(version)
-        if where:
-            clause += " AND " + where
-            args.extend(params)
-        rows = tx.all(f"SELECT {_VERSION_COLUMNS} FROM versions WHERE {clause} ORDER BY version", args)
-        if not rows:
-            return []
-        aliases: dict[int, list[str]] = {}
-        for alias, target in tx.all("SELECT alias, version FROM aliases WHERE model = ? ORDER BY alias", (name,)):
-            aliases.setdefault(target, []).append(alias)
-        return [self._version_from_row(row, aliases.get(row[1], [])) for row in rows]
-
-    @staticmethod
-    def _version_from_row(row: tuple, aliases: list[str]) -> ModelVersion:
-        return ModelVersion(
-            model=row[0], version=row[1], status=row[2], created_at=row[3], metrics=json.loads(row[4]),
-            params=json.loads(row[5]), tags=json.loads(row[6]), lineage=json.loads(row[7]),
-            profile=None if row[8] is None else json.loads(row[8]), artifact_sha256=row[9], request_id=row[10],
-            reason=row[11], aliases=aliases, artifact_size=row[12],
-        )
-
-    def _missing_version_message(self, tx: Tx, name: str, version: int) -> str:
-        if tx.one("SELECT 1 FROM models WHERE name = ?", (name,)) is None:
+    def _missing_version_message(self, tx: Any, name: str, version: int) -> str:
+        if not self.metadata.model_exists(tx, name):
             return self._missing_model_message(name)
-        known = [r[0] for r in tx.all("SELECT version FROM versions WHERE model = ? ORDER BY version", (name,))]
+        known = self.metadata.version_numbers(tx, name)
         shown = ", ".join(map(str, known[-20:])) if known else "none"
         return f"model {name!r} has no version {version} (versions: {shown})"
 
@@ -544,8 +433,8 @@ class Registry:
         """The newest version registered for retrain request ``request_id``
         (the worker's idempotency check), or ``None``."""
         validate_name(name, "model")
-        with self.backend.transaction() as tx:
-            found = self._versions(tx, name, where="request_id = ?", params=(request_id,))
+        with self.metadata.transaction() as tx:
+            found = self.metadata.versions_by_request(tx, name, request_id)
         return found[-1] if found else None
 
     def get_profile(self, name: str, version: int) -> dict | None:
@@ -579,11 +468,11 @@ class Registry:
     def _profile_and_tags(self, name: str, version: int) -> tuple[dict | None, dict]:
         validate_name(name, "model")
         version = _version_number(version)
-        with self.backend.transaction() as tx:
-            row = tx.one("SELECT profile, tags FROM versions WHERE model = ? AND version = ?", (name, version))
-            if row is None:
+        with self.metadata.transaction() as tx:
+            found = self.metadata.profile_and_tags(tx, name, version)
+            if found is None:
                 raise NotFoundError(self._missing_version_message(tx, name, version))
-        return (None if row[0] is None else json.loads(row[0])), (json.loads(row[1]) if row[1] else {})
+        return found
 
     def delete_version(self, name: str, version: int) -> None:
         """Delete a version and its artifact and publish ``deleted``. A
@@ -591,21 +480,20 @@ class Registry:
         its number is never reused."""
         validate_name(name, "model")
         version = _version_number(version)
-        with self.backend.transaction(write=True) as tx:
-            if self.backend.lock_model(tx, name) is None:
+        with self.metadata.transaction(write=True) as tx:
+            if not self.metadata.lock_model(tx, name):
                 raise NotFoundError(self._missing_model_message(name))
-            row = tx.one("SELECT artifact_path FROM versions WHERE model = ? AND version = ?", (name, version))
-            if row is None:
+            found = self.metadata.artifact(tx, name, version)
+            if found is None:
                 raise NotFoundError(self._missing_version_message(tx, name, version))
-            held = [r[0] for r in tx.all("SELECT alias FROM aliases WHERE model = ? AND version = ? ORDER BY alias",
-                                         (name, version))]
+            held = self.metadata.aliases(tx, name, version)
             if held:
                 raise ConflictError(
                     f"version {version} of model {name!r} cannot be deleted: alias(es) {', '.join(held)} "
                     "point at it; move them first"
                 )
-            tx.execute("DELETE FROM versions WHERE model = ? AND version = ?", (name, version))
-        self.store.remove(row[0])
+            self.metadata.delete_version(tx, name, version)
+        self.store.remove(found[0])
         self._publish("deleted", name, version=version)
 
     # -- references and loading ---------------------------------------------------------
@@ -615,16 +503,16 @@ class Registry:
         name, alias, version = parse_ref(ref)
         if alias is None:
             return self.get_version(name, version)
-        with self.backend.transaction() as tx:
-            row = tx.one("SELECT version FROM aliases WHERE model = ? AND alias = ?", (name, alias))
-            if row is None:
-                if tx.one("SELECT 1 FROM models WHERE name = ?", (name,)) is None:
+        with self.metadata.transaction() as tx:
+            target = self.metadata.alias_version(tx, name, alias)
+            if target is None:
+                if not self.metadata.model_exists(tx, name):
                     raise NotFoundError(self._missing_model_message(name))
-                known = [r[0] for r in tx.all("SELECT alias FROM aliases WHERE model = ? ORDER BY alias", (name,))]
+                known = self.metadata.aliases(tx, name)
                 raise NotFoundError(
                     f"model {name!r} has no alias {alias!r} (aliases: {', '.join(known) if known else 'none'})"
                 )
-            return self._versions(tx, name, row[0])[0]
+            return self.metadata.versions(tx, name, target)[0]
 
     def load(self, ref: str) -> LoadedModel:
         """Load the estimator behind ``ref`` (``churn@champion``, ``churn/3``,
@@ -636,17 +524,16 @@ class Registry:
         :class:`UntrustedArtifactError`, and nothing is constructed.
         """
         found = self.resolve(ref)
-        with self.backend.transaction() as tx:
-            row = tx.one("SELECT artifact_path, artifact_sha256, trusted_types FROM versions "
-                         "WHERE model = ? AND version = ?", (found.model, found.version))
+        with self.metadata.transaction() as tx:
+            row = self.metadata.artifact(tx, found.model, found.version)
         if row is None:  # deleted between resolve and now
             raise NotFoundError(f"version {found.version} of model {found.model!r} was deleted")
         try:
             # The trusted list recorded at registration is valid for exactly
             # the bytes the checksum proves unchanged; it saves re-reading
             # the schema, and skops still audits every node against it.
-            trusted = None if row[2] is None else json.loads(row[2])
-            estimator = artifacts.loads(self.store.read(row[0]), row[1], trusted)
+            path, digest, trusted = row
+            estimator = artifacts.loads(self.store.read(path), digest, trusted)
         except RegistryError as error:
             raise type(error)(f"{found.ref}: {error}") from None
         return LoadedModel(estimator=estimator, version=found)
@@ -663,9 +550,9 @@ class Registry:
         metrics = _check_metrics(metrics, "metrics")
         request_id = _optional_text(request_id, "request_id")
         action = "promoted" if alias == CHAMPION else "set"
-        with self.backend.transaction(write=True) as tx:
+        with self.metadata.transaction(write=True) as tx:
             previous = self._move_alias(tx, name, alias, version, action, request_id)
-            target = self._versions(tx, name, version)[0]
+            target = self.metadata.versions(tx, name, version)[0]
         self._publish(
             "promoted" if alias == CHAMPION else "alias_set", name, version=version, alias=alias,
             metrics=metrics, request_id=request_id, details={"previous_version": previous},
@@ -678,37 +565,22 @@ class Registry:
         ``metrics`` (for a retrain: candidate and champion scores)."""
         return self.set_alias(name, CHAMPION, version, request_id=request_id, metrics=metrics)
 
-    def _move_alias(self, tx: Tx, name: str, alias: str, version: int | None, action: str,
+    def _move_alias(self, tx: Any, name: str, alias: str, version: int | None, action: str,
                     request_id: str | None) -> int | None:
-        if self.backend.lock_model(tx, name) is None:
+        if not self.metadata.lock_model(tx, name):
             raise NotFoundError(self._missing_model_message(name))
-        current = tx.one("SELECT version FROM aliases WHERE model = ? AND alias = ?", (name, alias))
-        previous = None if current is None else current[0]
+        previous = self.metadata.alias_version(tx, name, alias)
         if version is not None:
-            row = tx.one("SELECT status FROM versions WHERE model = ? AND version = ?", (name, version))
-            if row is None:
+            status = self.metadata.version_status(tx, name, version)
+            if status is None:
                 raise NotFoundError(self._missing_version_message(tx, name, version))
-            if alias == CHAMPION and row[0] != "ready":
-                raise ConflictError(f"version {version} of model {name!r} is {row[0]} and cannot be champion")
+            if alias == CHAMPION and status != "ready":
+                raise ConflictError(f"version {version} of model {name!r} is {status} and cannot be champion")
             if previous == version:
                 return previous  # already there: nothing to record
-            now = time.time()
-            if current is None:
-                tx.execute("INSERT INTO aliases (model, alias, version, updated_at) VALUES (?, ?, ?, ?)",
-                           (name, alias, version, now))
-            else:
-                tx.execute("UPDATE aliases SET version = ?, updated_at = ? WHERE model = ? AND alias = ?",
-                           (version, now, name, alias))
-        else:
-            if current is None:
-                raise NotFoundError(f"model {name!r} has no alias {alias!r}")
-            now = time.time()
-            tx.execute("DELETE FROM aliases WHERE model = ? AND alias = ?", (name, alias))
-        tx.execute(
-            "INSERT INTO alias_history (model, alias, version, previous_version, action, at, request_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (name, alias, version, previous, action, now, request_id),
-        )
+        elif previous is None:
+            raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+        self.metadata.move_alias(tx, name, alias, version, previous, action, time.time(), request_id)
         return previous
 
     def remove_alias(self, name: str, alias: str) -> None:
@@ -716,7 +588,7 @@ class Registry:
         with no version)."""
         validate_name(name, "model")
         validate_name(alias, "alias")
-        with self.backend.transaction(write=True) as tx:
+        with self.metadata.transaction(write=True) as tx:
             previous = self._move_alias(tx, name, alias, None, "removed", None)
         self._publish("alias_set", name, alias=alias, details={"previous_version": previous, "removed": True})
 
@@ -725,20 +597,11 @@ class Registry:
         validate_name(name, "model")
         if alias is not None:
             validate_name(alias, "alias")
-        with self.backend.transaction() as tx:
-            if tx.one("SELECT 1 FROM models WHERE name = ?", (name,)) is None:
+        with self.metadata.transaction() as tx:
+            if not self.metadata.model_exists(tx, name):
                 raise NotFoundError(self._missing_model_message(name))
-            rows = self._history(tx, name, alias)
+            rows = self.metadata.alias_history(tx, name, alias)
         return [AliasMove(name, *row) for row in rows]
-
-    @staticmethod
-    def _history(tx: Tx, name: str, alias: str | None) -> list[tuple]:
-        where, params = ("model = ?", [name]) if alias is None else ("model = ? AND alias = ?", [name, alias])
-        return tx.all(
-            f"SELECT alias, version, previous_version, action, at, request_id FROM alias_history "
-            f"WHERE {where} ORDER BY id",
-            params,
-        )
 
     def rollback(self, name: str, *, request_id: str | None = None) -> ModelVersion:
         """Move ``champion`` back to the previous champion and publish
@@ -746,14 +609,14 @@ class Registry:
         promotions); versions deleted since are skipped."""
         validate_name(name, "model")
         request_id = _optional_text(request_id, "request_id")
-        with self.backend.transaction(write=True) as tx:
-            if self.backend.lock_model(tx, name) is None:
+        with self.metadata.transaction(write=True) as tx:
+            if not self.metadata.lock_model(tx, name):
                 raise NotFoundError(self._missing_model_message(name))
-            current = tx.one("SELECT version FROM aliases WHERE model = ? AND alias = ?", (name, CHAMPION))
+            current = self.metadata.alias_version(tx, name, CHAMPION)
             if current is None:
                 raise NotFoundError(f"model {name!r} has no champion to roll back")
             stack: list[int] = []
-            for _alias, version, _previous, action, _at, _request in self._history(tx, name, CHAMPION):
+            for _alias, version, _previous, action, _at, _request in self.metadata.alias_history(tx, name, CHAMPION):
                 if action == "rolled_back":
                     while stack and stack[-1] != version:
                         stack.pop()
@@ -763,18 +626,17 @@ class Registry:
                     stack.clear()
                 else:
                     stack.append(version)
-            existing = {r[0] for r in tx.all("SELECT version FROM versions WHERE model = ? AND status = 'ready'",
-                                             (name,))}
-            while stack and stack[-1] == current[0]:
+            existing = self.metadata.ready_versions(tx, name)
+            while stack and stack[-1] == current:
                 stack.pop()
-            while stack and (stack[-1] not in existing or stack[-1] == current[0]):
+            while stack and (stack[-1] not in existing or stack[-1] == current):
                 stack.pop()
             if not stack:
                 raise ConflictError(f"model {name!r} has no previous champion to roll back to "
-                                    f"(champion is version {current[0]})")
+                                    f"(champion is version {current})")
             target = stack[-1]
             previous = self._move_alias(tx, name, CHAMPION, target, "rolled_back", request_id)
-            result = self._versions(tx, name, target)[0]
+            result = self.metadata.versions(tx, name, target)[0]
         self._publish("rolled_back", name, version=target, alias=CHAMPION, request_id=request_id,
                       details={"previous_version": previous})
         return result
@@ -784,13 +646,11 @@ class Registry:
         """The model's policy; defaults when none was set (or, with
         ``missing_ok``, when the model is not registered yet)."""
         validate_name(name, "model")
-        with self.backend.transaction() as tx:
-            row = tx.one("SELECT policy FROM models WHERE name = ?", (name,))
-        if row is None and not missing_ok:
+        with self.metadata.transaction() as tx:
+            exists, stored = self.metadata.get_policy(tx, name)
+        if not exists and not missing_ok:
             raise NotFoundError(self._missing_model_message(name))
-        if row is None or row[0] is None:
-            return Policy()
-        return Policy.from_json(row[0])
+        return Policy() if stored is None else stored
 
     def set_policy(self, name: str, policy: Policy | Mapping[str, Any]) -> Policy:
         """Validate and store the model's policy (creating the model if
@@ -806,13 +666,12 @@ class Registry:
             raise PolicyError(f"<policy>: must be a Policy or an object (got {type(policy).__name__})")
         text = policy.to_json()
         now = time.time()
-        with self.backend.transaction(write=True) as tx:
-            self._insert_model(tx, name)
-            self.backend.lock_model(tx, name)
-            row = tx.one("SELECT policy FROM models WHERE name = ?", (name,))
-            previous = Policy.from_json(row[0]) if row is not None and row[0] is not None else Policy()
-            tx.execute("UPDATE models SET policy = ?, policy_updated_at = ? WHERE name = ?", (text, now, name))
-            tx.execute("INSERT INTO policy_history (model, policy, at) VALUES (?, ?, ?)", (name, text, now))
+        with self.metadata.transaction(write=True) as tx:
+            self.metadata.insert_model(tx, name)
+            self.metadata.lock_model(tx, name)
+            _exists, stored = self.metadata.get_policy(tx, name)
+            previous = Policy() if stored is None else stored
+            self.metadata.set_policy(tx, name, text, now)
         # "changed": what differs from the previous policy (the defaults when there was none)
         self._publish("policy_changed", name, details={"policy": policy.to_dict(),
                                                        "changed": policy_changes(previous, policy)})
@@ -831,8 +690,8 @@ class Registry:
         """Remove artifact files no version references (left by killed
         registrations) that are older than ``min_age_s`` — younger ones may
         belong to a registration still in progress. Returns what was removed."""
-        with self.backend.transaction() as tx:
-            referenced = {r[0] for r in tx.all("SELECT artifact_path FROM versions")}
+        with self.metadata.transaction() as tx:
+            referenced = self.metadata.artifact_paths(tx)
         cutoff = time.time() - min_age_s
         removed = []
         for relative, path in self.store.files():
@@ -848,7 +707,7 @@ class Registry:
         try:
             self.publisher.close()
         finally:
-            self.backend.close()
+            self.metadata.close()
 
     def __enter__(self) -> "Registry":
         return self
@@ -857,4 +716,4 @@ class Registry:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Registry({self.backend.describe()!r}, artifacts={str(self.store.root)!r})"
+        return f"Registry({self.metadata.describe()!r}, artifacts={str(self.store.root)!r})"
