@@ -142,13 +142,14 @@ def plain(value: Any) -> Any:
 def class_key(value: Any) -> str:
     """The text of a class label as a ``probabilities`` key: strings as they
     are, booleans ``"true"``/``"false"``, integral numbers as decimal text
-    (the monitor compares labels with the same rule).
+    (the monitor compares labels with this same function).
 
     >>> import numpy as np
     >>> [class_key(v) for v in (np.int64(1), 1.0, np.bool_(True), "yes", 0.5)]
     ['1', '1', 'true', 'yes', '0.5']
     """
-    value = plain(value)
+    if type(value) not in _PLAIN_LABELS:  # NumPy scalars, subclasses; the monitor calls this per event
+        value = plain(value)
     kind = type(value)
     if kind is str:
         return value
@@ -159,6 +160,9 @@ def class_key(value: Any) -> str:
     if kind is float and math.isfinite(value):
         return str(int(value)) if value.is_integer() else repr(value)
     return value  # not a label: the contract refuses it by name
+
+
+_PLAIN_LABELS = frozenset((str, bool, int, float))
 
 
 def _plain_features(value: Any) -> Any:

@@ -25,9 +25,11 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
+
+from driftline.sdk import class_key  # the one rule, shared with the SDK
 
 __all__ = [
     "ClassIndex",
@@ -37,34 +39,6 @@ __all__ = [
     "positive_class",
     "sort_classes",
 ]
-
-
-def class_key(value: Any) -> str:
-    """The canonical text of a class label (see the module docstring).
-
-    >>> [class_key(v) for v in (1, 1.0, True, "yes")]
-    ['1', '1', 'true', 'yes']
-    """
-    kind = type(value)
-    if kind is str:
-        return value
-    if kind is bool:
-        return "true" if value else "false"
-    if kind is int:
-        return str(value)
-    if kind is float and value.is_integer():
-        return str(int(value))
-    # Subclasses and numpy scalars (events built in Python rather than decoded from JSON).
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        value = float(value)
-        return str(int(value)) if value.is_integer() else repr(value)
-    return repr(value)
 
 
 def sort_classes(keys: Iterable[str]) -> list[str]:
