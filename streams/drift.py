@@ -222,18 +222,17 @@ class _QuantileCDF:
         self.step = 1.0 / (q.size - 1)
 
     def _interp(self, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        # The same arithmetic on every element (clipped indices), then the
+        # ends set: no boolean-mask gathers, which cost more than the sums.
         q = self.q
         last = q.size
-        out = np.empty(x.size)
-        low = idx == 0
-        high = idx >= last
-        mid = ~(low | high)
-        i = idx[mid]
+        i = np.clip(idx, 1, last - 1)
         lo, hi = q[i - 1], q[i]
-        frac = (x[mid] - lo) / np.where(hi > lo, hi - lo, 1.0)
-        out[mid] = (i - 1 + np.clip(frac, 0.0, 1.0)) * self.step
-        out[low] = 0.0
-        out[high] = 1.0
+        span = hi - lo
+        frac = (x - lo) / np.where(span > 0, span, 1.0)
+        out = (i - 1 + np.clip(frac, 0.0, 1.0)) * self.step
+        out[idx == 0] = 0.0
+        out[idx >= last] = 1.0
         return out
 
     def right(self, x: np.ndarray) -> np.ndarray:
@@ -242,13 +241,26 @@ class _QuantileCDF:
     def left(self, x: np.ndarray) -> np.ndarray:
         return self._interp(x, np.searchsorted(self.q, x, side="left"))
 
+    def both(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(right(x), left(x))``; they differ only at values equal to a
+        stored quantile, so ``left`` is computed just there."""
+        idx_right = np.searchsorted(self.q, x, side="right")
+        idx_left = np.searchsorted(self.q, x, side="left")
+        right = self._interp(x, idx_right)
+        ties = idx_left != idx_right
+        if not ties.any():
+            return right, right
+        left = right.copy()
+        left[ties] = self._interp(x[ties], idx_left[ties])
+        return right, left
 
-def _ks_statistic(window_sorted: np.ndarray, ref_right, ref_left) -> float:
+
+def _ks_statistic(window_sorted: np.ndarray, reference: _QuantileCDF) -> float:
     n = window_sorted.size
     right = np.searchsorted(window_sorted, window_sorted, side="right") / n
     left = np.searchsorted(window_sorted, window_sorted, side="left") / n
-    return float(max(np.max(np.abs(right - ref_right(window_sorted))),
-                     np.max(np.abs(left - ref_left(window_sorted)))))
+    cdf_right, cdf_left = reference.both(window_sorted)
+    return float(max(np.max(np.abs(right - cdf_right)), np.max(np.abs(left - cdf_left))))
 
 
 class NumericDriftTest:
@@ -283,7 +295,8 @@ class NumericDriftTest:
         self.last_statistic: float | None = None
         self.last_p_value: float | None = None
         self.last_threshold: float | None = None
-        self.last_histogram: dict | None = None  # the last tested window, for reports
+        self._histogram: dict | None = None
+        self._tested: np.ndarray | None = None  # the last tested window, sorted, until its histogram is drawn
         if profile is not None and profile.get("quantiles"):
             self.quantiles = _QuantileCDF(profile["quantiles"])
             self.ref_count = int(profile.get("count") or profile.get("rows") or 0) or 10 ** 9
@@ -291,6 +304,18 @@ class NumericDriftTest:
     @property
     def ready(self) -> bool:
         return self.quantiles is not None
+
+    @property
+    def last_histogram(self) -> dict | None:
+        """The last tested window's histogram (for reports), drawn when asked:
+        a snapshot wants it once, while a window is tested every ``window`` values."""
+        if self._tested is not None:
+            self._histogram, self._tested = window_histogram(self._tested, self.reference_range()), None
+        return self._histogram
+
+    @last_histogram.setter
+    def last_histogram(self, value: dict | None) -> None:
+        self._histogram, self._tested = value, None
 
     def reference_range(self) -> tuple[float, float] | None:
         if self.quantiles is not None:
@@ -339,18 +364,15 @@ class NumericDriftTest:
         self.n_pending = rest.size
         return results
 
-    def _ref_cdfs(self):
-        return self.quantiles.right, self.quantiles.left, self.quantiles.step
-
     def _test(self, window_sorted: np.ndarray, alpha: float) -> DriftResult | None:
         self.tests += 1
         n = window_sorted.size
         m = self.ref_count
-        self.last_histogram = window_histogram(window_sorted, self.reference_range())
+        self._tested = window_sorted  # its histogram is drawn when a report asks (see last_histogram)
         n_eff = n * m / (n + m)
-        right, left, resolution = self._ref_cdfs()
+        right = self.quantiles.right
         if self.method == "ks":
-            d = max(0.0, _ks_statistic(window_sorted, right, left) - resolution)
+            d = max(0.0, _ks_statistic(window_sorted, self.quantiles) - self.quantiles.step)
             p = ks_pvalue(d, n_eff)
             self.last_statistic, self.last_p_value = d, p
             self.last_threshold = ks_critical(alpha, n_eff)
