@@ -45,13 +45,12 @@ from typing import Any
 import numpy as np
 
 from .labels import canonical_probabilities, class_key, sort_classes
+from .observations import JoinedColumns, PredictionColumns
 from .ring import RingBuffer
 
 __all__ = ["CBPE", "DLE", "EstimationGap", "Ring", "VersionEstimation", "make_estimation"]
 
 _log = logging.getLogger(__name__)
-_PREDICTION = operator.attrgetter("prediction")
-_PROBABILITIES = operator.attrgetter("probabilities")
 _Z = 1.96
 _MAX_GAP_POINTS = 100
 
@@ -393,33 +392,40 @@ class VersionEstimation:
         return out
 
     # stream ---------------------------------------------------------------------
-    def observe_predictions(self, preds: list, values: list | None = None) -> None:
-        """A batch of :class:`~driftline.events.Prediction` (``values``: their
-        ``prediction`` fields, if the caller has them)."""
-        values = list(map(_PREDICTION, preds)) if values is None else values
+    def observe_predictions(self, preds: "PredictionColumns | list", values: list | None = None) -> None:
+        """A batch of predictions (:class:`~driftline.streams.observations.PredictionColumns`,
+        or :class:`~driftline.events.Prediction` records); ``values``: their
+        ``prediction`` fields, if the caller has them."""
+        if not isinstance(preds, PredictionColumns):
+            preds = PredictionColumns.from_events(preds)
+        values = preds.predictions if values is None else values
         if self.classification:
-            calibrated, predicted, raw = self._class_rows(values, list(map(_PROBABILITIES, preds)))
+            calibrated, predicted, raw = self._class_rows(values, preds.probabilities)
             self.estimator.update(calibrated, predicted, raw)
         else:
-            self.estimator.update(self._abs_errors([e.features for e in preds], values))
+            self.estimator.update(self._abs_errors(preds.feature_rows(), values))
         self.unchecked += len(preds)
 
-    def observe_joined(self, records: list, correct: np.ndarray | None = None) -> None:
-        """A batch of :class:`~driftline.events.LabeledRecord`: the gap series.
+    def observe_joined(self, records: "JoinedColumns | list", correct: np.ndarray | None = None) -> None:
+        """A batch of joined pairs (:class:`~driftline.streams.observations.JoinedColumns`,
+        or :class:`~driftline.events.LabeledRecord` records): the gap series.
         ``correct``: 1/0 per record if the caller has it (classification)."""
-        values = [r.prediction for r in records]
+        if not isinstance(records, JoinedColumns):
+            records = JoinedColumns.from_events(records)
+        values = records.predictions
+        n = len(records)
         if self.classification:
-            calibrated, predicted, _ = self._class_rows(values, [r.probabilities for r in records])
+            calibrated, predicted, _ = self._class_rows(values, records.probabilities)
             known = predicted >= 0
-            est = np.full(len(records), np.nan)
+            est = np.full(n, np.nan)
             if calibrated.shape[1] == 1:  # binary: the second class's probability only
                 calibrated = np.column_stack([1.0 - calibrated[:, 0], calibrated[:, 0]])
             est[known] = calibrated[np.flatnonzero(known), predicted[known]]
             realized = correct if correct is not None else np.fromiter(
-                (class_key(r.label) == class_key(r.prediction) for r in records), dtype=float, count=len(records))
+                (class_key(y) == class_key(p) for y, p in zip(records.labels, values)), dtype=float, count=n)
         else:
-            est = self._abs_errors([r.features for r in records], values)
-            realized = np.array([abs(_float_or_nan(r.label) - _float_or_nan(r.prediction)) for r in records])
+            est = self._abs_errors(records.feature_rows(), values)
+            realized = np.array([abs(_float_or_nan(y) - _float_or_nan(p)) for y, p in zip(records.labels, values)])
         self.gap.update(est, realized)
 
     def check(self, thresholds: dict[str, float]) -> list[tuple[str, float, float, int]]:

@@ -71,6 +71,7 @@ from .estimation import make_estimation
 from .labels import canonical_probabilities, canonical_probability_key, class_key
 from .latency import RollingQuantiles, Throughput
 from .metrics import ClassificationMetrics, RegressionMetrics
+from .observations import JoinedColumns, PredictionColumns
 from .probabilities import ProbaBatch
 from .rolling import RollingClassification, RollingRegression
 
@@ -152,8 +153,10 @@ class VersionMonitor:
                  positive_label: str | None = None, chunk: int = 64):
         self.model = model
         self.chunk = int(chunk)
-        self.pending_predictions: list[Prediction] = []
-        self.pending_joined: list[LabeledRecord] = []
+        # buffered column blocks (see driftline.streams.observations) and their event counts
+        self.pending_predictions: list[PredictionColumns] = []
+        self.pending_joined: list[JoinedColumns] = []
+        self.n_pending_predictions = self.n_pending_joined = 0
         self.pending_since = self.pending_joined_since = 0.0
         self.max_delay_s = 1.0
         self.version = version
@@ -221,23 +224,29 @@ class VersionMonitor:
         return [f for check in self.checks.values() if check.watches == watches for f in check.observe(batch, now)]
 
     # -- buffering -----------------------------------------------------------------
-    def observe_predictions(self, preds: Sequence[Prediction], now: float) -> list[Finding]:
-        """Buffer predictions; process them once a chunk is full."""
+    def observe_predictions(self, preds: PredictionColumns | Sequence[Prediction], now: float) -> list[Finding]:
+        """Buffer predictions of this version; process them once a chunk is full."""
+        if not isinstance(preds, PredictionColumns):
+            preds = PredictionColumns.from_events(preds)
         if not self.pending_predictions:
             self.pending_since = now
-        self.pending_predictions.extend(preds)
+        self.pending_predictions.append(preds)
+        self.n_pending_predictions += len(preds)
         self.last_seen = now
-        if len(self.pending_predictions) >= self.chunk or now - self.pending_since >= self.max_delay_s:
+        if self.n_pending_predictions >= self.chunk or now - self.pending_since >= self.max_delay_s:
             return self.flush(now)
         return []
 
-    def observe_joined(self, records: Sequence[LabeledRecord], now: float) -> list[Finding]:
-        """Buffer joined pairs; process them once a chunk is full."""
+    def observe_joined(self, records: JoinedColumns | Sequence[LabeledRecord], now: float) -> list[Finding]:
+        """Buffer joined pairs of this version; process them once a chunk is full."""
+        if not isinstance(records, JoinedColumns):
+            records = JoinedColumns.from_events(records)
         if not self.pending_joined:
             self.pending_joined_since = now
-        self.pending_joined.extend(records)
+        self.pending_joined.append(records)
+        self.n_pending_joined += len(records)
         self.last_seen = now
-        if len(self.pending_joined) >= self.chunk or now - self.pending_joined_since >= self.max_delay_s:
+        if self.n_pending_joined >= self.chunk or now - self.pending_joined_since >= self.max_delay_s:
             return self.flush(now)
         return []
 
@@ -245,11 +254,11 @@ class VersionMonitor:
         """Process everything buffered."""
         findings: list[Finding] = []
         if self.pending_predictions:
-            batch, self.pending_predictions = self.pending_predictions, []
-            findings += self._process_predictions(batch, now)
+            parts, self.pending_predictions, self.n_pending_predictions = self.pending_predictions, [], 0
+            findings += self._process_predictions(PredictionColumns.concat(parts), now)
         if self.pending_joined:
-            batch, self.pending_joined = self.pending_joined, []
-            findings += self._process_joined(batch, now)
+            parts, self.pending_joined, self.n_pending_joined = self.pending_joined, [], 0
+            findings += self._process_joined(JoinedColumns.concat(parts), now)
         return findings
 
     # -- predictions -------------------------------------------------------------
@@ -271,33 +280,36 @@ class VersionMonitor:
                 counts[_OTHER] = counts.get(_OTHER, 0) + 1
         return keys
 
-    def _feature_columns(self, preds: Sequence[Prediction], skip: int) -> dict[str, np.ndarray | list[str]]:
+    def _feature_columns(self, preds: PredictionColumns, skip: int) -> dict[str, np.ndarray | list[str]]:
         """Per feature in the batch (sorted by name) the values after the
         warm-up; new features are added, missing values counted (warm-up included)."""
-        feats = [e.features for e in preds]
-        names = set().union(*feats)
-        for name in sorted(name for name in names if name not in self.features):
-            sample = next((f.get(name) for f in feats if f.get(name) is not None), None)
+        given = preds.features
+        for name in sorted(name for name in given if name not in self.features):
             # alpha() counts the features added so far: each new test gets the level of its time
-            self.features[name] = new_feature(sample, self._feature_profile(name), self.policy,
+            self.features[name] = new_feature(_first_value(given[name]), self._feature_profile(name), self.policy,
                                               self.reference_size, self.alpha())
         columns: dict[str, np.ndarray | list[str]] = {}
-        for name in sorted(names):
+        for name in sorted(given):
             feat = self.features[name]
-            col = [f.get(name) for f in feats]
+            col = given[name]
             if feat.kind == "numeric":
-                try:
-                    arr = np.array(col, dtype=np.float64)
-                except (TypeError, ValueError):
-                    arr = np.array([float(v) if is_number(v) or type(v) is bool else np.nan for v in col])
+                if isinstance(col, np.ndarray):
+                    arr = col
+                else:
+                    try:
+                        arr = np.array(col, dtype=np.float64)
+                    except (TypeError, ValueError):
+                        arr = np.array([float(v) if is_number(v) or type(v) is bool else np.nan for v in col])
                 feat.missing += int(np.isnan(arr).sum())
                 columns[name] = arr[skip:]
             else:
+                if isinstance(col, np.ndarray):  # floats in a categorical feature (NaN: missing)
+                    col = [None if v != v else v for v in col.tolist()]
                 feat.missing += sum(1 for v in col if v is None)
                 columns[name] = [_cat_key(v) for v in col[skip:]]
         return columns
 
-    def _process_predictions(self, preds: Sequence[Prediction], now: float) -> list[Finding]:
+    def _process_predictions(self, preds: PredictionColumns, now: float) -> list[Finding]:
         n = len(preds)
         if n == 0:
             return []
@@ -307,30 +319,32 @@ class VersionMonitor:
         self.throughput.update(n, now)
         # Events before the end of warm-up feed counters only.
         skip = min(n, max(0, self.warm_predictions - start))
-        raw = [e.prediction for e in preds]
+        raw = preds.predictions
         if self.pred_kind is None:
             self.pred_kind = _prediction_kind(raw)
         predicted = self._count_predictions(raw)
         columns = self._feature_columns(preds, skip)
-        latencies = [e.latency_ms for e in preds if e.latency_ms is not None]
-        if latencies:
-            self.latency.update(np.asarray(latencies, dtype=np.float64))
+        has_latency = ~np.isnan(preds.latency_ms)
+        latencies = preds.latency_ms[has_latency]
+        if latencies.size:
+            self.latency.update(latencies)
         if self.estimation is not None:
             self.estimation.observe_predictions(preds, raw)
         batch = PredictionBatch(
             self.label, preds, skip=skip, alpha=self.alpha(), features=self.features, columns=columns,
             reference_ready=frozenset(name for name in columns if self.features[name].test.ready),
-            pred_kind=self.pred_kind, predicted=predicted, latencies=latencies, latency_window=self.latency,
+            pred_kind=self.pred_kind, predicted=predicted, latencies=latencies,
+            tested_latencies=int(has_latency[skip:].sum()), latency_window=self.latency,
             reference_size=self.reference_size, after_warmup=self.predictions - self.warm_predictions,
             estimation=self.estimation, profile=self.profile)
         return self._run_checks("predictions", batch, now)
 
     # -- joined pairs --------------------------------------------------------------
-    def _decide_task(self, records: Sequence[LabeledRecord]) -> None:
+    def _decide_task(self, records: JoinedColumns) -> None:
         if self.task is not None:
             return
-        for r in records:
-            for v in (r.label, r.prediction):
+        for values in (records.labels, records.predictions):
+            for v in values:
                 if type(v) is float and not v.is_integer():
                     self.task = "regression"
                     return
@@ -344,26 +358,26 @@ class VersionMonitor:
             self.metrics = ClassificationMetrics(self.positive_label)
             self.rolling = RollingClassification(w, self.positive_label)
 
-    def _update_metrics(self, records: Sequence[LabeledRecord]) -> np.ndarray:
+    def _update_metrics(self, records: JoinedColumns) -> np.ndarray:
         """Cumulative and rolling metrics; the error stream (0/1 misclassified,
         or the absolute error of pairs with numeric label and prediction)."""
         if self.task == "regression":
-            y = np.array([float(r.label) if is_number(r.label) else np.nan for r in records])
-            yp = np.array([float(r.prediction) if is_number(r.prediction) else np.nan for r in records])
+            y = np.array([float(v) if is_number(v) else np.nan for v in records.labels])
+            yp = np.array([float(v) if is_number(v) else np.nan for v in records.predictions])
             ok = np.isfinite(y) & np.isfinite(yp)
             y, yp = y[ok], yp[ok]
             self.metrics.update(y, yp)
             self.rolling.update(y, yp)
             return np.abs(y - yp)
-        yk = list(map(class_key, [r.label for r in records]))
-        pk = list(map(class_key, [r.prediction for r in records]))
-        probs = [r.probabilities for r in records]
+        yk = list(map(class_key, records.labels))
+        pk = list(map(class_key, records.predictions))
+        probs = records.probabilities
         batch = ProbaBatch(yk, canonical_probabilities(probs)) if any(probs) else None
         self.metrics.update(yk, pk, batch)
         self.rolling.update(yk, pk, batch)
         return np.fromiter(map(operator.ne, yk, pk), dtype=np.float64, count=len(records))
 
-    def _process_joined(self, records: Sequence[LabeledRecord], now: float) -> list[Finding]:
+    def _process_joined(self, records: JoinedColumns, now: float) -> list[Finding]:
         n = len(records)
         if n == 0:
             return []
@@ -373,8 +387,7 @@ class VersionMonitor:
         start = self.joined
         self.joined += n
         self.last_seen = now
-        self.label_delay.update(np.fromiter((r.label_timestamp - r.prediction_timestamp for r in records),
-                                            dtype=np.float64, count=n))
+        self.label_delay.update(records.label_timestamps - records.prediction_timestamps)
         errors = self._update_metrics(records)
         if self.estimation is not None:
             self.estimation.observe_joined(records, None if self.task == "regression" else 1.0 - errors)
@@ -432,8 +445,9 @@ class VersionMonitor:
             "model": self.model, "version": self.version, "chunk": self.chunk,
             # the estimation map (up to a few 100 kB) is not state: it is read from the registry again
             "profile": None if self.profile is None else {k: v for k, v in self.profile.items() if k != "estimation"},
-            "pending_predictions": [e.to_dict() for e in self.pending_predictions],
-            "pending_joined": [e.to_dict() for e in self.pending_joined],
+            "pending_predictions": [e.to_dict() for part in self.pending_predictions
+                                    for e in part.to_events(self.model)],
+            "pending_joined": [e.to_dict() for part in self.pending_joined for e in part.to_events(self.model)],
             "pending_since": [self.pending_since, self.pending_joined_since],
             "positive_label": self.positive_label, "task": self.task, "pred_kind": self.pred_kind,
             "predictions": self.predictions, "joined": self.joined, "expired": self.expired,
@@ -461,8 +475,12 @@ class VersionMonitor:
         data = dict(data, **dict(zip(_COUNTS, data["counts"])))
         self = cls(data["model"], int(data["version"]), policy, None, data["positive_label"], int(data["chunk"]))
         self.profile = data["profile"]
-        self.pending_predictions = [Prediction.from_dict(e) for e in data["pending_predictions"]]
-        self.pending_joined = [LabeledRecord.from_dict(e) for e in data["pending_joined"]]
+        pending = [Prediction.from_dict(e) for e in data["pending_predictions"]]
+        self.pending_predictions = [PredictionColumns.from_events(pending)] if pending else []
+        self.n_pending_predictions = len(pending)
+        pending = [LabeledRecord.from_dict(e) for e in data["pending_joined"]]
+        self.pending_joined = [JoinedColumns.from_events(pending)] if pending else []
+        self.n_pending_joined = len(pending)
         self.pending_since, self.pending_joined_since = (float(t) for t in data["pending_since"])
         self.task, self.pred_kind = data["task"], data["pred_kind"]
         (self.predictions, self.joined, self.expired, self.warm_predictions,
@@ -573,18 +591,22 @@ class ModelMonitor:
         vm.last_seen = now
 
     # -- observation ---------------------------------------------------------------
-    def observe_predictions(self, predictions: Sequence[Prediction], now: float) -> MonitorOutput:
+    def observe_predictions(self, predictions: PredictionColumns | Sequence[Prediction], now: float) -> MonitorOutput:
         """Data and prediction drift, outliers, latency and throughput."""
+        if not isinstance(predictions, PredictionColumns):
+            predictions = PredictionColumns.from_events(_of_model(predictions, self.model))
         findings: list[tuple[int, Finding]] = []
-        for version, group in _by_version(predictions, self.model).items():
+        for version, group in predictions.by_version().items():
             vm = self.version(version, now)
             findings.extend((version, f) for f in vm.observe_predictions(group, now))
         return self._emit(findings, now)
 
-    def observe_joined(self, records: Sequence[LabeledRecord], now: float) -> MonitorOutput:
+    def observe_joined(self, records: JoinedColumns | Sequence[LabeledRecord], now: float) -> MonitorOutput:
         """Metrics, concept drift and metric thresholds."""
+        if not isinstance(records, JoinedColumns):
+            records = JoinedColumns.from_events(_of_model(records, self.model))
         findings: list[tuple[int, Finding]] = []
-        for version, group in _by_version(records, self.model).items():
+        for version, group in records.by_version().items():
             vm = self.version(version, now)
             findings.extend((version, f) for f in vm.observe_joined(group, now))
         return self._emit(findings, now)
@@ -647,14 +669,17 @@ class ModelMonitor:
         return self
 
 
-def _by_version(events: Sequence[Any], model: str) -> dict[int, list]:
-    models = {e.model for e in events}
-    versions = {e.model_version for e in events}
-    if models <= {model} and len(versions) == 1:
-        return {versions.pop(): list(events)}
-    groups: dict[int, list] = {}
+def _of_model(events: Sequence[Any], model: str) -> Sequence[Any]:
+    """``events``, each checked to be of ``model``."""
     for e in events:
         if e.model != model:
             raise ValueError(f"event {e.event_id!r} is for model {e.model!r}, not {model!r}")
-        groups.setdefault(e.model_version, []).append(e)
-    return groups
+    return events
+
+
+def _first_value(column: np.ndarray | list) -> Any:
+    """A feature column's first value that is not missing (None: none is)."""
+    if isinstance(column, np.ndarray):
+        present = column[~np.isnan(column)]
+        return float(present[0]) if present.size else None
+    return next((v for v in column if v is not None), None)

@@ -30,6 +30,7 @@ from driftline.logs import log_event
 from .join import COMPONENT, Joiner, JoinOutput
 from .join_changelog import JoinStateWriter
 from .join_store import JoinStore
+from .observations import encode_message
 from .publishing import Publisher, internal_dead_letter
 from .supervision import describe_error
 
@@ -47,8 +48,8 @@ log = logging.getLogger("driftline.monitor")
 #: Largest ``labeled`` message (a JSON array of records), roughly.
 _BULK_BYTES = 512 * 1024
 
-#: Observation items per ``<app id>-observations`` message.
-_OBSERVATIONS_PER_MESSAGE = 500
+#: Events per ``<app id>-observations`` message (columns of about 150 bytes an event).
+_OBSERVATIONS_PER_MESSAGE = 1000
 
 
 class JoinStage:
@@ -220,8 +221,7 @@ class JoinStage:
             low = [committed.get(TP(self.topics.predictions, partition)) or 0,
                    committed.get(TP(self.topics.labels, partition)) or 0]
             for start in range(0, len(items), _OBSERVATIONS_PER_MESSAGE):
-                payload = dumps({"model": model, "t": kind, "part": partition, "low": low,
-                                 "items": items[start:start + _OBSERVATIONS_PER_MESSAGE]})
+                payload = encode_message(model, kind, partition, low, items[start:start + _OBSERVATIONS_PER_MESSAGE])
                 outgoing.append((self.observations_topic, model.encode(), payload))
         self._cpu.inc(time.thread_time() - cpu)
         send = self.publisher.send

@@ -14,14 +14,16 @@ import logging
 import time
 from collections import defaultdict
 
-import orjson
+import msgspec
+import numpy as np
 
 from driftline import events, observability
 from driftline.errors import DriftlineError
-from driftline.events import DeadLetter, LabeledRecord, Prediction
+from driftline.events import DeadLetter
 from driftline.logs import log_event
 
 from .checkpoint import ModelCheckpoints, Watermarks
+from .observations import JoinedColumns, ObservationMessage, PredictionColumns, decode_message
 from .join import COMPONENT
 from .policies import PolicySource
 from .publishing import Publisher, internal_dead_letter
@@ -127,60 +129,34 @@ class ModelStage:
         self.checkpoints.forget(partitions)
 
     def observe(self, event) -> list[DeadLetter]:
-        """Apply one observation message; returns the dead letters for what
-        could not be applied (the whole message, or single items)."""
+        """Apply one observation message (:mod:`driftline.streams.observations`);
+        returns the dead letters for what could not be applied."""
         raw = event.message.value or b""
         where = (self.observations_topic, event.message.partition, event.message.offset)
         try:
-            message = orjson.loads(raw)
-            model = events.validate_name(message["model"])
-            kind_topic, source_partition, items = message["t"], int(message["part"]), message["items"]
-        except (orjson.JSONDecodeError, events.ValidationError, KeyError, TypeError, ValueError) as error:
+            message = decode_message(raw)
+            model = events.validate_name(message.model)
+        except (msgspec.DecodeError, msgspec.ValidationError, events.ValidationError) as error:
             # internal topic: only we write it, but never crash and never drop it silently
             log.error("unreadable observation message at %s/%s: %s", event.message.tp, event.message.offset,
                       describe_error(error))
             return [internal_dead_letter(raw, error, *where)]
-        letters: list[DeadLetter] = []
         entry = self.entry(model, event.message.partition)
-        admit = entry.watermarks.admit
         # A redelivered observation message (applied and checkpointed, but
         # killed before its offset was committed) is skipped whole: the
         # re-join guards below are pruned at checkpoints, so they cannot be
         # what recognises it.
-        if not admit("o", "#", event.message.partition, event.message.offset, 0):
+        if not entry.watermarks.admit("o", "#", event.message.partition, event.message.offset, 0):
             self.counts["replayed_skipped"] += 1
             observability.EVENTS_PROCESSED.labels(COMPONENT, "replay_skipped").inc()
-            return letters
-        recent = entry.recent
-        # re-join guards below these offsets are dropped at the next checkpoint
-        entry.lows[source_partition] = message.get("low") or (0, 0)
-        predictions, joined, expired = [], [], defaultdict(int)
-        skipped = 0
-        for position, item in enumerate(items):
-            try:
-                kind, offset, index, payload = item[:4]
-                if kind == "j":
-                    # a pair is joined once per event_id; a replay may complete it from the other side
-                    event_id = payload["event_id"]
-                    if event_id in recent:
-                        skipped += 1
-                        continue
-                    # stage 1 built the payload from a validated record: no second validation
-                    record = LabeledRecord(**payload)
-                    recent[event_id] = [source_partition, item[4][0], item[5][0]]
-                    joined.append(record)
-                    continue
-                if not admit(kind, kind_topic, source_partition, offset, index):
-                    skipped += 1
-                    continue
-                if kind == "p":
-                    predictions.append(Prediction(**payload))
-                else:
-                    expired[int(payload)] += 1
-            except (TypeError, ValueError, KeyError, IndexError) as error:  # internal topic: never crash
-                log.error("unreadable observation item at %s/%s: %s", event.message.tp, event.message.offset,
-                          describe_error(error))
-                letters.append(internal_dead_letter(raw, error, *where, position))
+            return []
+        try:
+            predictions, joined, expired, skipped = self._admitted(entry, message)
+        except ValueError as error:  # columns of unequal lengths: internal topic, never crash
+            log.error("unreadable observation message at %s/%s: %s", event.message.tp, event.message.offset,
+                      describe_error(error))
+            return [internal_dead_letter(raw, error, *where)]
+        letters: list[DeadLetter] = []
         if skipped:
             self.counts["replayed_skipped"] += skipped
             observability.EVENTS_PROCESSED.labels(COMPONENT, "replay_skipped").inc(skipped)
@@ -198,14 +174,14 @@ class ModelStage:
                 monitor.observe_expired(version, count, now)
         except Exception as error:  # the per-message error policy: a bug in the analytics dead-letters this message
             log.error("model %s: analytics failed on %d predictions / %d joined pairs at %s/%s (%s); "
-                      "the message goes to dead-letter", model, len(predictions), len(joined), event.message.tp,
-                      event.message.offset, describe_error(error))
+                      "the message goes to dead-letter", model, len(predictions or ()), len(joined or ()),
+                      event.message.tp, event.message.offset, describe_error(error))
             log.debug("analytics failure", exc_info=error)
             observability.EVENTS_PROCESSED.labels(COMPONENT, "analytics_error").inc()
             letters.append(internal_dead_letter(raw, error, *where))
         entry.dirty = True
         # what stage 2 applied (stage 1's counters include its own replays)
-        for kind, value in (("applied_prediction", len(predictions)), ("applied_joined", len(joined)),
+        for kind, value in (("applied_prediction", len(predictions or ())), ("applied_joined", len(joined or ())),
                             ("applied_expired", sum(expired.values()))):
             if value:
                 self.counts[kind] += value
@@ -213,6 +189,44 @@ class ModelStage:
         for output in outputs:
             self._publish_monitor_output(model, output)
         return letters
+
+    def _admitted(self, entry: ModelEntry, message: ObservationMessage,
+                  ) -> tuple[PredictionColumns | None, JoinedColumns | None, dict[int, int], int]:
+        """What of ``message`` stage 2 has not applied yet: predictions and
+        expiries above their watermarks, pairs not joined before; and how
+        many were skipped as replays."""
+        topic, source, admit = message.topic, message.part, entry.watermarks.admit_block
+        # re-join guards below these offsets are dropped at the next checkpoint
+        entry.lows[source] = tuple(message.low) or (0, 0)
+        skipped = 0
+        predictions = joined = None
+        expired: dict[int, int] = defaultdict(int)
+        if message.predictions is not None:
+            wire = message.predictions
+            columns = wire.columns()
+            keep = admit("p", topic, source, *message.coordinates(wire))
+            skipped += len(columns) - keep.size
+            predictions = columns if keep.size == len(columns) else columns.take(keep)
+        if message.joined is not None:
+            # a pair is joined once per event_id; a replay may complete it from the other side
+            columns = message.joined.columns()
+            recent = entry.recent
+            keep = []
+            prediction_offsets, label_offsets = (guard.tolist() for guard in message.rejoin_guards())
+            for i, (event_id, pc, lc) in enumerate(zip(columns.event_ids, prediction_offsets, label_offsets)):
+                if event_id in recent:
+                    continue
+                recent[event_id] = [source, pc, lc]
+                keep.append(i)
+            skipped += len(columns) - len(keep)
+            joined = columns if len(keep) == len(columns) else columns.take(np.array(keep, dtype=np.intp))
+        if message.expired is not None:
+            wire = message.expired
+            keep = admit("x", topic, source, *message.coordinates(wire))
+            skipped += len(wire.versions) - keep.size
+            for i in keep.tolist():
+                expired[int(wire.versions[i])] += 1
+        return predictions, joined, expired, skipped
 
     def _publish_monitor_output(self, model: str, output) -> list:
         """Send alerts and retrain requests; returns the send tasks."""

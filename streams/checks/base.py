@@ -24,6 +24,7 @@ from driftline.policy import MonitorPolicy
 if TYPE_CHECKING:
     from ..estimation import VersionEstimation
     from ..latency import RollingQuantiles
+    from ..observations import JoinedColumns, PredictionColumns
     from .features import Feature
 
 __all__ = ["Check", "Finding", "JoinedBatch", "PredictionBatch", "finite_or_none"]
@@ -65,7 +66,7 @@ class PredictionBatch:
     label
         ``"<model> v<version>"``, for messages.
     events
-        The predictions.
+        The predictions (records, or :class:`~driftline.streams.observations.PredictionColumns`).
     skip
         Leading events inside the warm-up: counted, never tested.
     alpha
@@ -86,6 +87,8 @@ class PredictionBatch:
         Every event's prediction (float array with NaN for non-numbers, or keys).
     latencies
         Latencies the events carry (ms).
+    tested_latencies
+        How many of ``events[skip:]`` carry a latency.
     latency_window
         The version's rolling latency window, already updated with ``latencies``.
     reference_size
@@ -99,7 +102,7 @@ class PredictionBatch:
     """
 
     label: str
-    events: Sequence[Prediction]
+    events: "Sequence[Prediction] | PredictionColumns"
     skip: int = 0
     alpha: float = 0.0
     features: dict[str, "Feature"] = field(default_factory=dict)
@@ -107,7 +110,8 @@ class PredictionBatch:
     reference_ready: frozenset[str] = frozenset()
     pred_kind: str = "categorical"
     predicted: Any = ()
-    latencies: list[float] = field(default_factory=list)
+    latencies: Sequence[float] = ()
+    tested_latencies: int = 0
     latency_window: "RollingQuantiles | None" = None
     reference_size: int = 0
     after_warmup: int = 0
@@ -129,7 +133,7 @@ class JoinedBatch:
     label
         ``"<model> v<version>"``, for messages.
     records
-        The joined pairs.
+        The joined pairs (records, or :class:`~driftline.streams.observations.JoinedColumns`).
     task
         ``classification`` or ``regression``.
     errors
@@ -144,7 +148,7 @@ class JoinedBatch:
     """
 
     label: str
-    records: Sequence[LabeledRecord]
+    records: "Sequence[LabeledRecord] | JoinedColumns"
     task: str
     errors: np.ndarray
     skip: int = 0

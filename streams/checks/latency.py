@@ -26,7 +26,7 @@ class LatencyCheck(Check):
     >>> preds = [Prediction(str(i), "m", 1, 0.0, {}, 0, latency_ms=80.0) for i in range(100)]
     >>> window.update(np.full(100, 80.0))
     >>> [f.message for f in check.observe(PredictionBatch("m v1", preds, latencies=[80.0] * 100,
-    ...                                                   latency_window=window), now=0.0)]
+    ...                                                   tested_latencies=100, latency_window=window), now=0.0)]
     ['p95 prediction latency of m v1 is 80.0 ms over the last 100 predictions (limit 50 ms)']
     """
 
@@ -42,11 +42,10 @@ class LatencyCheck(Check):
         self.post = 0
 
     def observe(self, batch: PredictionBatch, now: float) -> list[Finding]:
-        if not batch.latencies:
+        if not len(batch.latencies):
             return []
         p = self.policy
-        if batch.tested:
-            self.post += sum(1 for e in batch.events[batch.skip:] if e.latency_ms is not None)
+        self.post += batch.tested_latencies
         if p.latency_p95_ms is None or not batch.tested or self.post < p.window:
             return []
         self.unchecked += len(batch.latencies)
