@@ -34,6 +34,7 @@ from typing import Any, Iterable, Sequence
 
 import msgspec
 import numpy as np
+import orjson
 
 from driftline.events import LabeledRecord, Prediction
 
@@ -490,5 +491,16 @@ def encode_message(model: str, topic: str, partition: int, low: list[int], items
 
 
 def decode_message(raw: bytes) -> ObservationMessage:
-    """Decode an observation message; raises ``msgspec.ValidationError``/``DecodeError``."""
+    """Decode an observation message; raises ``msgspec.ValidationError``/``DecodeError``.
+
+    The JSON messages of earlier versions (``{"model", "t", "part", "low",
+    "items"}``), still in the topic after an upgrade, are read too."""
+    if raw[:1] == b"{":  # never the start of a MessagePack map
+        try:
+            legacy = orjson.loads(raw)
+            raw = encode_message(legacy["model"], legacy["t"], int(legacy["part"]), list(legacy.get("low") or (0, 0)),
+                                 legacy["items"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as error:
+            raise msgspec.DecodeError(f"observation message of the JSON format: {type(error).__name__}: {error}"
+                                      ) from None
     return _decoder.decode(raw)

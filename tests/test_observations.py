@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import msgspec
 import numpy as np
+import orjson
 import pytest
 
 from driftline.events import LabeledRecord, Prediction
@@ -102,3 +103,17 @@ def test_a_damaged_message_is_refused_with_a_reason(damage):
     message.predictions.versions.pop()
     with pytest.raises(ValueError, match="unequal lengths"):
         message.predictions.columns()
+
+
+def test_a_json_message_of_the_earlier_format_is_still_read():
+    preds = _predictions()
+    pair = LabeledRecord("e9", "m", 1, {"x": 1.0}, 1, 0, 5.0, 7.5)
+    legacy = orjson.dumps({"model": "m", "t": "p", "part": 2, "low": [3, 4],
+                           "items": [["p", 7, 0, preds[0].to_dict()], ["j", 8, 0, pair.to_dict(), [8, 0], [2, 0]],
+                                     ["p", 9, 1, preds[1].to_dict()]]})
+    message = decode_message(legacy)
+    assert (message.model, message.part, message.low) == ("m", 2, [3, 4])
+    assert message.predictions.columns().to_events("m") == preds[:2]
+    assert message.joined.columns().to_events("m") == [pair]
+    with pytest.raises(msgspec.DecodeError, match="JSON format: KeyError"):
+        decode_message(b'{"model": "m"}')
