@@ -46,7 +46,7 @@ Examples
 [(('m', 'p', 0), 1)]
 >>> _ = j.apply(out.writes)
 >>> out = j.process([("l", 0, 7, 0, Label(event_id="e1", model="m", label=1, timestamp=5.0))], now=101.0)
->>> [r.label for r in out.labeled], j.store.get(0, "e1")[:8]
+>>> [r["label"] for r in out.labeled], j.store.get(0, "e1")[:8]
 ([1], b'{"s":"p"')
 >>> _ = j.apply(out.writes); j.store.get(0, "e1")[:8]
 b'{"s":"j"'
@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from driftline import events
-from driftline.events import DeadLetter, LabeledRecord, Label, Prediction, ValidationError
+from driftline.events import DeadLetter, Label, Prediction, ValidationError
 
 from .join_store import JoinStore, MemoryJoinStore
 
@@ -127,9 +127,8 @@ class JoinOutput:
     """
 
     observations: dict[tuple[str, str, int], list] = field(default_factory=lambda: defaultdict(list))
-    labeled: list[LabeledRecord] = field(default_factory=list)
-    #: ``labeled`` as plain dicts (encoded without a second validation)
-    labeled_dicts: list[dict] = field(default_factory=list)
+    #: the joined pairs as ``labeled`` records' dicts (built from validated records: encoded as they are)
+    labeled: list[dict] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     writes: list[tuple] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -139,7 +138,6 @@ class JoinOutput:
         for key, items in other.observations.items():
             self.observations[key].extend(items)
         self.labeled.extend(other.labeled)
-        self.labeled_dicts.extend(other.labeled_dicts)
         self.dead_letters.extend(other.dead_letters)
         self.writes.extend(other.writes)
         for name, value in other.counts.items():
@@ -231,7 +229,7 @@ class Joiner:
                 self._dead(out, "p", partition, offset, index, p, "model",
                            f"label for event_id {p.event_id!r} names model {label.model!r}, the prediction {p.model!r}")
                 return
-            self._join(p, label, partition, "p", offset, index, coords, state["lc"], now, out, put)
+            self._join(data, label, partition, "p", offset, index, coords, state["lc"], now, out, put)
         elif state.get("pc") == coords:
             return  # a replay of a record already applied
         else:
@@ -249,11 +247,11 @@ class Joiner:
                 state["one"] = 1  # a single-event message: its dead letter, if it expires, has no index
             put(partition, label.event_id, state)
         elif state["s"] == "p":
-            p = Prediction(**state["r"])  # our own state: validated when it was written
-            if p.model != label.model:
+            p = state["r"]  # our own state: a prediction validated when it was written
+            if p["model"] != label.model:
                 self._dead(out, "l", partition, offset, index, label, "model",
                            f"label names model {label.model!r} but the prediction for event_id "
-                           f"{label.event_id!r} was made by {p.model!r}")
+                           f"{label.event_id!r} was made by {p['model']!r}")
                 return
             self._join(p, label, partition, "l", offset, index, state["pc"], coords, now, out, put)
         elif state.get("lc") == coords:
@@ -267,22 +265,22 @@ class Joiner:
             self._dead(out, "l", partition, offset, index, label, "event_id",
                        f"duplicate label: event_id {label.event_id!r} {what}")
 
-    def _join(self, p, label, partition, kind, offset, index, pc, lc, now, out, put) -> None:
-        data = dict(
-            event_id=p.event_id, model=p.model, model_version=p.model_version, features=p.features,
-            prediction=p.prediction, label=label.label, prediction_timestamp=p.timestamp,
-            label_timestamp=label.timestamp, probabilities=p.probabilities, latency_ms=p.latency_ms,
-        )
-        record = LabeledRecord(**data)
-        out.labeled.append(record)
-        out.labeled_dicts.append(data)
+    def _join(self, p: dict, label: Label, partition, kind, offset, index, pc, lc, now, out, put) -> None:
+        """Join ``label`` with the prediction ``p`` (a validated prediction's dict)."""
+        model, event_id = p["model"], p["event_id"]
+        # a LabeledRecord's fields, in its order (the labeled topic's records)
+        data = {"event_id": event_id, "model": model, "model_version": p["model_version"], "features": p["features"],
+                "prediction": p["prediction"], "label": label.label, "prediction_timestamp": p["timestamp"],
+                "label_timestamp": label.timestamp, "probabilities": p.get("probabilities"),
+                "latency_ms": p.get("latency_ms")}
+        out.labeled.append(data)
         # Joined pairs carry both sides' coordinates: which side completes a
         # join depends on arrival order, which a replay may change, so stage 2
         # recognises a re-joined pair by event_id (see driftline.streams.stage2).
-        out.observations[(p.model, kind, partition)].append(["j", offset, index, data, pc, lc])
+        out.observations[(model, kind, partition)].append(["j", offset, index, data, pc, lc])
         out.counts["joined"] += 1
-        remove_at = now + self._ttl(p.model)
-        put(partition, p.event_id, {"s": "j", "p": partition, "pc": pc, "lc": lc, "d": remove_at})
+        remove_at = now + self._ttl(model)
+        put(partition, event_id, {"s": "j", "p": partition, "pc": pc, "lc": lc, "d": remove_at})
 
     def _ttl(self, model: str) -> float:
         ttl = self._ttl_cache.get(model)

@@ -208,7 +208,7 @@ class JoinStage:
         dumps = orjson.dumps
         # labeled records are built from validated records: encoded once, as they are
         by_model: dict[str, list[dict]] = defaultdict(list)
-        for record in out.labeled_dicts:
+        for record in out.labeled:
             by_model[record["model"]].append(record)
         for model, records in by_model.items():
             for chunk in chunk_records(records):

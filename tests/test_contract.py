@@ -408,3 +408,16 @@ def test_an_integer_of_2_64_in_a_message_is_read_as_a_float_or_refused():
     else:
         [error] = batch.errors
         assert (error.field, error.reason) == ("features.x", "is an integer beyond 64 bits")
+
+
+def test_the_written_out_to_dicts_name_every_field_in_order():
+    # Prediction and Label write their to_dict out (the monitor's hot path): a
+    # field added to the class and not there must fail here.
+    from dataclasses import fields
+
+    from driftline.records import Label, Prediction, _Record
+
+    for record in (Prediction("e", "m", 1, 2.0, {"x": 1.0}, 1, {"0": 0.4, "1": 0.6}, 3.0),
+                   Label("e", "m", "yes", 2.0)):
+        assert record.to_dict() == _Record.to_dict(record)
+        assert list(record.to_dict()) == [f.name for f in fields(record)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.events import Label, Prediction
+from driftline.events import Label, LabeledRecord, Prediction
 from driftline.streams.checkpoint import CHUNK_BYTES, CheckpointError, Watermarks, decode_checkpoint, encode_checkpoint
 from driftline.streams.join import Joiner, index_of
 from driftline.streams.join_store import MemoryJoinStore
@@ -34,11 +34,13 @@ def test_join_in_both_orders():
     out = run(j, [("p", 0, 0, 0, pred(1)), ("l", 0, 0, 0, label(2))], now=0.0)
     assert out.labeled == []
     out = run(j, [("l", 0, 1, 0, label(1)), ("p", 0, 1, 0, pred(2))], now=1.0)
-    assert sorted(r.event_id for r in out.labeled) == ["e1", "e2"]
+    assert sorted(r["event_id"] for r in out.labeled) == ["e1", "e2"]
     # the prediction that completes a join is observed as a prediction and as a joined pair
     assert kinds(out) == [(("m", "l", 0), ["j"]), (("m", "p", 0), ["p", "j"])]
-    r = {x.event_id: x for x in out.labeled}["e2"]
-    assert (r.prediction, r.label, r.model_version, r.features) == (0, 1, 1, {"x": 2.0})
+    r = {x["event_id"]: x for x in out.labeled}["e2"]
+    # a labeled record's fields, as the worker decodes them
+    assert LabeledRecord.from_dict(r) == LabeledRecord("e2", "m", 1, {"x": 2.0}, 0, 1, r["prediction_timestamp"],
+                                                       r["label_timestamp"], None, None)
 
 
 def test_replay_is_ignored_and_duplicates_are_dead_lettered():
@@ -63,7 +65,7 @@ def test_label_for_other_model_is_dead_lettered_and_prediction_keeps_waiting():
     run(j, [("p", 0, 0, 0, pred(1))], now=0.0)
     out = run(j, [("l", 0, 0, 0, label(1, model="other"))], now=0.0)
     assert out.labeled == [] and "names model 'other'" in out.dead_letters[0].reason
-    assert [r.event_id for r in run(j, [("l", 0, 1, 0, label(1))], now=0.0).labeled] == ["e1"]
+    assert [r["event_id"] for r in run(j, [("l", 0, 1, 0, label(1))], now=0.0).labeled] == ["e1"]
 
 
 def test_ttl_expiry_is_counted_in_offset_order_and_state_stays_bounded():

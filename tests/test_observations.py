@@ -77,6 +77,10 @@ def test_feature_columns_of_one_schema_and_of_several():
     assert isinstance(same["a"], np.ndarray) and same["b"] == [1, 2] and absent == {}
     mixed, absent = feature_columns([{"a": 1.0}, {"b": "x"}])
     assert mixed == {"a": [1.0, None], "b": [None, "x"]} and absent == {"a": [1], "b": [0]}
+    # as many features in each, but not the same ones
+    swapped, absent = feature_columns([{"a": 1.0, "b": 2.0}, {"a": 3.0, "c": 4.0}])
+    assert swapped == {"a": swapped["a"], "b": [2.0, None], "c": [None, 4.0]}
+    assert swapped["a"].tolist() == [1.0, 3.0] and absent == {"b": [1], "c": [0]}
 
 
 def test_a_block_is_admitted_above_its_watermark_in_order_or_not():
