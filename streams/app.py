@@ -356,10 +356,14 @@ def create_monitor(settings: Settings, options: MonitorOptions | None = None, **
 
 
 def _import_analytics() -> None:
-    # ~2 s of imports (scipy.stats, River's detectors) that the first events
-    # would otherwise wait for (bench/monitor.py --profile): run in a thread
-    # while the consumer group forms; stage 1 waits for them
-    for name in ("river.drift.binary", "river.metrics", "driftline.streams.model_monitor"):
+    # ~1 s of imports (SciPy's special functions, River's detectors) that the first events would otherwise wait for
+    # (bench/monitor.py --profile): run in a thread while the consumer group
+    # forms; stage 1 waits for them. River's packages thin (driftline.river_modules).
+    from driftline.river_modules import river_module
+
+    for name in ("river.drift.adwin", "river.drift.binary", "river.anomaly.hst"):
+        river_module(name)
+    for name in ("scipy.special", "driftline.streams.model_monitor"):
         importlib.import_module(name)
 
     # what is alive now (modules, the app) lives as long as the process:
