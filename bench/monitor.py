@@ -499,6 +499,7 @@ def memory_section(settings_for, workdir: str, n: int, chunk: int, states: list[
             current, peak = monitor.rss_mb()
             done.set()
             follower.join(5)
+            milestones.setdefault(n, peak)
             print(f"  --state {state:8} {n / seconds:,.0f} ev/s ({seconds:.1f} s; includes waiting for the "
                   f"publisher); RSS after {n:,} events {current:.0f} MB now, {peak:.0f} MB peak", flush=True)
             steps = ", ".join(f"{mark:,}: {mb:.0f} MB" for mark, mb in sorted(milestones.items()))
