@@ -200,6 +200,7 @@ def noop_faust(settings: Settings, expected_messages: int) -> float:
 
 PROFILE_DIR: str | None = None  # --profile
 MEMTRACE_DIR: str | None = None  # --memtrace
+MONITOR_ARGS: list[str] = []  # --monitor-args (memory section)
 QUIX_VENV = os.path.join(ROOT, ".bench-venv", "quixstreams")
 
 
@@ -475,7 +476,7 @@ def memory_section(settings_for, workdir: str, n: int, chunk: int, states: list[
           f"(default label TTL: every joined marker is kept)", flush=True)
     for state in states:
         settings = settings_for()
-        monitor = Monitor(settings, workdir, f"memory-{state}", "--state", state)
+        monitor = Monitor(settings, workdir, f"memory-{state}", "--state", state, *MONITOR_ARGS)
         ready_rss: list[float] = []
         milestones: dict[int, float] = {}
         done = threading.Event()
@@ -616,6 +617,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memtrace", default=None, metavar="DIR",
                         help="run each monitor under bench/memtrace.py: DIR/NAME.jsonl samples where its memory "
                              "goes (MEMTRACE_TRACEMALLOC=N adds Python allocation sites, N frames)")
+    parser.add_argument("--monitor-args", default="",
+                        help="memory section: more arguments for the monitor, e.g. '--batch-events 5000'")
     parser.add_argument("--memory-step", type=int, default=1_000_000,
                         help="memory section: print the peak RSS each time this many more events are applied")
     parser.add_argument("--noop-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -624,7 +627,8 @@ def main(argv: list[str] | None = None) -> None:
         noop_faust_child(args.noop_child)
         return
     wanted = args.only or set(SECTIONS)
-    global PROFILE_DIR, MEMTRACE_DIR
+    global PROFILE_DIR, MEMTRACE_DIR, MONITOR_ARGS
+    MONITOR_ARGS = args.monitor_args.split()
     if args.memtrace:
         MEMTRACE_DIR = os.path.abspath(args.memtrace)
         os.makedirs(MEMTRACE_DIR, exist_ok=True)
