@@ -17,7 +17,7 @@ Elsewhere than glibc they do nothing.
 
 Examples
 --------
->>> trim() in (True, False)
+>>> limit_arenas()  # (glibc)
 True
 """
 
