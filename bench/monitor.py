@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -198,6 +199,8 @@ def noop_faust(settings: Settings, expected_messages: int) -> float:
 
 
 PROFILE_DIR: str | None = None  # --profile
+MEMTRACE_DIR: str | None = None  # --memtrace
+MONITOR_ARGS: list[str] = []  # --monitor-args (memory section)
 QUIX_VENV = os.path.join(ROOT, ".bench-venv", "quixstreams")
 
 
@@ -241,7 +244,11 @@ class Monitor:
     def __init__(self, settings: Settings, workdir: str, name: str, *extra: str, data: str | None = None):
         self.port = free_port()
         self.log_path = os.path.join(workdir, f"{name}.log")
-        command = [sys.executable, "-m", "driftline.streams", "--data-dir", os.path.join(workdir, f"data-{data or name}"),
+        entry = ["-m", "driftline.streams"]
+        if MEMTRACE_DIR:  # --memtrace: the monitor under bench/memtrace.py's sampler
+            self.trace_path = os.path.join(MEMTRACE_DIR, f"{name}.jsonl")
+            entry = [os.path.join(ROOT, "bench", "memtrace.py"), self.trace_path]
+        command = [sys.executable, *entry, "--data-dir", os.path.join(workdir, f"data-{data or name}"),
                    "--metrics-port", str(self.port), "--snapshot-interval", "5", "--session-timeout", "6", *extra]
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
@@ -459,22 +466,50 @@ def feed_trailing(settings: Settings, n: int, chunk: int, first: int = 0) -> Non
     asyncio.run(feed())
 
 
-def memory_section(settings_for, workdir: str, n: int, chunk: int, states: list[str]) -> None:
+def memory_section(settings_for, workdir: str, n: int, chunk: int, states: list[str], step: int = 1_000_000) -> None:
     """Labels trail their predictions by one chunk (not all predictions
     first): the join then holds few pending predictions, and what stays is
-    one joined marker per event for a label TTL (default 1 hour)."""
+    one joined marker per event for a label TTL (default 1 hour). The peak
+    RSS is also printed as each ``step`` events are applied (flat: memory
+    bounded by settings, not by traffic)."""
     print(f"\n== memory: {n:,} events, bulk, labels published {chunk:,} events behind their predictions "
           f"(default label TTL: every joined marker is kept)", flush=True)
     for state in states:
         settings = settings_for()
-        monitor = Monitor(settings, workdir, f"memory-{state}", "--state", state)
+        monitor = Monitor(settings, workdir, f"memory-{state}", "--state", state, *MONITOR_ARGS)
+        ready_rss: list[float] = []
+        milestones: dict[int, float] = {}
+        done = threading.Event()
+
+        def follow() -> None:
+            # peak RSS when the process is ready (nothing processed) and at every step
+            while not done.is_set() and monitor.proc.poll() is None:
+                if not ready_rss and monitor.ready():
+                    ready_rss.append(monitor.rss_mb()[1])
+                applied = monitor.counters().get("applied_joined", 0)
+                for mark in range(step, n + 1, step):
+                    if applied >= mark and mark not in milestones:
+                        milestones[mark] = monitor.rss_mb()[1]
+                done.wait(0.5)
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
         try:
             feed_trailing(settings, n, chunk)
             seconds, _cpu, _stages = watch([monitor], n)
             current, peak = monitor.rss_mb()
+            done.set()
+            follower.join(5)
+            milestones.setdefault(n, peak)
             print(f"  --state {state:8} {n / seconds:,.0f} ev/s ({seconds:.1f} s; includes waiting for the "
                   f"publisher); RSS after {n:,} events {current:.0f} MB now, {peak:.0f} MB peak", flush=True)
+            steps = ", ".join(f"{mark:,}: {mb:.0f} MB" for mark, mb in sorted(milestones.items()))
+            print(f"  --state {state:8} peak RSS when ready (nothing processed) "
+                  f"{ready_rss[0] if ready_rss else float('nan'):.0f} MB; after {steps}", flush=True)
+            if MEMTRACE_DIR:
+                print(f"  memory trace: {monitor.trace_path}", flush=True)
         finally:
+            done.set()
             monitor.stop()
 
 
@@ -579,13 +614,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-quix", action="store_true", help="leave out the quixstreams + River baseline")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="sample each monitor process with py-spy, write DIR/NAME-PID.raw and print a summary")
+    parser.add_argument("--memtrace", default=None, metavar="DIR",
+                        help="run each monitor under bench/memtrace.py: DIR/NAME.jsonl samples where its memory "
+                             "goes (MEMTRACE_TRACEMALLOC=N adds Python allocation sites, N frames)")
+    parser.add_argument("--monitor-args", default="",
+                        help="memory section: more arguments for the monitor, e.g. '--batch-events 5000'")
+    parser.add_argument("--memory-step", type=int, default=1_000_000,
+                        help="memory section: print the peak RSS each time this many more events are applied")
     parser.add_argument("--noop-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.noop_child is not None:
         noop_faust_child(args.noop_child)
         return
     wanted = args.only or set(SECTIONS)
-    global PROFILE_DIR
+    global PROFILE_DIR, MEMTRACE_DIR, MONITOR_ARGS
+    MONITOR_ARGS = args.monitor_args.split()
+    if args.memtrace:
+        MEMTRACE_DIR = os.path.abspath(args.memtrace)
+        os.makedirs(MEMTRACE_DIR, exist_ok=True)
     if args.profile:
         PROFILE_DIR = os.path.abspath(args.profile)
         os.makedirs(PROFILE_DIR, exist_ok=True)
@@ -612,7 +658,8 @@ def main(argv: list[str] | None = None) -> None:
             scale_section(bootstrap, registry, workdir, args.scale_events)
         states = [part.strip() for part in args.state.split(",") if part.strip()]
         if "memory" in wanted:
-            memory_section(lambda: new_settings(bootstrap, registry), workdir, args.memory_events, 20_000, states)
+            memory_section(lambda: new_settings(bootstrap, registry), workdir, args.memory_events, 20_000, states,
+                           args.memory_step)
         if "restart" in wanted:
             restart_section(lambda: new_settings(bootstrap, registry), workdir, args.restart_events, 20_000, states)
     finally:

@@ -386,12 +386,12 @@ def _check_detector_params(spec: DetectorSpec, name: str) -> None:
     if entry.params is not None:  # Driftline's own tests name their parameters
         allowed = tuple(entry.params)
     elif entry.river is not None:  # River's detectors take their constructor's keyword arguments
-        import importlib
         import inspect
 
+        from driftline.river_modules import river_class
+
         # Only when parameters are given: River is a heavy import.
-        module, _, class_name = entry.river.rpartition(".")
-        target = getattr(importlib.import_module(module), class_name)
+        target = river_class(entry.river)
         allowed = tuple(p for p in inspect.signature(target).parameters if p != "self")
     else:
         allowed = ()

@@ -44,6 +44,7 @@ from driftline.config import Settings
 from driftline.errors import DriftlineError
 from driftline.kafka import partition_counts
 
+from . import native_memory
 from .faust_types import app_class, join_table_class, partitioned_table_class
 from .join import COMPONENT, Joiner, index_of
 from .join_changelog import JoinStateWriter
@@ -158,7 +159,7 @@ class MonitorApp:
                                  observability.MONITOR_CPU.labels("join"),
                                  lambda error: self.supervisor.fail("join", error))
         self.stage1 = JoinStage(app, self.publisher, joiner, self.join_store, writer, self.observations_topic,
-                                options.state)
+                                options.state, options.batch_events)
         self.stage2 = ModelStage(app, self.publisher, self.policies, self.state_table, self.observations_topic,
                                  options.checkpoint_events, options.checkpoint_interval)
         self.model_events = ModelEventFollower(settings, self.stage2)
@@ -217,6 +218,11 @@ class MonitorApp:
         async def snapshot_timer():
             if not resets.hold_writes:
                 await self._publish_snapshots()
+
+        @app.timer(native_memory.TRIM_INTERVAL_S)
+        @guard("malloc_trim", native_memory.TRIM_INTERVAL_S)
+        async def malloc_trim_timer():
+            native_memory.trim()
 
         @app.timer(options.policy_refresh_interval)
         @guard("policy_refresh", options.policy_refresh_interval)
@@ -292,6 +298,7 @@ class MonitorApp:
         """Run as a faust worker until SIGINT/SIGTERM."""
         import faust
 
+        native_memory.limit_arenas()  # before the threads start (see streams/native_memory.py)
         self._data_dir_lock = lock_data_dir(self.options.data_dir)  # held until the process ends
         if self.options.reset_state:
             reset_state(self.settings, self.app_id, self.options.data_dir)
@@ -356,10 +363,14 @@ def create_monitor(settings: Settings, options: MonitorOptions | None = None, **
 
 
 def _import_analytics() -> None:
-    # ~2 s of imports (scipy.stats, River's detectors) that the first events
-    # would otherwise wait for (bench/monitor.py --profile): run in a thread
-    # while the consumer group forms; stage 1 waits for them
-    for name in ("river.drift.binary", "river.metrics", "driftline.streams.model_monitor"):
+    # ~1 s of imports (SciPy's special functions, River's detectors) that the first events would otherwise wait for
+    # (bench/monitor.py --profile): run in a thread while the consumer group
+    # forms; stage 1 waits for them. River's packages thin (driftline.river_modules).
+    from driftline.river_modules import river_module
+
+    for name in ("river.drift.adwin", "river.drift.binary", "river.anomaly.hst"):
+        river_module(name)
+    for name in ("scipy.special", "driftline.streams.model_monitor"):
         importlib.import_module(name)
 
     # what is alive now (modules, the app) lives as long as the process:

@@ -60,6 +60,26 @@ def auc_from_histogram(pos: np.ndarray, neg: np.ndarray) -> float | None:
     return wins / (float(n_pos) * float(n_neg))
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1, ties given their average rank: ``scipy.stats.rankdata``
+    (the same values: they are halves of integers, exact in floating point)
+    without importing ``scipy.stats``; a NaN anywhere makes every rank NaN, as there.
+
+    >>> average_ranks(np.array([0.5, 0.1, 0.5, 0.9])).tolist()
+    [2.5, 1.0, 2.5, 4.0]
+    """
+    values = np.ravel(np.asarray(values, dtype=np.float64))
+    if values.size and np.isnan(values).any():
+        return np.full(values.size, np.nan)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    first = np.r_[True, ordered[1:] != ordered[:-1]]  # the first of each run of equal values
+    dense = np.empty(values.size, dtype=np.intp)
+    dense[order] = np.cumsum(first)
+    bounds = np.r_[np.nonzero(first)[0], values.size]  # where each run starts, and the end
+    return 0.5 * (bounds[dense] + bounds[dense - 1] + 1)
+
+
 def roc_auc_exact(y_pos: np.ndarray, scores: np.ndarray) -> float | None:
     """Exact ROC AUC (Mann-Whitney U with average ranks for ties).
 
@@ -71,7 +91,5 @@ def roc_auc_exact(y_pos: np.ndarray, scores: np.ndarray) -> float | None:
     n_neg = y_pos.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return None
-    from scipy.stats import rankdata  # here: loading the metric catalog must not load SciPy
-
-    ranks = rankdata(scores)
+    ranks = average_ranks(scores)
     return float((ranks[y_pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))

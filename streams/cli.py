@@ -26,6 +26,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=default("batch_size"),
                         help="stage 1 reads and joins up to this many input messages at a time "
                              f"(default {default('batch_size')})")
+    parser.add_argument("--batch-events", type=int, default=default("batch_events"),
+                        help="stage 1 joins at most this many events at a time (a read of bulk messages is "
+                             f"split into parts of whole messages; default {default('batch_events'):,})")
     parser.add_argument("--web-port", type=int, default=default("web_port"),
                         help="faust web server port (default: off)")
     seconds("--session-timeout", "session_timeout", "consumer-group session timeout in seconds")
@@ -60,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         web_port=args.web_port, snapshot_interval=args.snapshot_interval,
         checkpoint_interval=args.checkpoint_interval, checkpoint_events=args.checkpoint_events,
         session_timeout=args.session_timeout, batch_size=args.batch_size,
+        batch_events=args.batch_events,
         heartbeat_interval=min(1.0, args.session_timeout / 3), policy_refresh_interval=args.policy_refresh_s,
         reset_check_interval=args.reset_check_s, reset_state=args.reset_state,
         series_grace_s=args.series_grace_s, state=args.state, state_memory_mb=args.state_memory_mb,

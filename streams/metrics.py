@@ -9,11 +9,12 @@ how many processes shared the work: two partial states merged with
 state that saw every event, and a state restored after a crash continues
 exactly where it stopped.
 
-Accuracy, precision, recall and F1 are computed by River's metric classes
+Accuracy, precision, recall and F1 are River's metric classes' numbers
 (:class:`river.metrics.Accuracy`, ``Precision``/``Recall``/``F1`` with
 ``pos_val`` for binary problems, ``MacroPrecision``/``MacroRecall``/
-``MacroF1`` otherwise) over a :class:`river.metrics.ConfusionMatrix` filled
-from the counts with sample weights. Log loss, MAE, RMSE and R² follow
+``MacroF1`` otherwise, over a :class:`river.metrics.ConfusionMatrix` filled
+from the counts with sample weights), computed by :mod:`driftline.streams.confusion`
+with River's arithmetic. Log loss, MAE, RMSE and R² follow
 scikit-learn's definitions (River's running means round differently event by
 event and cannot be merged exactly).
 

@@ -54,6 +54,10 @@ class MonitorOptions:
     batch_size
         Stage 1 reads and joins up to ``batch_size`` input messages at a time
         (what has arrived, without waiting for more).
+    batch_events
+        Stage 1 joins at most this many events at a time: a read of bulk
+        messages is joined, published and written in parts of whole
+        messages (the memory of a read is bounded by it, not by the fetch).
     expiry_interval
         Seconds between label-TTL sweeps.
     session_timeout, heartbeat_interval
@@ -87,6 +91,7 @@ class MonitorOptions:
     checkpoint_events: int = 2000
     checkpoint_interval: float = 1.0
     batch_size: int = 1000
+    batch_events: int = 10_000
     expiry_interval: float = 1.0
     session_timeout: float = 10.0
     heartbeat_interval: float = 1.0
@@ -114,7 +119,7 @@ class MonitorOptions:
                 raise MonitorError(f"{name} must be a positive number of seconds (got {value!r})")
         if not (isinstance(self.series_grace_s, (int, float)) and self.series_grace_s >= 0):
             raise MonitorError(f"--series-grace-s must be a number of seconds >= 0 (got {self.series_grace_s!r})")
-        for name in ("checkpoint_events", "batch_size"):
+        for name in ("checkpoint_events", "batch_size", "batch_events"):
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise MonitorError(f"{name} must be a positive integer (got {value!r})")

@@ -117,7 +117,9 @@ class HSTOutliers:
 
     def __init__(self, features: list[str], limits: dict[str, tuple[float, float]], reference_events: int = 1000,
                  n_trees: int = 10, height: int = 8, window_size: int = 250, seed: int = 42):
-        from river.anomaly import HalfSpaceTrees
+        from driftline.river_modules import river_class
+
+        HalfSpaceTrees = river_class("river.anomaly.hst.HalfSpaceTrees")
 
         self.features = list(features)
         self.reference_events = reference_events
@@ -167,7 +169,9 @@ class HSTOutliers:
         self = cls.__new__(cls)
         self.features = list(state["features"])
         self.reference_events = int(state["reference_events"])
-        from river.anomaly import HalfSpaceTrees
+        from driftline.river_modules import river_class
+
+        HalfSpaceTrees = river_class("river.anomaly.hst.HalfSpaceTrees")
 
         m = state["model"]
         self.model = HalfSpaceTrees(n_trees=m["n_trees"], height=m["height"], window_size=m["window_size"],
@@ -191,7 +195,9 @@ DETECTORS.add("both", (RangeOutliers, HSTOutliers), kind="outlier")
 
 def _tree_arrays(root: Any) -> dict[str, Any]:
     """A padded HST tree as flat arrays in depth-first (pre-)order."""
-    from river.tree.padded import PaddedBranch
+    from driftline.river_modules import river_class
+
+    PaddedBranch = river_class("river.tree.padded.PaddedBranch")
 
     names: list[Any] = []
     index: dict[Any, int] = {}
@@ -216,7 +222,10 @@ def _tree_arrays(root: Any) -> dict[str, Any]:
 
 
 def _tree_from_arrays(data: dict[str, Any]) -> Any:
-    from river.tree.padded import PaddedBranch, PaddedLeaf
+    from driftline.river_modules import river_module
+
+    padded = river_module("river.tree.padded")
+    PaddedBranch, PaddedLeaf = padded.PaddedBranch, padded.PaddedLeaf
 
     leaf = data["leaf"].tolist()
     feature = data["feature"].tolist()

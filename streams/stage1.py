@@ -71,10 +71,12 @@ class JoinStage:
         Stage 2's input.
     store_kind
         ``--state`` (for the ``join_state_ready`` log line).
+    batch_events
+        Events joined at a time at most (see :meth:`join_batch`).
     """
 
     def __init__(self, app, publisher: Publisher, joiner: Joiner, join_store: JoinStore, writer: JoinStateWriter,
-                 observations_topic: str, store_kind: str):
+                 observations_topic: str, store_kind: str, batch_events: int = 10_000):
         self.app = app
         self.publisher = publisher
         self.topics = publisher.topics
@@ -83,6 +85,7 @@ class JoinStage:
         self.writer = writer
         self.observations_topic = observations_topic
         self.store_kind = store_kind
+        self.batch_events = batch_events
         # a read and the expiry sweep take turns with the join state
         self._lock = asyncio.Lock()
         self._indexed: set[int] = set()
@@ -112,14 +115,21 @@ class JoinStage:
 
     async def join_batch(self, batches: list) -> None:
         """Decode, join and publish one read: ``[(tp, records), ...]`` from
-        :mod:`driftline.streams.batch_input` (every partition's records in offset order)."""
+        :mod:`driftline.streams.batch_input` (every partition's records in offset order).
+
+        A read is joined in parts of whole messages of at most
+        ``batch_events`` events (one message may hold more), each published
+        and written before the next is decoded: a part is what a smaller
+        read would have been, and the memory of a read is bounded by the
+        setting, not by how many bulk messages one fetch brought."""
         cpu = time.thread_time()
         self._input_messages.inc(sum(len(records) for _tp, records in batches))  # read, not yet handled
-        items = []
+        items: list = []
         dead: list[DeadLetter] = []
         single: set[tuple[str, int, int]] = set()  # messages that are one event, not a bulk array
         predictions = self.topics.predictions
         decode_batch = events.decode_batch
+        limit = self.batch_events
         for tp, records in batches:
             topic, partition = tp.topic, tp.partition
             kind, record_type = ("p", Prediction) if topic == predictions else ("l", Label)
@@ -145,7 +155,17 @@ class JoinStage:
                     positions = range(len(decoded.records))
                 for index, record in zip(positions, decoded.records):
                     items.append((kind, partition, offset, index, record))
-        spent = time.thread_time() - cpu
+                del decoded
+                if len(items) >= limit:
+                    await self._join_part(items, dead, single, batches, time.thread_time() - cpu)
+                    items, dead, single = [], [], set()
+                    cpu = time.thread_time()
+        if items or dead:
+            await self._join_part(items, dead, single, batches, time.thread_time() - cpu)
+
+    async def _join_part(self, items: list, dead: list[DeadLetter], single: set, batches: list,
+                         spent: float) -> None:
+        """Join, publish and write one part of a read (``spent``: its decoding's CPU seconds)."""
         async with self._lock:
             cpu = time.thread_time()
             self._sync_partitions()

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import base64
 import collections
-import importlib
 import inspect
 import json
 import random
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from driftline.catalog import DETECTORS
+from driftline.river_modules import river_class
 from driftline.errors import DriftlineError
 
 __all__ = ["StateError", "trusted_river_types", "encode_value", "decode_value", "dumps", "loads"]
@@ -205,8 +205,7 @@ def decode_value(data: Any) -> Any:
         name = data["__river__"]
         if name not in trusted_river_types():
             raise StateError(f"state: type {name!r} is not in the trusted type list")
-        module, _, cls_name = name.rpartition(".")
-        cls = getattr(importlib.import_module(module), cls_name)
+        cls = river_class(name)
         obj = cls.__new__(cls)
         raw_attrs = data.get("attrs", {})
         if not isinstance(raw_attrs, dict):

@@ -474,3 +474,105 @@ def test_one_call_larger_than_the_rolling_window():
     _close(snap.cumulative["log_loss"], skm.log_loss(y, np.column_stack([1 - p1, p1])), 1e-9)
     _close(snap.rolling["accuracy"], skm.accuracy_score(y[-w:], pred[-w:]), 1e-9)
     _close(snap.rolling["roc_auc"], skm.roc_auc_score(y[-w:], p1[-w:]), 1e-9)
+
+
+def _river_confusion_scores(counts, keys, positive):
+    """What streams/confusion.py computed with River's own classes before."""
+    from river import metrics as river_metrics
+
+    from driftline.streams.labels import positive_class
+
+    cm = river_metrics.ConfusionMatrix()
+    rows, cols = np.nonzero(counts)
+    for i, j in zip(rows.tolist(), cols.tolist()):
+        cm.update(keys[i], keys[j], w=float(counts[i, j]))
+    seen = [keys[i] for i in sorted(set(rows.tolist()) | set(cols.tolist()))]
+    out = {"accuracy": river_metrics.Accuracy(cm=cm).get()}
+    if len(seen) <= 2:
+        pos = positive_class(seen, positive)
+        out.update(precision=river_metrics.Precision(cm=cm, pos_val=pos).get(),
+                   recall=river_metrics.Recall(cm=cm, pos_val=pos).get(),
+                   f1=river_metrics.F1(cm=cm, pos_val=pos).get())
+    else:
+        out.update(precision=river_metrics.MacroPrecision(cm=cm).get(),
+                   recall=river_metrics.MacroRecall(cm=cm).get(), f1=river_metrics.MacroF1(cm=cm).get())
+    return out
+
+
+def test_confusion_scores_are_rivers_to_the_last_bit():
+    from driftline.streams.confusion import confusion_scores
+
+    rng = np.random.default_rng(7)
+    for trial in range(600):
+        k = int(rng.integers(1, 7))
+        keys = [f"c{i}" for i in rng.permutation(k)] if trial % 2 else [str(i) for i in range(k)]
+        # sparse matrices: empty rows and columns, classes only predicted or only labelled
+        counts = rng.integers(0, 50, size=(k, k)) * (rng.random((k, k)) < 0.6)
+        positive = keys[-1] if trial % 3 == 0 else None
+        ours = confusion_scores(counts, keys, positive)
+        assert ours == _river_confusion_scores(counts, keys, positive), (counts, keys, positive)
+    assert confusion_scores(np.zeros((2, 2), dtype=int), ["0", "1"], None) == \
+        {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_average_ranks_and_chi2_are_scipy_stats_values():
+    from scipy import stats
+
+    from driftline.streams.auc import average_ranks
+    from driftline.streams.drift import chi2_isf, chi2_sf
+
+    rng = np.random.default_rng(3)
+    for _ in range(300):
+        values = np.round(rng.random(int(rng.integers(1, 200))), int(rng.integers(1, 4)))  # many ties
+        assert np.array_equal(average_ranks(values), stats.rankdata(values))
+        dof, x, q = int(rng.integers(1, 40)), float(rng.exponential(20)), float(rng.uniform(1e-9, 0.5))
+        assert chi2_sf(x, dof) == float(stats.chi2.sf(x, dof))
+        assert chi2_isf(q, dof) == float(stats.chi2.isf(q, dof))
+    assert np.isnan(average_ranks(np.array([0.2, np.nan]))).all()
+
+
+def test_the_monitors_analytics_load_neither_scikit_learn_pandas_nor_scipy_stats():
+    # a fresh interpreter: what the monitor imports for its analytics and the default
+    # policy's detectors (River's packages thin, driftline/river_modules.py)
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from driftline.streams import app\n"
+        "app._import_analytics()\n"
+        "from driftline.policy import MonitorPolicy\n"
+        "from driftline.streams.model_monitor import ModelMonitor\n"
+        "from driftline.events import Prediction, LabeledRecord\n"
+        "policy = MonitorPolicy(warmup=10, outlier_detector='both')\n"
+        "mon = ModelMonitor('m', policy, profile_for=lambda v: None)\n"
+        "preds = [Prediction(f'e{i}', 'm', 1, 0.0, {'x': float(i % 7)}, i % 2, {'0': 0.4, '1': 0.6}, 5.0)"
+        " for i in range(3000)]\n"
+        "mon.observe_predictions(preds, now=1.0)\n"
+        "mon.observe_joined([LabeledRecord(p.event_id, 'm', 1, p.features, p.prediction, i % 3 % 2, 0.0, 2.0,"
+        " p.probabilities, None) for i, p in enumerate(preds)], now=2.0)\n"
+        "state = ModelMonitor.from_state(mon.to_state(), policy, lambda v: None)\n"
+        "assert state.snapshots(3.0)[0].cumulative['accuracy'] is not None\n"
+        "print(sorted(m for m in ('sklearn', 'pandas', 'pyarrow', 'scipy.stats') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+def test_a_thin_river_package_still_gives_everything_it_defines():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from driftline.river_modules import river_class\n"
+        "river_class('river.drift.adwin.ADWIN')\n"
+        "assert 'sklearn' not in sys.modules\n"
+        "from river import drift\n"
+        "from river.drift import KSWIN\n"  # defined by river/drift/__init__.py: it runs now
+        "print(drift.KSWIN is KSWIN, drift.binary.DDM.__name__, drift.ADWIN.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["True", "DDM", "river.drift.adwin"]

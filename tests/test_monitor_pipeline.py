@@ -196,7 +196,10 @@ def _labeled_count(settings) -> int:
 
 
 @pytest.mark.slow
-def test_kill_9_mid_stream_and_restart_counts_every_event_once(settings, monitors, tmp_path):
+@pytest.mark.parametrize("split", [False, True], ids=["whole-reads", "reads-in-parts"])
+def test_kill_9_mid_stream_and_restart_counts_every_event_once(settings, monitors, tmp_path, split):
+    # reads-in-parts: stage 1 joins, publishes and writes each read in parts of
+    # 37 events (--batch-events), so the kill may fall between two parts of a read
     n = 9000
     predictions, labels = make_events(n)
     with Publisher(settings) as publisher:
@@ -208,7 +211,7 @@ def test_kill_9_mid_stream_and_restart_counts_every_event_once(settings, monitor
                 publisher.publish_labels(labels[start:start + 250], bulk=False)
                 time.sleep(0.25)
 
-    first = monitors("first", "--checkpoint-events", "200")
+    first = monitors("first", "--checkpoint-events", "200", *(["--batch-events", "37"] if split else []))
     # kill once stage 2 has written a checkpoint (its changelog has records) and joins are flowing
     changelog = f"{settings.topic_prefix}monitor-models-changelog"
     feeder = threading.Thread(target=publish_labels_slowly, daemon=True)

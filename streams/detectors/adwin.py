@@ -17,9 +17,9 @@ from driftline.catalog import DETECTORS
                     trusted=("river.drift.adwin.ADWIN",), order=40)
 def adwin(params: dict, level: float | None, concept: bool) -> Any:
     """River's ADWIN; a data-drift test's level becomes ``delta`` unless the policy sets it."""
-    from river import drift
+    from driftline.river_modules import river_class
 
     params = dict(params)
     if level is not None and "delta" not in params:
         params["delta"] = level
-    return drift.ADWIN(**params)
+    return river_class("river.drift.adwin.ADWIN")(**params)

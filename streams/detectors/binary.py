@@ -23,9 +23,9 @@ from driftline.catalog import DETECTORS
 
 def _binary(class_name: str) -> Callable[[dict, "float | None", bool], Any]:
     def build(params: dict, level: float | None, concept: bool) -> Any:
-        from river.drift import binary
+        from driftline.river_modules import river_class
 
-        return getattr(binary, class_name)(**params)
+        return river_class(f"river.drift.binary.{class_name}")(**params)
 
     build.__qualname__ = build.__name__ = class_name.lower()
     return build

@@ -17,10 +17,10 @@ from driftline.catalog import DETECTORS
                     trusted=("river.drift.kswin.KSWIN",), order=30)
 def kswin(params: dict, level: float | None, concept: bool) -> Any:
     """River's KSWIN; the level becomes ``alpha`` and the seed is fixed unless the policy sets them."""
-    from river import drift
+    from driftline.river_modules import river_class
 
     params = dict(params)
     if level is not None and "alpha" not in params:
         params["alpha"] = max(level, 1e-10)
     params.setdefault("seed", 42)  # reproducible windows
-    return drift.KSWIN(**params)
+    return river_class("river.drift.kswin.KSWIN")(**params)

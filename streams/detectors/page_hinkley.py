@@ -16,9 +16,9 @@ from driftline.catalog import DETECTORS
                     trusted=("river.drift.page_hinkley.PageHinkley", "river.stats.mean.Mean"), order=100)
 def page_hinkley(params: dict, level: float | None, concept: bool) -> Any:
     """River's PageHinkley; on the error stream it watches increases only (``mode="up"``)."""
-    from river import drift
+    from driftline.river_modules import river_class
 
     params = dict(params)
     if concept:
         params.setdefault("mode", "up")
-    return drift.PageHinkley(**params)
+    return river_class("river.drift.page_hinkley.PageHinkley")(**params)
